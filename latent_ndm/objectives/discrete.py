@@ -1,0 +1,65 @@
+"""The discrete-time NDM objective (MATH.md section 4) on the grid t_i = t_eps + (1 - t_eps) i / T.
+
+NELBO = L_rec(t_0) + sum_{i=1}^T KL_i + L_prior, trained with one i ~ U{1..T} per example (times T).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from latent_ndm.checks import check_batch
+from latent_ndm.objectives.boundary import boundary_terms
+from latent_ndm.objectives.terms import NDMLoss, discrete_kl, forward_sample
+from latent_ndm.schedule import VPSchedule
+from latent_ndm.transforms import Transform
+
+
+def time_grid(T: int, t_eps: float, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
+              ) -> torch.Tensor:
+    """t_i = t_eps + (1 - t_eps) i / T, i = 0..T (shape (T + 1,))."""
+    if T < 1:
+        raise ValueError(f"T must be a positive integer, got {T}")
+    if not 0.0 < t_eps < 1.0:
+        raise ValueError(f"t_eps must lie in (0, 1), got {t_eps}")
+    return t_eps + (1.0 - t_eps) * torch.arange(T + 1, dtype=dtype, device=device) / T
+
+
+class DiscreteNDMObjective:
+    """`objective(denoiser, transform, x) -> NDMLoss` with T steps (per example, nats)."""
+
+    def __init__(self, schedule: VPSchedule, T: int = 1000, t_eps: float = 1e-3) -> None:
+        self.schedule = schedule
+        self.T = int(T)
+        self.t_eps = float(t_eps)
+        time_grid(self.T, self.t_eps)  # validates
+
+    def step_kl(self, denoiser: nn.Module, transform: Transform, x: torch.Tensor, i: torch.Tensor,
+                eps: torch.Tensor) -> torch.Tensor:
+        """KL_i per example for step indices i of shape (B,) in 1..T, with z_t drawn from the noise eps."""
+        B, dtype = x.shape[0], torch.promote_types(x.dtype, torch.float32)
+        grid = time_grid(self.T, self.t_eps, dtype, x.device)
+        s, t = grid[i - 1], grid[i]
+        sched = self.schedule(torch.cat([s, t]))
+        sched_s, sched_t = sched.select(slice(0, B)), sched.select(slice(B, 2 * B))
+        st = torch.cat([s, t]).to(x.dtype)
+        if transform.is_identity:
+            F_x_s = F_x_t = x
+        else:
+            F_x_s, F_x_t = transform(torch.cat([x, x]), st).split(B)
+        z_t = forward_sample(F_x_t, eps, sched_t)
+        x_hat = denoiser(z_t, t.to(x.dtype))
+        if transform.is_identity:
+            F_xh_s = F_xh_t = x_hat
+        else:
+            F_xh_s, F_xh_t = transform(torch.cat([x_hat, x_hat]), st).split(B)
+        return discrete_kl(F_x_s, F_xh_s, F_x_t, F_xh_t, sched_s, sched_t)
+
+    def __call__(self, denoiser: nn.Module, transform: Transform, x: torch.Tensor,
+                 generator: torch.Generator | None = None) -> NDMLoss:
+        check_batch(x, "x")
+        i = torch.randint(1, self.T + 1, (x.shape[0],), device=x.device, generator=generator)
+        eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        diff = self.T * self.step_kl(denoiser, transform, x, i, eps)
+        rec, prior = boundary_terms(self.schedule, transform, x, self.t_eps)
+        return NDMLoss(rec=rec, diff=diff, prior=prior, total=rec + diff + prior)
