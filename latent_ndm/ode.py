@@ -46,9 +46,12 @@ def integrate(func: Callable, state: torch.Tensor | tuple[torch.Tensor, ...], t_
             raise ValueError(f"fixed-step method {method!r} needs steps >= 1, got {steps}")
         # fixed-grid solvers step exactly on the times given
         times = torch.linspace(t_start, t_end, steps + 1, dtype=first.dtype, device=first.device)
+        options = None
     else:
         times = torch.tensor([t_start, t_end], dtype=first.dtype, device=first.device)
+        # land the last step exactly on t_end: never evaluate the field beyond the interval (e.g. t < 0)
+        options = {"step_t": times[1:].clone()}
     counting = CountingFunc(func)
-    out = odeint(counting, state, times, method=method, rtol=rtol, atol=atol)
+    out = odeint(counting, state, times, method=method, rtol=rtol, atol=atol, options=options)
     end = tuple(o[-1] for o in out) if isinstance(out, tuple) else out[-1]
     return ODESolution(state=end, nfe=counting.nfe)

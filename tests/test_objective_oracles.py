@@ -17,7 +17,7 @@ from latent_ndm.oracle import (
 from latent_ndm.schedule import ScheduleOutput, VPSchedule
 from latent_ndm.time_sampling import InverseG2Time, LikelihoodISTime, UniformTime
 from latent_ndm.transforms import IdentityTransform
-from tests.oracle_setup import AffineF, CurvedF, M, S, T_EPS, f64, gaussian_data
+from tests.oracle_setup import T_EPS, AffineF, CurvedF, M, S, f64, gaussian_data
 
 sch = VPSchedule()
 
@@ -39,7 +39,7 @@ def test_identity_continuous_is_vdm():
     h = 1e-6
     dsnr = (torch.exp(sch(t + h).log_snr) - torch.exp(sch(t - h).log_snr)) / (2 * h)
     vdm = -0.5 * dsnr * ((x - x_hat) ** 2).sum(1)
-    assert torch.allclose(ours, vdm, rtol=1e-6)
+    assert torch.allclose(ours, vdm, rtol=1e-5)  # central differences of a steep SNR near t = 0.001
     z = s.alpha[:, None] * x + s.sigma[:, None] * eps
     eps_hat = (z - s.alpha[:, None] * x_hat) / s.sigma[:, None]
     lsgm = s.g2 / (2 * s.sigma2) * ((eps - eps_hat) ** 2).sum(1)

@@ -1,0 +1,193 @@
+"""Samplers and the ODE likelihood against closed forms (MATH.md sections 6 and 8, oracle 5)."""
+
+import math
+
+import pytest
+import torch
+
+from latent_ndm.checks import append_dims
+from latent_ndm.likelihood import draw_probe, exact_divergence, hutchinson_divergence, ode_log_likelihood
+from latent_ndm.oracle import GaussianOracleDenoiser, marginal_logp
+from latent_ndm.parameterisation import Denoiser, EpsilonPrediction
+from latent_ndm.reverse_process import ReverseProcess
+from latent_ndm.samplers import sample_discrete, sample_ode, sample_sde
+from latent_ndm.schedule import VPSchedule
+from latent_ndm.transforms import IdentityTransform
+from tests.oracle_setup import T_EPS, M, S, f64
+
+sch = VPSchedule()
+
+
+def oracle_process() -> ReverseProcess:
+    return ReverseProcess(GaussianOracleDenoiser(M, S, sch), IdentityTransform(), sch)
+
+
+def analytic_flow(z_1: torch.Tensor, t: float) -> torch.Tensor:
+    """The exact probability-flow map z_1 -> z_t for Gaussian data (per-dimension affine)."""
+    s = sch(torch.tensor([t, 1.0], dtype=f64))
+    std_t, std_1 = torch.sqrt(s.alpha[0] ** 2 * S + s.sigma2[0]), torch.sqrt(s.alpha[1] ** 2 * S + s.sigma2[1])
+    return s.alpha[0] * M + std_t / std_1 * (z_1 - s.alpha[1] * M)
+
+
+def sample_marginal(n: int, t: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    s = sch(torch.tensor([t], dtype=f64))
+    x = M + S.sqrt() * torch.randn(n, 3, dtype=f64, generator=g)
+    return s.alpha * x + s.sigma * torch.randn(n, 3, dtype=f64, generator=g)
+
+
+# -- oracle 5: the ODE log-density -------------------------------------------------------------------------------
+def test_ode_likelihood_matches_closed_form():
+    z = sample_marginal(8, T_EPS, seed=0)
+    out = ode_log_likelihood(oracle_process().velocity, z, t_eps=T_EPS, rtol=1e-8, atol=1e-8, exact=True,
+                             prior_logp=lambda z1: marginal_logp(z1, 1.0, M, S, sch))
+    expected = marginal_logp(z, T_EPS, M, S, sch)
+    assert torch.allclose(out.logp, expected, atol=1e-6, rtol=0)
+    assert out.nfe > 10
+    assert torch.allclose(out.z_1, analytic_flow_inverse(z), atol=1e-6)
+
+
+def analytic_flow_inverse(z_eps: torch.Tensor) -> torch.Tensor:
+    s = sch(torch.tensor([T_EPS, 1.0], dtype=f64))
+    std_e, std_1 = torch.sqrt(s.alpha[0] ** 2 * S + s.sigma2[0]), torch.sqrt(s.alpha[1] ** 2 * S + s.sigma2[1])
+    return s.alpha[1] * M + std_1 / std_e * (z_eps - s.alpha[0] * M)
+
+
+def test_hutchinson_is_unbiased_for_the_trace():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(5, 5, dtype=f64, generator=g)
+    z = torch.randn(40_000, 5, dtype=f64, generator=g).requires_grad_(True)
+    v = z @ A.T
+    exact = exact_divergence(v, z)
+    assert torch.allclose(exact, torch.full_like(exact, torch.trace(A).item()), rtol=1e-12)
+    for kind in ("rademacher", "gaussian"):
+        est = hutchinson_divergence(z @ A.T, z, draw_probe(z, kind, g))
+        se = est.std().item() / math.sqrt(est.numel())
+        assert abs(est.mean().item() - torch.trace(A).item()) < 4 * se
+
+
+def test_hutchinson_likelihood_averages_to_exact():
+    # a process whose Jacobian is not diagonal: rotate the oracle's coordinates
+    Q, _ = torch.linalg.qr(torch.randn(3, 3, dtype=f64, generator=torch.Generator().manual_seed(1)))
+    proc = oracle_process()
+
+    def velocity(z, t):
+        return proc.velocity(z @ Q, t) @ Q.T
+
+    z = sample_marginal(1, T_EPS, seed=3) @ Q.T
+    exact = ode_log_likelihood(velocity, z, t_eps=T_EPS, rtol=1e-6, atol=1e-6, exact=True)
+    zs = z.expand(512, 3).contiguous()
+    est = ode_log_likelihood(velocity, zs, t_eps=T_EPS, rtol=1e-6, atol=1e-6, probe="gaussian",
+                             generator=torch.Generator().manual_seed(4))
+    se = est.logp.std().item() / math.sqrt(512)
+    assert est.logp.std().item() > 1e-3  # the probe really varies
+    assert abs(est.logp.mean().item() - exact.logp.item()) < 4 * se
+
+
+# -- samplers -------------------------------------------------------------------------------------------------
+def test_ode_sampler_integrates_the_linear_flow_exactly():
+    z_1 = torch.randn(16, 3, dtype=f64, generator=torch.Generator().manual_seed(0))
+    target = analytic_flow(z_1, T_EPS)
+    out = sample_ode(oracle_process(), z_1=z_1, t_eps=T_EPS, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(out.z, target, atol=1e-6)
+    alpha_eps = sch(torch.tensor([T_EPS], dtype=f64)).alpha
+    assert torch.allclose(out.x, out.z / alpha_eps)
+    rk4 = sample_ode(oracle_process(), z_1=z_1, t_eps=T_EPS, method="rk4", steps=400)
+    assert rk4.nfe == 4 * 400
+    assert torch.allclose(rk4.z, target, atol=1e-4)
+    err = [(sample_ode(oracle_process(), z_1=z_1, t_eps=T_EPS, method="euler", steps=n).z - target).abs().max()
+           for n in (500, 1000)]
+    assert err[1] < 0.65 * err[0]  # first-order convergence of Euler
+
+
+def test_probability_flow_is_the_eps_form_for_identity():
+    """For F = identity with eps-prediction, v = f(t) z + 1/2 g^2 eps_hat / sigma."""
+    net = torch.nn.Linear(3, 3).double()
+    eps_net = _TimeFree(net)
+    proc = ReverseProcess(Denoiser(eps_net, sch, EpsilonPrediction()), IdentityTransform(), sch)
+    z = torch.randn(6, 3, dtype=f64)
+    t = torch.linspace(0.01, 0.99, 6, dtype=f64)
+    s = sch(t)
+    expected = append_dims(s.r, 2) * z + 0.5 * append_dims(s.g2 / s.sigma, 2) * net(z)
+    assert torch.allclose(proc.velocity(z, t), expected, rtol=1e-10)
+
+
+class _TimeFree(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, z, t):
+        return self.net(z)
+
+
+def _propagate_discrete(T: int, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact mean and variance of the discrete sampler's z_{t_0} for Gaussian data, by moment propagation:
+    with x_hat = m + k (z_t - alpha_t m), each step is z_s = A z_t + b + nu eps."""
+    from latent_ndm.objectives.discrete import time_grid
+    from latent_ndm.objectives.terms import ddpm_nu2
+
+    grid = time_grid(T, T_EPS)
+    mu, var = torch.zeros(3, dtype=f64), torch.ones(3, dtype=f64)
+    for i in range(T, 0, -1):
+        ss, st = sch(grid[i - 1 : i]), sch(grid[i : i + 1])
+        nu2 = eta**2 * ddpm_nu2(ss, st)
+        c = torch.sqrt(ss.sigma2 - nu2) / st.sigma
+        k = st.alpha * S / (st.alpha**2 * S + st.sigma2)
+        A = (ss.alpha - c * st.alpha) * k + c
+        b = (ss.alpha - c * st.alpha) * (1 - k * st.alpha) * M
+        mu, var = A * mu + b, A**2 * var + nu2
+    return mu, var
+
+
+def _propagate_sde(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact moments of Euler-Maruyama for Gaussian data: f = P z + q is affine in z."""
+    times = torch.linspace(1.0, T_EPS, steps + 1, dtype=f64)
+    mu, var = torch.zeros(3, dtype=f64), torch.ones(3, dtype=f64)
+    for j in range(steps):
+        s, h = sch(times[j : j + 1]), (times[j] - times[j + 1]).item()
+        k = s.alpha * S / (s.alpha**2 * S + s.sigma2)
+        # f = r z - beta (alpha x_hat - z) / sigma^2, x_hat = m + k (z - alpha m)
+        P = s.r - s.g2 * (s.alpha * k - 1) / s.sigma2
+        q = -s.g2 * s.alpha * (1 - k * s.alpha) * M / s.sigma2
+        noise = s.g2 * h if j < steps - 1 else torch.zeros(1, dtype=f64)
+        mu, var = (1 - h * P) * mu - h * q, (1 - h * P) ** 2 * var + noise
+    return mu, var
+
+
+def _moments_match(z: torch.Tensor, mu: torch.Tensor, var: torch.Tensor) -> None:
+    n = z.shape[0]
+    assert (z.mean(0) - mu).abs().max() < 4 * torch.sqrt(var / n).max(), (z.mean(0), mu)
+    assert ((z.var(0) - var).abs() / var).max() < 4 * math.sqrt(2 / n), (z.var(0), var)
+
+
+def test_sde_sampler_has_the_exact_euler_maruyama_moments():
+    out = sample_sde(oracle_process(), (20_000, 3), steps=200, t_eps=T_EPS, dtype=f64,
+                     generator=torch.Generator().manual_seed(0))
+    assert out.nfe == 200
+    _moments_match(out.z, *_propagate_sde(200))
+    # and it approaches the data marginal q(z_eps) as the step shrinks
+    s = sch(torch.tensor([T_EPS], dtype=f64))
+    target = s.alpha**2 * S + s.sigma2
+    gaps = [((_propagate_sde(n)[1] - target).abs() / target).max() for n in (200, 2000)]
+    assert gaps[1] < 0.2 * gaps[0] and gaps[1] < 0.01
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.5])
+def test_discrete_sampler_has_the_exact_moments(eta):
+    out = sample_discrete(oracle_process(), (20_000, 3), T=300, t_eps=T_EPS, eta=eta, dtype=f64,
+                          generator=torch.Generator().manual_seed(1))
+    assert out.nfe == 300
+    _moments_match(out.z, *_propagate_discrete(300, eta))
+    s = sch(torch.tensor([T_EPS], dtype=f64))
+    target = s.alpha**2 * S + s.sigma2
+    gaps = [((_propagate_discrete(n, eta)[1] - target).abs() / target).max() for n in (300, 3000)]
+    assert gaps[1] < 0.5 * gaps[0] and gaps[1] < 0.02, gaps
+
+
+def test_ddim_follows_the_flow_and_is_deterministic():
+    z_1 = torch.randn(8, 3, dtype=f64, generator=torch.Generator().manual_seed(2))
+    a = sample_discrete(oracle_process(), z_1=z_1, T=1000, t_eps=T_EPS, eta=0.0)
+    b = sample_discrete(oracle_process(), z_1=z_1, T=1000, t_eps=T_EPS, eta=0.0)
+    assert torch.equal(a.z, b.z)
+    assert torch.allclose(a.z, analytic_flow(z_1, T_EPS), atol=2e-2)
