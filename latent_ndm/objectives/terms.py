@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from latent_ndm.checks import append_dims
+from latent_ndm.checks import append_dims, check_same_shape
 from latent_ndm.schedule import ScheduleOutput
 
 
@@ -23,6 +23,16 @@ class NDMLoss:
     diff: torch.Tensor
     prior: torch.Tensor
     total: torch.Tensor
+
+
+def _check_terms(tensors: dict[str, torch.Tensor], *scheds: ScheduleOutput) -> None:
+    """All data-like tensors share one shape (B, ...) and every schedule has B rows."""
+    (name0, ref), *rest = tensors.items()
+    for name, x in rest:
+        check_same_shape(ref, x, (name0, name))
+    for sched in scheds:
+        if sched.alpha.shape != ref.shape[:1]:
+            raise ValueError(f"schedule has shape {tuple(sched.alpha.shape)} but the batch is {ref.shape[0]}")
 
 
 def sum_dims(x: torch.Tensor) -> torch.Tensor:
@@ -43,6 +53,7 @@ def prior_kl(F_x_1: torch.Tensor, sched_1: ScheduleOutput) -> torch.Tensor:
 
     = 1/2 sum_d [sigma_1^2 + alpha_1^2 F_d(x,1)^2 - 1 - log sigma_1^2].
     """
+    _check_terms({"F_x_1": F_x_1}, sched_1)
     D = F_x_1[0].numel()
     a2, s2 = sched_1.alpha**2, sched_1.sigma2
     return 0.5 * (D * (s2 - 1.0 - torch.log(s2)) + a2 * sum_dims(F_x_1.to(a2.dtype) ** 2))
@@ -54,6 +65,7 @@ def reconstruction(x: torch.Tensor, F_x_0: torch.Tensor, sched_0: ScheduleOutput
     = D/2 (1 + log(2 pi sigma_0^2 / alpha_0^2)) + alpha_0^2 ||x - F(x, t_0)||^2 / (2 sigma_0^2), in closed form;
     the second part vanishes for F = identity and is small for F(x, t) = x + t G(x, t).
     """
+    _check_terms({"x": x, "F_x_0": F_x_0}, sched_0)
     D = x[0].numel()
     a2, s2 = sched_0.alpha**2, sched_0.sigma2
     const = 0.5 * D * (1.0 + torch.log(2.0 * math.pi * s2 / a2))
@@ -80,6 +92,7 @@ def discrete_kl(F_x_s: torch.Tensor, F_xh_s: torch.Tensor, F_x_t: torch.Tensor, 
 
     || alpha_s (F(x,s) - F(x_hat,s)) - sqrt(sigma_s^2 - nu^2)/sigma_t alpha_t (F(x,t) - F(x_hat,t)) ||^2 / (2 nu^2).
     """
+    _check_terms({"F_x_s": F_x_s, "F_xh_s": F_xh_s, "F_x_t": F_x_t, "F_xh_t": F_xh_t}, sched_s, sched_t)
     nd = F_x_s.ndim
     nu2 = ddpm_nu2(sched_s, sched_t)
     coef = torch.sqrt(sched_s.sigma2 - nu2) / sched_t.sigma * sched_t.alpha
@@ -94,6 +107,7 @@ def continuous_integrand(F_x: torch.Tensor, dF_x: torch.Tensor, F_xh: torch.Tens
     c = d sigma^2/dt - 2 r sigma^2 + g^2,
     Delta = alpha_t (dF/dt(x,t) - dF/dt(x_hat,t)) - alpha_t c / (2 sigma_t^2) (F(x,t) - F(x_hat,t)).
     """
+    _check_terms({"F_x": F_x, "dF_x": dF_x, "F_xh": F_xh, "dF_xh": dF_xh}, sched)
     nd = F_x.ndim
     g2 = sched.g2
     c = sched.d_sigma2 - 2.0 * sched.r * sched.sigma2 + g2
