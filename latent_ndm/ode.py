@@ -49,8 +49,9 @@ def integrate(func: Callable, state: torch.Tensor | tuple[torch.Tensor, ...], t_
         options = None
     else:
         times = torch.tensor([t_start, t_end], dtype=first.dtype, device=first.device)
-        # land the last step exactly on t_end: never evaluate the field beyond the interval (e.g. t < 0)
-        options = {"step_t": times[1:].clone()}
+        # never evaluate the field outside [t_start, t_end] (e.g. t < 0): land the last step exactly on t_end,
+        # and give the first step instead of torchdiffeq's heuristic, which probes t_start + h0 for a large h0
+        options = {"step_t": times[1:].clone(), "first_step": abs(t_end - t_start) * 1e-3}
     counting = CountingFunc(func)
     out = odeint(counting, state, times, method=method, rtol=rtol, atol=atol, options=options)
     end = tuple(o[-1] for o in out) if isinstance(out, tuple) else out[-1]

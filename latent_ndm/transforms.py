@@ -70,7 +70,7 @@ class JvpTransform(Transform):
 
     def F_and_dF_dt(self, x: torch.Tensor, t: torch.Tensor) -> TransformOutput:
         self._check(x, t)
-        t = t.to(x.dtype)
+        t = t.to(x.dtype).contiguous()  # an expanded (stride-0) t cannot carry a tangent
         ones = torch.ones_like(t)
 
         def F_of_t(t_: torch.Tensor) -> torch.Tensor:
