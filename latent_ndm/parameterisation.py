@@ -48,7 +48,28 @@ class SkipPrediction:
         return c_skip * z_t + c_out * out
 
 
-Parameterisation = EpsilonPrediction | DataPrediction | SkipPrediction
+class MixingPrediction(nn.Module):
+    """LSGM's mixing trick in x-space: x_hat = (1 - m_c) x_hat_N + m_c x_hat_inner, m_c = sigmoid(logit_c).
+
+    x_hat_N = alpha_t z_t / (alpha_t^2 + sigma_t^2) is the exact denoiser when the (normalised) latents are
+    N(0, I), so a VAE prior starts as the N(0, I) it replaces; one learnable logit per channel (dim 1), init -6.
+    """
+
+    def __init__(self, inner: EpsilonPrediction | DataPrediction | SkipPrediction, channels: int,
+                 init_logit: float = -6.0) -> None:
+        super().__init__()
+        self.inner = inner
+        self.logit = nn.Parameter(torch.full((channels,), float(init_logit)))
+
+    def forward(self, out: torch.Tensor, z_t: torch.Tensor, sched: ScheduleOutput) -> torch.Tensor:
+        nd = z_t.ndim
+        alpha = append_dims(sched.alpha, nd)
+        x_hat_N = alpha * z_t / (alpha**2 + append_dims(sched.sigma2, nd))
+        m = torch.sigmoid(self.logit.to(z_t.dtype)).reshape((1, -1) + (1,) * (nd - 2))
+        return (1 - m) * x_hat_N + m * self.inner(out, z_t, sched)
+
+
+Parameterisation = EpsilonPrediction | DataPrediction | SkipPrediction | MixingPrediction
 
 
 class Denoiser(nn.Module):
@@ -72,3 +93,4 @@ class Denoiser(nn.Module):
             dtype = torch.promote_types(z_t.dtype, torch.float32)
             x_hat = self.parameterisation(out.to(dtype), z_t.to(dtype), sched)
         return x_hat
+
