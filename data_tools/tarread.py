@@ -1,0 +1,111 @@
+"""A fast sequential reader for webdataset tar shards.
+
+Python's `tarfile` spends ~70 us per member on header handling (webdataset adds ~50 us per sample on top),
+more than opening a cached loose file costs. Shards are read strictly front to back, so this reader parses
+the 512-byte headers itself: ustar / GNU regular files, plus the PAX ('x', 'g') and GNU long-name ('L')
+records other tools write. Corrupt headers (bad checksum) and truncated files raise `ValueError`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+BLOCK = 512
+_ZERO_BLOCK = bytes(BLOCK)
+_REGULAR = (b"0", b"\0", b"7")
+
+
+def _octal(field: bytes) -> int:
+    """A numeric header field: NUL/space-terminated octal, or GNU base-256 when the high bit is set."""
+    if field[0] & 0x80:
+        return int.from_bytes(field[1:], "big")
+    digits = field.split(b"\0", 1)[0].strip()
+    return int(digits, 8) if digits else 0
+
+
+def _checksum_ok(header: bytes) -> bool:
+    """The header checksum (chksum field counted as spaces), unsigned or, as some old tars wrote it, signed."""
+    stored = _octal(header[148:156])
+    if stored == sum(header[:148]) + 8 * 32 + sum(header[156:]):
+        return True
+    signed = struct.unpack("148b8x356b", header)
+    return stored == sum(signed) + 8 * 32
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """Parse ``"<len> <key>=<value>\\n"`` records of a PAX extended header."""
+    records, pos = {}, 0
+    while pos < len(data) and data[pos:pos + 1] != b"\0":
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        key, _, value = data[space + 1:pos + length - 1].partition(b"=")
+        records[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def _read_exact(f: BinaryIO, n: int, path: Path | str) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise ValueError(f"{path} is truncated (a tar member ends early)")
+    return data
+
+
+def iter_tar_members(path: Path | str) -> Iterator[tuple[str, bytes]]:
+    """Yield (member name, content) for every regular file of a tar archive, in order."""
+    with open(path, "rb", buffering=1 << 20) as f:
+        pax: dict[str, str] = {}
+        long_name: str | None = None
+        while True:
+            header = f.read(BLOCK)
+            if not header or header == _ZERO_BLOCK:
+                return
+            if len(header) != BLOCK or not _checksum_ok(header):
+                raise ValueError(f"{path} has a corrupt tar header at byte {f.tell() - len(header)}")
+            size = int(pax["size"]) if "size" in pax else _octal(header[124:136])
+            data = _read_exact(f, size, path)
+            f.read(-size % BLOCK)
+            kind = header[156:157]
+            if kind == b"x":
+                pax = _pax_records(data)
+            elif kind == b"L":
+                long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            elif kind != b"g":
+                if kind in _REGULAR:
+                    yield pax.get("path") or long_name or _header_name(header), data
+                pax, long_name = {}, None
+
+
+def _header_name(header: bytes) -> str:
+    name = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    if header[257:262] == b"ustar":
+        prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        if prefix:
+            return f"{prefix}/{name}"
+    return name
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """(key, field) as webdataset defines them: the key ends at the first dot of the last path component."""
+    folder, _, base = name.rpartition("/")
+    stem, _, field = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), field
+
+
+def iter_samples(path: Path | str) -> Iterator[dict[str, object]]:
+    """Samples of a webdataset shard: dicts with ``__key__``, ``__url__`` and one bytes entry per field."""
+    sample: dict[str, object] | None = None
+    for name, data in iter_tar_members(path):
+        key, field = split_member_name(name)
+        if not field:
+            continue
+        if sample is None or sample["__key__"] != key:
+            if sample is not None:
+                yield sample
+            sample = {"__key__": key, "__url__": str(path)}
+        sample[field.lower()] = data
+    if sample is not None:
+        yield sample

@@ -1,0 +1,58 @@
+"""The fast tar reader agrees with `tarfile` on ustar, PAX and GNU archives and rejects damaged ones."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+
+from data_tools.tarread import iter_samples, iter_tar_members
+
+
+def _tar(path: Path, fmt: int, members: list[tuple[str, bytes]], mtime: float = 0) -> Path:
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), mtime
+            tar.addfile(info, io.BytesIO(data))
+        folder = tarfile.TarInfo("a_directory")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+    return path
+
+
+MEMBERS = [("d/" + "x" * 120 + ".png", b"abc"), ("d/" + "x" * 120 + ".json", b"{}"), ("k\u00e9y.TXT", b"hi"),
+           ("big.npy", bytes(100_000)), ("000001.png", b"")]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
+def test_members_match_tarfile(tmp_path: Path, fmt: int) -> None:
+    members = MEMBERS if fmt != tarfile.USTAR_FORMAT else [m for m in MEMBERS if len(m[0]) < 100]
+    path = _tar(tmp_path / "a.tar", fmt, members, mtime=1.5 if fmt == tarfile.PAX_FORMAT else 0)
+    assert list(iter_tar_members(path)) == members
+
+
+def test_samples_match_webdataset(tmp_path: Path) -> None:
+    path = tmp_path / "s.tar"
+    with wds.TarWriter(str(path)) as writer:  # webdataset's default float mtime adds PAX headers
+        for i in range(5):
+            writer.write({"__key__": f"{i:06d}", "png": bytes([i]) * (i * 300), "cls": str(i).encode()})
+    ours = list(iter_samples(path))
+    theirs = [dict(s) for s in wds.tarfile_samples([{"url": str(path)}])]
+    assert ours == theirs and len(ours) == 5
+
+
+def test_damaged_archives_raise(tmp_path: Path) -> None:
+    path = _tar(tmp_path / "a.tar", tarfile.USTAR_FORMAT, [("a.png", bytes(5000)), ("b.png", b"x")])
+    data = path.read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[:2000])
+    with pytest.raises(ValueError, match="truncated"):
+        list(iter_tar_members(tmp_path / "cut.tar"))
+    bad = bytearray(data)
+    bad[10] ^= 0x01  # inside the first header's name
+    (tmp_path / "bad.tar").write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match="corrupt tar header"):
+        list(iter_tar_members(tmp_path / "bad.tar"))
