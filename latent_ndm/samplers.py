@@ -59,7 +59,7 @@ def sample_discrete(process: ReverseProcess, shape: tuple[int, ...] | None = Non
         s, t = grid[i - 1].expand(B), grid[i].expand(B)
         sched_s, sched_t = process.schedule(s), process.schedule(t)
         x_hat = process.denoiser(z, t)
-        F_s, F_t = process.transform(torch.cat([x_hat, x_hat]), torch.cat([s, t])).split(B)
+        F_s, F_t = (o.F for o in process.transform.evaluate(x_hat, [s, t], [False, False]))
         nu2 = (eta**2) * ddpm_nu2(sched_s, sched_t)
         z = posterior_mean(F_s, F_t, z, sched_s, sched_t, nu2)
         if eta > 0:

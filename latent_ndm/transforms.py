@@ -7,6 +7,7 @@ x_hat as a plain tensor, so nothing is differentiated through x_hat(z_t, t).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,19 +21,39 @@ JvpMethod = Literal["forward", "double_vjp"]
 
 @dataclass(frozen=True)
 class TransformOutput:
-    """F(x, t) and dF/dt(x, t), both of the shape of x."""
+    """F(x, t) and dF/dt(x, t), both of the shape of x (dF_dt is None where it was not asked for)."""
 
     F: torch.Tensor
-    dF_dt: torch.Tensor
+    dF_dt: torch.Tensor | None
 
 
 class Transform(nn.Module):
-    """Base class: `forward(x, t) -> F(x, t)`; `F_and_dF_dt(x, t) -> TransformOutput`."""
+    """Base class: `forward(x, t) -> F(x, t)`; `F_and_dF_dt(x, t) -> TransformOutput`;
+    `evaluate(x, times, derivative)` for F at several times of one x, sharing work where the transform can."""
 
     is_identity: bool = False
 
     def F_and_dF_dt(self, x: torch.Tensor, t: torch.Tensor) -> TransformOutput:
         raise NotImplementedError
+
+    def evaluate(self, x: torch.Tensor, times: Sequence[torch.Tensor],
+                 derivative: Sequence[bool]) -> list[TransformOutput]:
+        """F(x, t_j) for each t_j of shape (B,), with dF/dt where derivative[j]: one batched forward for all
+        the plain evaluations and one batched jvp for all the derivatives."""
+        if len(times) != len(derivative):
+            raise ValueError("times and derivative must have the same length")
+        B, out = x.shape[0], [None] * len(times)
+        for want in (False, True):
+            idx = [j for j, d in enumerate(derivative) if d == want]
+            if not idx:
+                continue
+            xs, ts = torch.cat([x] * len(idx)), torch.cat([times[j] for j in idx])
+            res = self.F_and_dF_dt(xs, ts) if want else TransformOutput(self(xs, ts), None)
+            Fs = res.F.split(B)
+            dFs = res.dF_dt.split(B) if want else [None] * len(idx)
+            for k, j in enumerate(idx):
+                out[j] = TransformOutput(F=Fs[k], dF_dt=dFs[k])
+        return out
 
     @staticmethod
     def _check(x: torch.Tensor, t: torch.Tensor) -> None:
@@ -52,6 +73,12 @@ class IdentityTransform(Transform):
     def F_and_dF_dt(self, x: torch.Tensor, t: torch.Tensor) -> TransformOutput:
         self._check(x, t)
         return TransformOutput(F=x, dF_dt=torch.zeros_like(x))
+
+    def evaluate(self, x: torch.Tensor, times: Sequence[torch.Tensor],
+                 derivative: Sequence[bool]) -> list[TransformOutput]:
+        for t in times:
+            self._check(x, t)
+        return [TransformOutput(F=x, dF_dt=torch.zeros_like(x) if d else None) for d in derivative]
 
 
 class JvpTransform(Transform):
@@ -101,3 +128,53 @@ class NeuralTransform(JvpTransform):
         if G.shape != x.shape:
             raise ValueError(f"transform network returned shape {tuple(G.shape)} for input {tuple(x.shape)}")
         return x + append_dims(t.to(x.dtype), x.ndim) * G
+
+
+class SeparableTransform(Transform):
+    """F_phi(x, t) = x + t sum_{k<K} phi_k(t) H_k(x), phi_k(t) = cos(k pi t): F(x, 0) = x, smooth in t.
+
+    One pass of the network H (called as net(x, 0), returning K times the channels of x along dim 1) gives F and
+    the exact dF/dt = sum_k [phi_k(t) + t phi_k'(t)] H_k(x) at every t, so F(x, t), dF/dt(x, t), F(x, t_0) and
+    F(x, 1) of one x cost a single forward pass (no forward-mode AD). The time dependence is restricted to the
+    span of K basis functions; the dependence on x is a full network.
+    """
+
+    def __init__(self, net: nn.Module, num_basis: int = 8) -> None:
+        super().__init__()
+        if num_basis < 1:
+            raise ValueError(f"num_basis must be >= 1, got {num_basis}")
+        self.net, self.num_basis = net, int(num_basis)
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        """H(x) of shape (B, K, *x.shape[1:])."""
+        h = self.net(x, torch.zeros(x.shape[0], device=x.device, dtype=x.dtype))
+        if h.shape[0] != x.shape[0] or h.shape[1] != self.num_basis * x.shape[1] or h.shape[2:] != x.shape[2:]:
+            raise ValueError(f"transform network returned shape {tuple(h.shape)} for input {tuple(x.shape)}; "
+                             f"it must have {self.num_basis} x {x.shape[1]} channels")
+        return h.reshape(x.shape[0], self.num_basis, *x.shape[1:])
+
+    def combine(self, x: torch.Tensor, H: torch.Tensor, t: torch.Tensor, derivative: bool) -> TransformOutput:
+        """F (and dF/dt) at times t from the heads H."""
+        k = torch.arange(self.num_basis, device=x.device, dtype=H.dtype) * torch.pi
+        tt = t.to(H.dtype)[:, None]
+        phi, dphi = torch.cos(k * tt), -k * torch.sin(k * tt)  # (B, K)
+        G = torch.einsum("bk,bk...->b...", phi, H)
+        tx = append_dims(tt[:, 0], x.ndim)
+        F = x + tx * G
+        dF = G + tx * torch.einsum("bk,bk...->b...", dphi, H) if derivative else None
+        return TransformOutput(F=F, dF_dt=dF)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self._check(x, t)
+        return self.combine(x, self.heads(x), t, derivative=False).F
+
+    def F_and_dF_dt(self, x: torch.Tensor, t: torch.Tensor) -> TransformOutput:
+        self._check(x, t)
+        return self.combine(x, self.heads(x), t, derivative=True)
+
+    def evaluate(self, x: torch.Tensor, times: Sequence[torch.Tensor],
+                 derivative: Sequence[bool]) -> list[TransformOutput]:
+        for t in times:
+            self._check(x, t)
+        H = self.heads(x)
+        return [self.combine(x, H, t, d) for t, d in zip(times, derivative, strict=True)]

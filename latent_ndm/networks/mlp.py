@@ -58,10 +58,11 @@ class FiLMResidualBlock(nn.Module):
 
 
 class TimeMLP(nn.Module):
-    """net(x, t) for x of shape (B, dim) and t of shape (B,); returns shape (B, dim).
+    """net(x, t) for x of shape (B, dim) and t of shape (B,); returns shape (B, out_dim), out_dim = dim by default.
 
     Args:
         dim: data dimension.
+        out_dim: output size (default dim); e.g. K * dim for the K heads of a SeparableTransform.
         hidden: width of the residual stream.
         depth: number of FiLM residual blocks (>= 1).
         time_dim: size of the sinusoidal time embedding (even).
@@ -77,6 +78,7 @@ class TimeMLP(nn.Module):
         time_dim: int = 64,
         time_scale: float = 1000.0,
         zero_init_output: bool = True,
+        out_dim: int | None = None,
     ) -> None:
         super().__init__()
         if dim < 1 or hidden < 1:
@@ -89,13 +91,13 @@ class TimeMLP(nn.Module):
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(FiLMResidualBlock(hidden) for _ in range(depth))
         self.out_norm = LayerNorm(hidden)
-        self.out = nn.Linear(hidden, dim)
+        self.out = nn.Linear(hidden, dim if out_dim is None else int(out_dim))
         if zero_init_output:
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Output of shape (B, dim), in the dtype of the network's parameters (autocast aside)."""
+        """Output of shape (B, out_dim), in the dtype of the network's parameters (autocast aside)."""
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"TimeMLP expects x of shape (B, {self.dim}), got {tuple(x.shape)}")
         if t.ndim != 1 or t.shape[0] != x.shape[0]:

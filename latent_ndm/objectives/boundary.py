@@ -6,21 +6,17 @@ import torch
 
 from latent_ndm.objectives.terms import prior_kl, reconstruction
 from latent_ndm.schedule import VPSchedule
-from latent_ndm.transforms import Transform
 
 
-def boundary_terms(schedule: VPSchedule, transform: Transform, x: torch.Tensor,
-                   t_0: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L_rec, L_prior) per example: F(x, t_0) and F(x, 1) come from one batched call of the transform."""
-    B = x.shape[0]
+def boundary_times(x: torch.Tensor, t_0: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t_0, 1) as per-example time tensors of shape (B,) in the math dtype of x."""
     dtype = torch.promote_types(x.dtype, torch.float32)
-    times = torch.cat([torch.full((B,), t_0, device=x.device, dtype=dtype),
-                       torch.ones(B, device=x.device, dtype=dtype)])
-    sched = schedule(times)
-    if transform.is_identity:
-        F_0, F_1 = x, x
-    else:
-        F_0, F_1 = transform(torch.cat([x, x]), times.to(x.dtype)).split(B)
-    rec = reconstruction(x, F_0, sched.select(slice(0, B)))
-    prior = prior_kl(F_1, sched.select(slice(B, 2 * B)))
-    return rec, prior
+    B = x.shape[0]
+    return torch.full((B,), t_0, device=x.device, dtype=dtype), torch.ones(B, device=x.device, dtype=dtype)
+
+
+def boundary_terms(schedule: VPSchedule, x: torch.Tensor, F_0: torch.Tensor, F_1: torch.Tensor,
+                   t_0: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_rec, L_prior) per example from F(x, t_0) and F(x, 1)."""
+    t0, t1 = boundary_times(x, t_0)
+    return reconstruction(x, F_0, schedule(t0)), prior_kl(F_1, schedule(t1))

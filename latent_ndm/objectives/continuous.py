@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from latent_ndm.checks import check_batch
-from latent_ndm.objectives.boundary import boundary_terms
+from latent_ndm.objectives.boundary import boundary_terms, boundary_times
 from latent_ndm.objectives.terms import NDMLoss, continuous_integrand, forward_sample
 from latent_ndm.schedule import VPSchedule
 from latent_ndm.time_sampling import TimeSampler
@@ -20,7 +20,8 @@ class ContinuousNDMObjective:
     """`objective(denoiser, transform, x) -> NDMLoss` (per example, nats).
 
     The reconstruction term sits at the sampler's t_eps, so rec + diff + prior is a bound on -log p(x).
-    F and dF/dt come from one jvp at (x, t) (needed for z_t) and one at (x_hat, t).
+    The transform is called twice: once at x for (F, dF/dt) at t and F at t_eps and 1 (needed for z_t), and once
+    at x_hat for (F, dF/dt) at t.
     """
 
     def __init__(self, schedule: VPSchedule, time_sampler: TimeSampler) -> None:
@@ -37,11 +38,12 @@ class ContinuousNDMObjective:
         eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
         t = ts.t.to(x.dtype)
 
-        tf_x = transform.F_and_dF_dt(x, t)
+        t_0, t_1 = (b.to(x.dtype) for b in boundary_times(x, self.t_eps))
+        tf_x, tf_0, tf_1 = transform.evaluate(x, [t, t_0, t_1], [True, False, False])
         z_t = forward_sample(tf_x.F, eps, sched)
         x_hat = denoiser(z_t, t)
         tf_xh = transform.F_and_dF_dt(x_hat, t)
         diff = ts.weight * continuous_integrand(tf_x.F, tf_x.dF_dt, tf_xh.F, tf_xh.dF_dt, sched)
 
-        rec, prior = boundary_terms(self.schedule, transform, x, self.t_eps)
+        rec, prior = boundary_terms(self.schedule, x, tf_0.F, tf_1.F, self.t_eps)
         return NDMLoss(rec=rec, diff=diff, prior=prior, total=rec + diff + prior)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from latent_ndm.checks import check_batch
-from latent_ndm.objectives.boundary import boundary_terms
+from latent_ndm.objectives.boundary import boundary_terms, boundary_times
 from latent_ndm.objectives.terms import NDMLoss, discrete_kl, forward_sample
 from latent_ndm.schedule import VPSchedule
 from latent_ndm.transforms import Transform
@@ -34,32 +34,30 @@ class DiscreteNDMObjective:
         self.t_eps = float(t_eps)
         time_grid(self.T, self.t_eps)  # validates
 
-    def step_kl(self, denoiser: nn.Module, transform: Transform, x: torch.Tensor, i: torch.Tensor,
-                eps: torch.Tensor) -> torch.Tensor:
-        """KL_i per example for step indices i of shape (B,) in 1..T, with z_t drawn from the noise eps."""
+    def step_terms(self, denoiser: nn.Module, transform: Transform, x: torch.Tensor, i: torch.Tensor,
+                   eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(KL_i, L_rec, L_prior) per example for step indices i of shape (B,) in 1..T, z_t drawn with noise eps.
+
+        The transform is called twice: at x for F at s, t, t_0 and 1, and at x_hat for F at s and t."""
         B, dtype = x.shape[0], torch.promote_types(x.dtype, torch.float32)
         grid = time_grid(self.T, self.t_eps, dtype, x.device)
         s, t = grid[i - 1], grid[i]
         sched = self.schedule(torch.cat([s, t]))
         sched_s, sched_t = sched.select(slice(0, B)), sched.select(slice(B, 2 * B))
-        st = torch.cat([s, t]).to(x.dtype)
-        if transform.is_identity:
-            F_x_s = F_x_t = x
-        else:
-            F_x_s, F_x_t = transform(torch.cat([x, x]), st).split(B)
+        t_0, t_1 = boundary_times(x, self.t_eps)
+        F_x_s, F_x_t, F_x_0, F_x_1 = (o.F for o in transform.evaluate(
+            x, [v.to(x.dtype) for v in (s, t, t_0, t_1)], [False] * 4))
         z_t = forward_sample(F_x_t, eps, sched_t)
         x_hat = denoiser(z_t, t.to(x.dtype))
-        if transform.is_identity:
-            F_xh_s = F_xh_t = x_hat
-        else:
-            F_xh_s, F_xh_t = transform(torch.cat([x_hat, x_hat]), st).split(B)
-        return discrete_kl(F_x_s, F_xh_s, F_x_t, F_xh_t, sched_s, sched_t)
+        F_xh_s, F_xh_t = (o.F for o in transform.evaluate(x_hat, [s.to(x.dtype), t.to(x.dtype)], [False] * 2))
+        kl = discrete_kl(F_x_s, F_xh_s, F_x_t, F_xh_t, sched_s, sched_t)
+        return (kl, *boundary_terms(self.schedule, x, F_x_0, F_x_1, self.t_eps))
 
     def __call__(self, denoiser: nn.Module, transform: Transform, x: torch.Tensor,
                  generator: torch.Generator | None = None) -> NDMLoss:
         check_batch(x, "x")
         i = torch.randint(1, self.T + 1, (x.shape[0],), device=x.device, generator=generator)
         eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-        diff = self.T * self.step_kl(denoiser, transform, x, i, eps)
-        rec, prior = boundary_terms(self.schedule, transform, x, self.t_eps)
+        kl, rec, prior = self.step_terms(denoiser, transform, x, i, eps)
+        diff = self.T * kl
         return NDMLoss(rec=rec, diff=diff, prior=prior, total=rec + diff + prior)

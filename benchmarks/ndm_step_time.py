@@ -1,0 +1,141 @@
+"""Training-step cost of a latent NDM (learnable F) against the LSGM baseline (F = identity), side by side.
+
+Same denoiser U-Net, same batch, same objective. Two NDM transforms, each a U-Net of the denoiser's architecture:
+`ndm_jvp`: F = x + t G(x, t) with G conditioned on t and dF/dt by forward-mode AD (torch.func.jvp);
+`ndm_sep`: F = x + t sum_k phi_k(t) H_k(x) (SeparableTransform, K heads), where one pass gives F and dF/dt. Each step is forward + backward + Adam. Timings alternate between the two models so both
+see the same machine state; memory is measured per model in a fresh process (CUDA: max_memory_allocated over a
+few steps; CPU: the bytes of the distinct tensors autograd saves for backward in one step, the activation memory).
+
+    python benchmarks/ndm_step_time.py                        # CPU-sized default (4x16x16 latents, batch 8)
+    python benchmarks/ndm_step_time.py --resolution 32 --channels 4 --base 128 --batch 32 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import time
+import warnings
+
+import torch
+
+from latent_ndm.networks import UNet
+from latent_ndm.objectives import ContinuousNDMObjective
+from latent_ndm.parameterisation import Denoiser, SkipPrediction
+from latent_ndm.schedule import VPSchedule
+from latent_ndm.time_sampling import LikelihoodISTime
+from latent_ndm.transforms import IdentityTransform, NeuralTransform, SeparableTransform
+
+KINDS = ("lsgm", "ndm_jvp", "ndm_sep")
+
+
+def build(kind: str, args: argparse.Namespace):
+    torch.manual_seed(0)
+
+    def unet(time_scale: float, out_channels: int | None = None) -> UNet:
+        return UNet(args.channels, out_channels, base_channels=args.base, channel_mult=(1, 2), num_res_blocks=1,
+                    attn_resolutions=(args.resolution // 2,), resolution=args.resolution,
+                    num_groups=8, time_scale=time_scale, zero_init_output=False)
+
+    schedule = VPSchedule()
+    denoiser = Denoiser(unet(1000.0), schedule, SkipPrediction())
+    transform = {"lsgm": IdentityTransform,
+                 "ndm_jvp": lambda: NeuralTransform(unet(10.0)),
+                 "ndm_sep": lambda: SeparableTransform(unet(10.0, args.channels * args.basis), args.basis)}[kind]()
+    objective = ContinuousNDMObjective(schedule, LikelihoodISTime(schedule, t_eps=1e-2))
+    params = list(denoiser.parameters()) + list(transform.parameters())
+    return denoiser.to(args.device), transform.to(args.device), objective, torch.optim.Adam(params, lr=1e-4)
+
+
+def step(models, x: torch.Tensor) -> None:
+    denoiser, transform, objective, opt = models
+    opt.zero_grad(set_to_none=True)
+    objective(denoiser, transform, x).total.mean().backward()
+    opt.step()
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_both(args: argparse.Namespace) -> dict[str, list[float]]:
+    models = {k: build(k, args) for k in KINDS}
+    x = torch.randn(args.batch, args.channels, args.resolution, args.resolution, device=args.device)
+    times: dict[str, list[float]] = {k: [] for k in KINDS}
+    for i in range(args.warmup + args.steps):
+        for k, m in models.items():
+            sync(args.device)
+            t0 = time.perf_counter()
+            step(m, x)
+            sync(args.device)
+            if i >= args.warmup:
+                times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def peak_memory(kind: str, args: argparse.Namespace, queue: mp.Queue) -> None:
+    """Run in a fresh process: peak memory of a few steps of one model, in MiB."""
+    torch.set_num_threads(args.threads)
+    models = build(kind, args)
+    x = torch.randn(args.batch, args.channels, args.resolution, args.resolution, device=args.device)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        for _ in range(3):
+            step(models, x)
+        queue.put(torch.cuda.max_memory_allocated() / 2**20)
+        return
+    saved: dict[tuple, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:  # distinct storages, so views of one tensor count once
+            storage = t.untyped_storage()
+            saved[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
+        except (RuntimeError, NotImplementedError):  # wrapper tensors (forward-mode duals) have no plain storage
+            saved[("tensor", id(t))] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step(models, x)
+    queue.put(sum(saved.values()) / 2**20)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--resolution", type=int, default=16)
+    p.add_argument("--channels", type=int, default=4)
+    p.add_argument("--base", type=int, default=32)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--basis", type=int, default=8, help="K, the number of time-basis heads of ndm_sep")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
+    torch.set_num_threads(args.threads)
+    times = time_both(args)
+    ctx = mp.get_context("spawn")
+    mem = {}
+    for kind in KINDS:
+        q = ctx.Queue()
+        proc = ctx.Process(target=peak_memory, args=(kind, args, q))
+        proc.start()
+        mem[kind] = q.get()
+        proc.join()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result = {"config": vars(args), "median_step_s": med, "memory_mib": mem,
+              "time_ratio": {k: med[k] / med["lsgm"] for k in KINDS},
+              "memory_ratio": {k: mem[k] / max(mem["lsgm"], 1e-9) for k in KINDS}}
+    mem_name = "peak mem (MiB)" if args.device.startswith("cuda") else "saved act. (MiB)"
+    print(f"{'model':8s} {'step (ms)':>10s} {'x LSGM':>7s} {mem_name:>17s} {'x LSGM':>7s}")
+    for k in KINDS:
+        tr, mr = result["time_ratio"][k], result["memory_ratio"][k]
+        print(f"{k:8s} {1e3 * med[k]:10.1f} {tr:7.2f} {mem[k]:17.1f} {mr:7.2f}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
