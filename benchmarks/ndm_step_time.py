@@ -2,9 +2,10 @@
 
 Same denoiser U-Net, same batch, same objective. Two NDM transforms, each a U-Net of the denoiser's architecture:
 `ndm_jvp`: F = x + t G(x, t) with G conditioned on t and dF/dt by forward-mode AD (torch.func.jvp);
-`ndm_sep`: F = x + t sum_k phi_k(t) H_k(x) (SeparableTransform, K heads), where one pass gives F and dF/dt. Each step is forward + backward + Adam. Timings alternate between the two models so both
-see the same machine state; memory is measured per model in a fresh process (CUDA: max_memory_allocated over a
-few steps; CPU: the bytes of the distinct tensors autograd saves for backward in one step, the activation memory).
+`ndm_sep`: F = x + t sum_k phi_k(t) H_k(x) (SeparableTransform, K heads), where one pass gives F and dF/dt.
+Each step is forward + backward + Adam. Timings alternate between the models so all see the same machine state.
+Memory is measured per model in a fresh process: on CUDA max_memory_allocated over a few steps; on CPU the
+bytes of the distinct tensors autograd saves for backward in one step (the activation memory).
 
     python benchmarks/ndm_step_time.py                        # CPU-sized default (4x16x16 latents, batch 8)
     python benchmarks/ndm_step_time.py --resolution 32 --channels 4 --base 128 --batch 32 --device cuda
