@@ -49,10 +49,43 @@ def integrate(func: Callable, state: torch.Tensor | tuple[torch.Tensor, ...], t_
         options = None
     else:
         times = torch.tensor([t_start, t_end], dtype=first.dtype, device=first.device)
-        # never evaluate the field outside [t_start, t_end] (e.g. t < 0): land the last step exactly on t_end,
-        # and give the first step instead of torchdiffeq's heuristic, which probes t_start + h0 for a large h0
-        options = {"step_t": times[1:].clone(), "first_step": abs(t_end - t_start) * 1e-3}
     counting = CountingFunc(func)
+    if method in ADAPTIVE:
+        # never evaluate the field outside [t_start, t_end] (e.g. t < 0): land the last step exactly on t_end, and
+        # choose the first step ourselves, since torchdiffeq's heuristic probes t_start + h0 for an unbounded h0
+        first = initial_step(counting, state, t_start, t_end, rtol, atol, order=5)
+        options = {"step_t": times[1:].clone(), "first_step": first}
     out = odeint(counting, state, times, method=method, rtol=rtol, atol=atol, options=options)
     end = tuple(o[-1] for o in out) if isinstance(out, tuple) else out[-1]
     return ODESolution(state=end, nfe=counting.nfe)
+
+
+def _rms(state: torch.Tensor | tuple[torch.Tensor, ...]) -> float:
+    parts = state if isinstance(state, tuple) else (state,)
+    return max(p.pow(2).mean().sqrt().item() for p in parts)
+
+
+def _apply(op: Callable, *states):  # noqa: ANN202 - elementwise over a tensor or a tuple of tensors
+    if isinstance(states[0], tuple):
+        return tuple(op(*parts) for parts in zip(*states, strict=True))
+    return op(*states)
+
+
+def initial_step(func: Callable, state: torch.Tensor | tuple[torch.Tensor, ...], t_start: float, t_end: float,
+                 rtol: float, atol: float, order: int) -> float:
+    """Hairer, Norsett & Wanner's starting step (Solving ODEs I, II.4), bounded by the interval so that the
+    probe evaluation stays inside it. Costs two evaluations of func."""
+    span = abs(t_end - t_start)
+    direction = 1.0 if t_end >= t_start else -1.0
+    first = state[0] if isinstance(state, tuple) else state
+    t0 = torch.tensor(t_start, dtype=first.dtype, device=first.device)
+    f0 = func(t0, state)
+    scale = _apply(lambda y: atol + rtol * y.abs(), state)
+    d0 = _rms(_apply(lambda y, s: y / s, state, scale))
+    d1 = _rms(_apply(lambda f, s: f / s, f0, scale))
+    h0 = 1e-6 * span if d0 < 1e-5 or d1 < 1e-5 else min(0.01 * d0 / d1, span)
+    y1 = _apply(lambda y, f: y + direction * h0 * f, state, f0)
+    f1 = func(t0 + direction * h0, y1)
+    d2 = _rms(_apply(lambda a, b, s: (a - b) / s, f1, f0, scale)) / h0
+    h1 = max(1e-6 * span, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** (1.0 / (order + 1))
+    return min(100 * h0, h1, span)
