@@ -14,7 +14,7 @@ FIXED = ("euler", "midpoint", "rk4", "heun3", "explicit_adams", "implicit_adams"
 
 @dataclass(frozen=True)
 class ODESolution:
-    """The state at the end time and the number of function evaluations (NFE)."""
+    """The state (at the end time, or along a time grid) and the number of function evaluations (NFE)."""
 
     state: torch.Tensor | tuple[torch.Tensor, ...]
     nfe: int
@@ -38,26 +38,35 @@ def integrate(func: Callable, state: torch.Tensor | tuple[torch.Tensor, ...], t_
               ) -> ODESolution:
     """Integrate from t_start to t_end (either direction). Adaptive methods use rtol/atol; fixed-step ones
     take `steps` equal steps (required for them)."""
-    if method not in ADAPTIVE + FIXED:
-        raise ValueError(f"unknown ODE method {method!r}; choose one of {ADAPTIVE + FIXED}")
     first = state[0] if isinstance(state, tuple) else state
     if method in FIXED:
         if steps is None or steps < 1:
             raise ValueError(f"fixed-step method {method!r} needs steps >= 1, got {steps}")
-        # fixed-grid solvers step exactly on the times given
         times = torch.linspace(t_start, t_end, steps + 1, dtype=first.dtype, device=first.device)
-        options = None
     else:
         times = torch.tensor([t_start, t_end], dtype=first.dtype, device=first.device)
+    path = solve(func, state, times, method=method, rtol=rtol, atol=atol)
+    end = tuple(o[-1] for o in path.state) if isinstance(path.state, tuple) else path.state[-1]
+    return ODESolution(state=end, nfe=path.nfe)
+
+
+def solve(func: Callable, state: torch.Tensor | tuple[torch.Tensor, ...], times: torch.Tensor,
+          method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5) -> ODESolution:
+    """The states at every time of the monotone grid `times` (shape (N, ...) per state tensor) and the NFE.
+
+    Fixed-step methods step exactly on the grid; adaptive ones never evaluate the field outside
+    [times[0], times[-1]] (e.g. at t < 0): the last step lands exactly on times[-1], and the first step is chosen
+    here, because torchdiffeq's own heuristic probes times[0] + h0 for an unbounded h0."""
+    if method not in ADAPTIVE + FIXED:
+        raise ValueError(f"unknown ODE method {method!r}; choose one of {ADAPTIVE + FIXED}")
     counting = CountingFunc(func)
+    options = None
     if method in ADAPTIVE:
-        # never evaluate the field outside [t_start, t_end] (e.g. t < 0): land the last step exactly on t_end, and
-        # choose the first step ourselves, since torchdiffeq's heuristic probes t_start + h0 for an unbounded h0
+        t_start, t_end = times[0].item(), times[-1].item()
         first = initial_step(counting, state, t_start, t_end, rtol, atol, order=5)
-        options = {"step_t": times[1:].clone(), "first_step": first}
+        options = {"step_t": times[-1:].clone(), "first_step": first}
     out = odeint(counting, state, times, method=method, rtol=rtol, atol=atol, options=options)
-    end = tuple(o[-1] for o in out) if isinstance(out, tuple) else out[-1]
-    return ODESolution(state=end, nfe=counting.nfe)
+    return ODESolution(state=out, nfe=counting.nfe)
 
 
 def _rms(state: torch.Tensor | tuple[torch.Tensor, ...]) -> float:
