@@ -9,7 +9,7 @@ from latent_ndm.networks import TimeMLP
 from latent_ndm.parameterisation import DataPrediction, Denoiser, EpsilonPrediction, SkipPrediction
 from latent_ndm.schedule import VPSchedule
 from latent_ndm.time_sampling import InverseG2Time, LikelihoodISTime, UniformTime
-from latent_ndm.transforms import IdentityTransform, NeuralTransform
+from latent_ndm.transforms import IdentityTransform, NeuralTransform, SeparableTransform
 
 f64 = torch.float64
 sch = VPSchedule()
@@ -125,9 +125,7 @@ def test_samplers_and_likelihood_run_with_a_neural_transform():
     assert torch.isfinite(ll.logp).all() and torch.isfinite(hut.logp).all()
 
 
-def separable(K: int = 6) -> "SeparableTransform":
-    from latent_ndm.transforms import SeparableTransform
-
+def separable(K: int = 6) -> SeparableTransform:
     torch.manual_seed(1)
     net = TimeMLP(dim=3, hidden=32, depth=2, time_dim=16, zero_init_output=False, out_dim=3 * K).double()
     return SeparableTransform(net, num_basis=K)
@@ -175,7 +173,6 @@ def test_separable_discrete_tends_to_continuous():
 def test_separable_transform_with_a_unet_and_the_objectives():
     from latent_ndm.networks import UNet
     from latent_ndm.objectives import ContinuousNDMObjective, DiscreteNDMObjective
-    from latent_ndm.transforms import SeparableTransform
 
     torch.manual_seed(0)
     F = SeparableTransform(UNet(2, out_channels=2 * 4, base_channels=8, channel_mult=(1,), num_res_blocks=1,
