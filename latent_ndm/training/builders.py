@@ -1,0 +1,88 @@
+"""Stage-independent builders used by `latent_ndm.train.train`: datamodule, loggers, trainer, resume checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from data_tools.errors import DataToolError
+from latent_ndm.training.errors import TrainingError
+from latent_ndm.training.runtime import configure_backends, select_accelerator, select_precision
+
+log = logging.getLogger(__name__)
+LAST_CKPT = "last.ckpt"
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """Instantiate `cfg.data` and find its shards now, so that missing or mismatched shards fail before training."""
+    try:
+        datamodule = instantiate(cfg, _convert_="all")
+        datamodule.setup("fit")
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ValueError | DataToolError):  # bad data, not a bad config key
+            raise TrainingError(str(err.__cause__)) from err
+        raise
+    except ValueError as err:
+        raise TrainingError(str(err)) from err
+    return datamodule
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    """TensorBoard (`<run_dir>/tensorboard`, appended to on resume) and CSV (`<run_dir>/csv/version_<k>`)."""
+    loggers: list[Logger] = []
+    if cfg.tensorboard:
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="",
+                                         default_hp_metric=False))
+    if cfg.csv:
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv"))
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, callbacks: Sequence[L.Callback], loggers: Sequence[Logger]) -> L.Trainer:
+    """`cfg.trainer` with accelerator/precision 'auto' resolved (bf16-mixed on GPU, 32-true on CPU)."""
+    accelerator = select_accelerator(cfg.accelerator)
+    configure_backends(accelerator)
+    return instantiate(cfg, accelerator=accelerator, precision=select_precision(cfg.precision, accelerator),
+                       callbacks=list(callbacks), logger=list(loggers) or False, _convert_="all")
+
+
+def resume_checkpoint(resume: str | None, ckpt_dir: Path, model_config: dict[str, Any]) -> str | None:
+    """The checkpoint to resume from: `resume` = 'auto' (`<ckpt_dir>/last.ckpt` when present), 'never'/None, or a
+    path. A checkpoint of a different model (its stored config differs in `model_config`'s keys) is refused."""
+    if resume in (None, "never", False):
+        return None
+    path = ckpt_dir / LAST_CKPT if resume == "auto" else Path(str(resume))
+    if resume == "auto" and not path.is_file():
+        return None
+    if not path.is_file():
+        raise TrainingError(f"cannot resume: no checkpoint at {path}; give resume=auto, resume=never or a .ckpt path")
+    stored = torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("config", {})
+    changed = sorted(_diff({k: stored.get(k) for k in model_config}, model_config))
+    if changed:
+        raise TrainingError(
+            f"cannot resume from {path}: it holds a different model ({', '.join(changed[:3])} changed); choose a new "
+            "run with name=<new name>, or start this one over with resume=never"
+        )
+    log.info("resuming from %s", path)
+    return str(path)
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in set(old) | set(new) for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [prefix.rstrip(".")] if old != new else []
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain, resolved Python containers (what checkpoints and exports store)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

@@ -1,0 +1,47 @@
+"""Data modules of the training configs (`configs/data/*.yaml`): a shard folder, or the embedded synthetic set."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from data_tools.synthetic import ensure_default_dataset
+from latent_ndm.datamodule import ShardDataModule, split_pattern
+
+log = logging.getLogger(__name__)
+
+
+def shard_datamodule(
+    root: str | Path,
+    batch_size: int,
+    resolution: int | None = None,
+    num_workers: int = 0,
+    shuffle_buffer: int = 1000,
+    flip: bool = True,
+    seed: int = 0,
+    train_split: str = "train",
+    val_split: str = "val",
+) -> ShardDataModule:
+    """Image shards `<root>/*-<split>-*.tar` (as written by `python -m data_tools.shard SRC root`)."""
+    return ShardDataModule(
+        split_pattern(root, train_split),
+        split_pattern(root, val_split),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        resolution=resolution,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        flip=flip,
+    )
+
+
+def synthetic_datamodule(root: str | Path, num_images: int, resolution: int, data_seed: int = 0,
+                         **kwargs: object) -> ShardDataModule:
+    """The embedded procedural faces, rendered and sharded into `root` on first use (nothing is downloaded).
+
+    Creation happens here, in the launching process, before Lightning starts any other rank.
+    """
+    if not (Path(root) / "manifest.json").is_file():
+        log.info("creating the embedded synthetic dataset (%d images, %dpx) in %s", num_images, resolution, root)
+    ensure_default_dataset(root, n=num_images, resolution=resolution, seed=data_seed)
+    return shard_datamodule(root, resolution=resolution, **kwargs)

@@ -1,0 +1,139 @@
+"""The NDM stage's training loss and validation metrics (torch only; no Lightning here).
+
+With D = C H W image dimensions and s the VAE's latent scale (MATH.md section 7), per image in nats:
+    NELBO(x) = rec + neg_entropy + cross_entropy,   rec = -log p(x|z),  neg_entropy = log q(z|x),
+    cross_entropy = NDM-NELBO(z / s) + D_z log s,   z ~ q(z|x) (one sample).
+Training loss, in nats per image dimension:
+    disjoint: E[cross_entropy] / D, z drawn from the frozen encoder (or from pre-encoded (mean, logvar) latents);
+              the VAE terms are constants and are not computed.
+    joint:    E[NELBO(x)] / D, gradients into the VAE, the denoiser and F_phi (all on the likelihood weighting).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from latent_ndm.latent_objective import NDMObjective, latent_nelbo
+from latent_ndm.units import nats_to_bpd
+from vae import DiagonalGaussian, quantize
+
+Batch = torch.Tensor | dict[str, Any]  # images (B, C, H, W) in [-1, 1], or pre-encoded {"mean", "logvar"}
+MODES = ("disjoint", "joint")
+
+
+@dataclass
+class NDMStepLoss:
+    """`loss`: the minimised scalar (nats per image dimension); `terms`: batch means in nats per image, by name
+    (rec, neg_entropy, cross_entropy, diff, prior, ndm_rec; rec only in joint mode); `num_dims` = D."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    num_dims: int
+
+    def bpd(self, name: str) -> torch.Tensor:
+        return nats_to_bpd(self.terms[name], self.num_dims)
+
+
+def encoder_posterior(vae: torch.nn.Module, batch: Batch) -> DiagonalGaussian:
+    """q(z|x) from images (encoded without gradients: the VAE is frozen) or from stored (mean, logvar)."""
+    if isinstance(batch, dict):
+        return DiagonalGaussian(batch["mean"], batch["logvar"])
+    with torch.no_grad():
+        return vae.encode(quantize(batch, vae.bits) if vae.bits <= 8 else batch)
+
+
+def cross_entropy(objective: NDMObjective, model: torch.nn.Module, z: torch.Tensor,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, Any]:
+    """(CE per example, the NDM terms) for latents z: NDM-NELBO(z / s) + D_z log s."""
+    scale = model.vae.latent_scale.to(z.dtype)
+    ndm = objective(model.denoiser, model.transform, z / scale, generator=generator)
+    return ndm.total + z[0].numel() * torch.log(scale), ndm
+
+
+class NDMTrainingLoss:
+    """`loss(model, batch, generator) -> NDMStepLoss` for a `LatentNDM` in `mode` (disjoint | joint).
+
+    `num_dims` = D of the images (for pre-encoded latents there are no images to count)."""
+
+    def __init__(self, objective: NDMObjective, mode: str, num_dims: int) -> None:
+        if mode not in MODES:
+            raise ValueError(f"ndm.mode must be one of {MODES}, got {mode!r}")
+        self.objective, self.mode, self.num_dims = objective, mode, int(num_dims)
+
+    def __call__(self, model: torch.nn.Module, batch: Batch, generator: torch.Generator | None = None
+                 ) -> NDMStepLoss:
+        if self.mode == "joint":
+            if isinstance(batch, dict):
+                raise ValueError("ndm.mode=joint trains the encoder and needs images, not pre-encoded latents")
+            out = latent_nelbo(model.vae, self.objective, model.denoiser, model.transform, batch, generator)
+            terms = {"rec": out.rec, "neg_entropy": out.neg_entropy, "cross_entropy": out.cross_entropy}
+            total, ndm = out.total, out.ndm
+        else:
+            q = encoder_posterior(model.vae, batch)
+            ce, ndm = cross_entropy(self.objective, model, q.sample(generator), generator)
+            terms = {"neg_entropy": -q.entropy(), "cross_entropy": ce}
+            total = ce
+        terms.update(diff=ndm.diff, prior=ndm.prior, ndm_rec=ndm.rec)
+        means = {k: v.mean() for k, v in terms.items()}
+        return NDMStepLoss(loss=total.mean() / self.num_dims, terms=means, num_dims=self.num_dims)
+
+
+class NDMValidationMetrics:
+    """Sums over a validation pass of the (EMA) `LatentNDM`; `compute` reduces them into bits/dim floats.
+
+    nelbo_bpd = rec_bpd + neg_entropy_bpd + cross_entropy_bpd (the latent NELBO), kl_bpd = neg_entropy_bpd +
+    cross_entropy_bpd (KL(q || p_NDM)), vae_nelbo_bpd = rec_bpd + KL(q || N(0, I)) (the same VAE with its stage-1
+    prior), ndm_{rec,diff,prior}_bpd (the NDM's own terms, normalised latents), all over the D image dimensions.
+    """
+
+    NAMES = ("rec", "neg_entropy", "cross_entropy", "vae_kl", "ndm_rec", "ndm_diff", "ndm_prior")
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.num_dims = 0
+
+    def _add(self, name: str, value: torch.Tensor) -> None:
+        value = value.detach().double().sum()
+        self.sums[name] = self.sums[name] + value if name in self.sums else value
+
+    def update(self, model: torch.nn.Module, objective: NDMObjective, x: torch.Tensor,
+               generator: torch.Generator | None = None) -> None:
+        out = latent_nelbo(model.vae, objective, model.denoiser, model.transform, x, generator)
+        vae_kl = model.vae.encode(quantize(x, model.vae.bits) if model.vae.bits <= 8 else x).kl()
+        values = {"rec": out.rec, "neg_entropy": out.neg_entropy, "cross_entropy": out.cross_entropy,
+                  "vae_kl": vae_kl, "ndm_rec": out.ndm.rec, "ndm_diff": out.ndm.diff, "ndm_prior": out.ndm.prior}
+        self.num_dims = out.num_dims
+        self._add("count", torch.tensor(float(x.shape[0]), device=x.device))
+        for name, value in values.items():
+            self._add(name, value)
+
+    def compute(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
+        """Floats by name; `reduce_sum` sums a tensor across processes (identity on one process)."""
+        if not self.sums:
+            return {}
+        s = {k: reduce_sum(v) for k, v in sorted(self.sums.items())}
+        m = {k: s[k] / s["count"] for k in self.NAMES}
+
+        def bpd(nats: torch.Tensor) -> float:
+            return float(nats_to_bpd(nats, self.num_dims))
+
+        out = {"nelbo_bpd": bpd(m["rec"] + m["neg_entropy"] + m["cross_entropy"]),
+               "vae_nelbo_bpd": bpd(m["rec"] + m["vae_kl"]), "kl_bpd": bpd(m["neg_entropy"] + m["cross_entropy"])}
+        out.update({f"{k}_bpd": bpd(v) for k, v in m.items() if k != "vae_kl"})
+        out["count"] = float(s["count"])
+        return out
+
+
+def step_seed(seed: int, rank: int, step: int, batch_idx: int) -> int:
+    """A seed for the noise of one training micro-batch, the same after a resume (no generator state to save)."""
+    return int((((seed * 1_000_003 + rank) * 1_000_003 + step) * 1_009 + batch_idx) % (2**63 - 1))
+
+
+def pixel_dims(image_channels: int, resolution: int) -> int:
+    """D = C H W of square images."""
+    return math.prod((image_channels, resolution, resolution))

@@ -1,0 +1,120 @@
+"""`NDMModule`: the Lightning module of `stage=ndm` (an NDM prior on VAE latents, disjoint or joint, EMA weights).
+
+Training minimises `NDMTrainingLoss`; validation evaluates the EMA weights (the ones exported) with
+`NDMValidationMetrics` (the latent NELBO in bits/dim and its parts). The noise of every micro-batch comes from a
+generator seeded by (seed, rank, step, batch index), so a resumed run draws what the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+
+from latent_ndm.latent_objective import NDMObjective
+from latent_ndm.training.ema import EMA
+from latent_ndm.training.errors import NonFiniteLossError
+from latent_ndm.training.ndm_loss import NDMTrainingLoss, NDMValidationMetrics, step_seed
+from latent_ndm.training.ndm_parts import LatentNDM
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]  # param groups -> optimizer (a Hydra `_partial_`)
+SchedulerFactory = Callable[..., Any]  # optimizer -> LR scheduler stepped every batch
+
+
+class NDMModule(L.LightningModule):
+    """Args:
+    model: the `LatentNDM` (VAE, denoiser, transform).
+    loss: the training loss (`NDMTrainingLoss`, which knows the mode).
+    val_objective: the NDM objective of the validation bound (e.g. a smaller t_eps).
+    optimizer: `param_groups -> Optimizer`; scheduler: `optimizer -> LRScheduler` (stepped per batch) or None.
+    lr: learning rate per part: {"denoiser", "transform", "vae"} ("vae" is used in joint mode only).
+    ema_decay, ema_warmup: see `EMA`.
+    seed: seeds the per-step noise generators.
+    """
+
+    def __init__(self, model: LatentNDM, loss: NDMTrainingLoss, val_objective: NDMObjective,
+                 optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None,
+                 lr: dict[str, float] | None = None, ema_decay: float = 0.999, ema_warmup: bool = True,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.model, self.loss, self.val_objective = model, loss, val_objective
+        self.joint = loss.mode == "joint"
+        if not self.joint:
+            model.vae.requires_grad_(False).eval()
+        self.ema = EMA(model, ema_decay, ema_warmup)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.part_lr, self.seed = dict(lr or {}), seed
+        self.last_terms: dict[str, torch.Tensor] = {}
+        self.val_metrics: dict[str, float] = {}
+        self.skip_step = False  # set by the non-finite guard: the optimizer step was skipped
+        self._ema_step = -1
+        self._val: NDMValidationMetrics | None = None
+
+    def train(self, mode: bool = True) -> NDMModule:
+        super().train(mode)
+        if not self.joint:
+            self.model.vae.eval()  # frozen: no dropout, no norm-statistics updates
+        return self
+
+    def generator(self, batch_idx: int) -> torch.Generator:
+        seed = step_seed(self.seed, self.global_rank, self.global_step, batch_idx)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        out = self.loss(self.model, batch, self.generator(batch_idx))
+        self.last_terms = {**{k: v.detach() for k, v in out.terms.items()}, "loss": out.loss.detach()}
+        size = _batch_size(batch)
+        self.log("train/loss_bpd", out.loss / math.log(2.0), prog_bar=True, batch_size=size)
+        self.log_dict({f"train/{k}_bpd": out.bpd(k) for k in out.terms}, batch_size=size)
+        return out.loss
+
+    def on_train_start(self) -> None:
+        self._ema_step = self.global_step
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step > self._ema_step:  # an optimizer step was taken (not an accumulation micro-batch)
+            if not self.skip_step:
+                self.ema.update(self.model)
+            self._ema_step, self.skip_step = self.global_step, False
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = NDMValidationMetrics()
+        self.ema.module.eval()
+
+    def validation_step(self, x: Any, batch_idx: int) -> None:
+        if isinstance(x, dict):
+            return  # pre-encoded latents: no images to evaluate the NELBO on
+        generator = torch.Generator(device=x.device).manual_seed(batch_idx)  # the same noise every validation
+        with torch.inference_mode(False), torch.no_grad():  # forward-mode AD (the jvp of F) needs normal tensors
+            self._val.update(self.ema.module, self.val_objective, x.clone(), generator)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._val.compute(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if self._val else {}
+        self._val = None
+        if not metrics or self.trainer.sanity_checking:
+            return
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLossError(f"validation of the EMA weights at step {self.global_step} gave non-finite "
+                                     f"{', '.join(bad[:3])}; the last good checkpoint is kept.")
+        self.val_metrics = {"step": self.global_step, **metrics}
+        self.log("val/nelbo_bpd", metrics["nelbo_bpd"], prog_bar=True, sync_dist=True)  # values already reduced
+        self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != "nelbo_bpd"}, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        parts = self.model.ndm_parameters()
+        if self.joint:
+            parts["vae"] = list(self.model.vae.parameters())
+        groups = [{"params": p, "lr": self.part_lr[name], "name": name} for name, p in parts.items() if p]
+        optimizer = self.optimizer_factory(groups)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _batch_size(batch: Any) -> int:
+    return batch["mean"].shape[0] if isinstance(batch, dict) else batch.shape[0]

@@ -1,0 +1,90 @@
+"""`stage=vae`: how the composed config becomes a `VAEModule` and its callbacks, and what the run reports."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig
+
+from latent_ndm.training.builders import resolved
+from latent_ndm.training.callbacks import ImageGrids, LastCheckpoint, NonFiniteGuard
+from latent_ndm.training.errors import TrainingError
+from latent_ndm.training.export import VAEExport
+from latent_ndm.training.lpips_loader import LPIPS, load_lpips, lpips_available
+from latent_ndm.training.schedules import KLWarmup
+from latent_ndm.training.vae_module import VAEModule
+from vae import VAE
+
+log = logging.getLogger(__name__)
+MODEL_KEYS = ("vae",)  # config sections that define the checkpointed model (checked on resume)
+
+
+def build_lpips(cfg: DictConfig) -> LPIPS | None:
+    """LPIPS for the loss (weight > 0: its weights must exist) and as a metric (whenever its weights exist)."""
+    if cfg.weight > 0 or cfg.random_backbone or lpips_available(cfg.net, cfg.backbone_path):
+        return load_lpips(cfg.net, cfg.backbone_path, random_backbone=cfg.random_backbone)
+    log.info("LPIPS metric skipped: no %s backbone weights in the torch hub cache or stage.lpips.backbone_path",
+             cfg.net)
+    return None
+
+
+def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> VAEModule:
+    vae: VAE = instantiate(cfg.vae, _convert_="all")
+    resolution = getattr(datamodule, "resolution", None) or cfg.data.resolution
+    try:
+        vae.latent_shape(resolution)
+    except ValueError as err:
+        raise TrainingError(f"the VAE does not fit {resolution}px images: {err}") from err
+    s = cfg.stage
+    scheduler = instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None
+    return VAEModule(
+        vae,
+        optimizer=instantiate(cfg.optim.optimizer),
+        scheduler=scheduler,
+        kl_warmup=KLWarmup(**s.kl_warmup),
+        lpips=build_lpips(s.lpips),
+        lpips_weight=s.lpips.weight,
+        ema_decay=s.ema.decay,
+        ema_warmup=s.ema.warmup,
+        active_threshold=s.active_threshold,
+    )
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
+    s = cfg.stage
+    checkpoints = LastCheckpoint(run_dir / "checkpoints")
+    callbacks: list[L.Callback] = [
+        NonFiniteGuard(checkpoints.path),
+        checkpoints,
+        VAEExport(run_dir / "export", resolved(cfg)),
+        ImageGrids(run_dir / "images", s.images.every_n_steps, s.images.num, seed=cfg.seed),
+    ]
+    if cfg.logger.tensorboard or cfg.logger.csv:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    return callbacks
+
+
+def report(trainer: L.Trainer, module: VAEModule, run_dir: Path) -> dict[str, Any]:
+    """The last validation metrics and where the outputs are (paths that exist)."""
+    csv_dirs = [Path(lg.log_dir) for lg in trainer.loggers if isinstance(lg, CSVLogger)]
+    places = {
+        "checkpoint": run_dir / "checkpoints" / "last.ckpt",
+        "export": run_dir / "export",
+        "images": run_dir / "images",
+        "tensorboard": run_dir / "tensorboard",
+        "csv": csv_dirs[0] / "metrics.csv" if csv_dirs else None,
+    }
+    m = module.val_metrics
+    summary = (
+        f"val NELBO {m['nelbo_bpd']:.4f} bits/dim (rec {m['rec_bpd']:.4f} + KL {m['kl_bpd']:.4f}), "
+        f"PSNR {m['psnr']:.2f} dB" + (f", LPIPS {m['lpips']:.4f}" if "lpips" in m else "")
+        + f", active latent channels {m['active_channels']:.0f}, latent scale {m['latent_scale']:.4f}"
+    ) if m else None
+    return {"step": trainer.global_step, "metrics": dict(m), "summary": summary,
+            **{k: p for k, p in places.items() if p is not None and p.exists()}}

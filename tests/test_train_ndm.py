@@ -1,0 +1,236 @@
+"""`python -m latent_ndm.train stage=ndm`: tiny NDM priors on the latents of a tiny VAE (CPU, 16x16 images)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from data_tools.synthetic import write_synthetic
+from latent_ndm import train as train_module
+from latent_ndm.data_streams import TrainStream
+from latent_ndm.train import CONFIG_DIR, train
+from latent_ndm.training import ndm_loss, ndm_module
+from latent_ndm.training.errors import NonFiniteLossError, TrainingError
+from latent_ndm.training.ndm_callbacks import NDM_CONFIG_NAME, NDM_WEIGHTS_NAME
+from vae import VAE
+
+NUM_IMAGES = 48  # 36 train images (4 batches of 8 per epoch) and 12 val images
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "synthetic-16"
+    return write_synthetic(root, n=NUM_IMAGES, resolution=16, shard_size=12, split="train=0.75,val=0.25",
+                           workers=0, progress=False)
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def _base(run_dir: Path, data_root: Path) -> list[str]:
+    return [
+        "vae=tiny", f"data.root={data_root}", "data.resolution=16", f"data.num_images={NUM_IMAGES}",
+        "data.batch_size=8", "data.shuffle_buffer=8", "data.num_workers=0", f"run_dir={run_dir}",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0",
+        "trainer.log_every_n_steps=1", "logger.tensorboard=false",
+    ]
+
+
+@pytest.fixture(scope="module")
+def vae_export(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """A tiny VAE trained for 2 steps: (3, 16, 16) images -> (3, 4, 4) latents."""
+    run = tmp_path_factory.mktemp("vae") / "run"
+    train(_compose(["stage=vae", *_base(run, data_root), "trainer.max_steps=2", "trainer.val_check_interval=2",
+                    "stage.images.num=2"]))
+    return run / "export"
+
+
+def ndm_cfg(run_dir: Path, data_root: Path, vae_export: Path | None, *overrides: str, time: str = "continuous"):
+    """stage=ndm shrunk to seconds: a tiny denoiser (and F_phi of its sizes) on 3x4x4 latents, 4-step sample grids;
+    `time="discrete"` uses T = 10 steps."""
+    return _compose([
+        "stage=ndm", *_base(run_dir, data_root), f"vae_ckpt={vae_export}", "ndm/denoiser=tiny",
+        "ndm.latent.channels=3", "ndm.latent.resolution=4", "ndm.denoiser.channel_mult=[1]",
+        "stage.images.num=2", "stage.images.steps=4", f"ndm/time={time}",
+        *(["ndm.time.T=10"] if time == "discrete" else []), *overrides,
+    ])
+
+
+@pytest.mark.parametrize(("mode", "transform", "time"), [
+    ("disjoint", "neural", "continuous"), ("disjoint", "identity", "discrete"), ("disjoint", "separable", "discrete"),
+    ("joint", "neural", "discrete"), ("joint", "identity", "continuous"),
+])
+def test_fast_dev_run_trains_validates_and_exports(tmp_path: Path, data_root: Path, vae_export: Path, mode: str,
+                                                   transform: str, time: str) -> None:
+    run = tmp_path / "run"
+    result = train(ndm_cfg(run, data_root, vae_export, "trainer.fast_dev_run=true", f"ndm.mode={mode}",
+                           f"ndm/transform={transform}", "ndm.mixing=true", time=time))
+    m = result.report["ndm_metrics"]
+    assert all(math.isfinite(v) for v in m.values())
+    assert m["nelbo_bpd"] == pytest.approx(m["rec_bpd"] + m["neg_entropy_bpd"] + m["cross_entropy_bpd"])
+    assert m["count"] > 0
+    for name in (NDM_WEIGHTS_NAME, NDM_CONFIG_NAME, "metrics.yaml", "vae/ema.safetensors"):
+        assert (run / "export" / name).is_file(), name
+    assert (run / "images" / "samples_final.png").is_file()
+    assert yaml.safe_load((run / "export" / NDM_CONFIG_NAME).read_text())["mode"] == mode
+    trained, original = result.module.model.vae.state_dict(), VAE.from_checkpoint(vae_export).state_dict()
+    changed = any(not torch.equal(trained[k], original[k]) for k in original)
+    assert changed == (mode == "joint")  # disjoint: the VAE is frozen
+
+
+def test_training_loss_is_the_cross_entropy_or_the_whole_nelbo(tmp_path: Path, data_root: Path,
+                                                                vae_export: Path) -> None:
+    from latent_ndm.latent_objective import latent_nelbo
+    from latent_ndm.training.ndm_stage import build_model
+
+    cfg = ndm_cfg(tmp_path, data_root, vae_export, "ndm/transform=neural", "ndm.mode=joint")
+    module = build_model(cfg, None)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    joint = module.loss(module.model, x, torch.Generator().manual_seed(1))
+    ref = latent_nelbo(module.model.vae, module.loss.objective, module.model.denoiser, module.model.transform, x,
+                       torch.Generator().manual_seed(1))
+    assert joint.loss.item() == pytest.approx(ref.total.mean().item() / (3 * 16 * 16), rel=1e-6)
+    disjoint = ndm_loss.NDMTrainingLoss(module.loss.objective, "disjoint", 3 * 16 * 16)
+    out = disjoint(module.model, x, torch.Generator().manual_seed(1))
+    assert out.loss.item() == pytest.approx(ref.cross_entropy.mean().item() / (3 * 16 * 16), rel=1e-5)
+    out.loss.backward()
+    assert all(p.grad is None for p in module.model.vae.parameters())
+
+
+def test_missing_or_mismatched_vae_checkpoint_is_one_clear_error(tmp_path: Path, data_root: Path,
+                                                                 vae_export: Path) -> None:
+    with pytest.raises(TrainingError, match=r"no VAE checkpoint at .*nowhere: run `python -m latent_ndm.train "
+                                            r"stage=vae` first"):
+        train(ndm_cfg(tmp_path / "a", data_root, tmp_path / "nowhere"))
+    with pytest.raises(TrainingError, match=r"encodes 16px images to latents of shape \(3, 4, 4\), but the NDM is "
+                                            r"configured for \(4, 4, 4\); set ndm.latent.channels=3"):
+        train(ndm_cfg(tmp_path / "b", data_root, vae_export, "ndm.latent.channels=4"))
+    assert not (tmp_path / "b" / "checkpoints").exists()
+    cfg = _compose(["stage=ndm"])
+    assert cfg.vae_ckpt == "runs/vae/default/export" and cfg.ndm.mode == "disjoint"
+
+
+def test_resume_from_last_ckpt_reproduces_the_uninterrupted_losses(tmp_path: Path, data_root: Path,
+                                                                   vae_export: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # The data module continues a process's training stream across epochs (no shuffle-buffer refill), which a new
+    # process cannot replay; here every epoch starts a fresh stream seeded by (seed, epoch, rank, worker), so the data
+    # of the epoch after a checkpoint is known, and the test checks everything else: weights, optimizer, LR
+    # schedule, EMA and the per-step noise.
+    real_set_epoch = TrainStream.set_epoch
+
+    def fresh_stream_per_epoch(self, epoch: int) -> None:
+        self._live.clear()
+        real_set_epoch(self, epoch)
+
+    monkeypatch.setattr(TrainStream, "set_epoch", fresh_stream_per_epoch)
+    losses: dict[int, float] = {}
+    real_step = ndm_module.NDMModule.training_step
+
+    def recording(self, batch, batch_idx):
+        loss = real_step(self, batch, batch_idx)
+        losses[self.global_step] = loss.item()
+        return loss
+
+    monkeypatch.setattr(ndm_module.NDMModule, "training_step", recording)
+    common = ("ndm/transform=neural", "trainer.val_check_interval=4", "trainer.limit_val_batches=1",  # 4 = an epoch
+              "stage.images.every_n_steps=0")
+    train(ndm_cfg(tmp_path / "full", data_root, vae_export, "trainer.max_steps=8", *common))
+    full, losses = dict(losses), {}
+    train(ndm_cfg(tmp_path / "cut", data_root, vae_export, "trainer.max_steps=4", *common))
+    assert sorted(losses) == [0, 1, 2, 3]
+    losses.clear()
+    resumed = train(ndm_cfg(tmp_path / "cut", data_root, vae_export, "trainer.max_steps=8", *common))
+    assert resumed.trainer.global_step == 8 and sorted(losses) == [4, 5, 6, 7]
+    assert [losses[s] for s in range(4, 8)] == pytest.approx([full[s] for s in range(4, 8)], rel=1e-6, abs=0)
+    with pytest.raises(TrainingError, match="different model"):
+        train(ndm_cfg(tmp_path / "cut", data_root, vae_export, "trainer.max_steps=9", "ndm/transform=identity"))
+
+
+def _poison(monkeypatch: pytest.MonkeyPatch, at_call: int) -> None:
+    real, calls = ndm_loss.NDMTrainingLoss.__call__, []
+
+    def poisoned(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == at_call:
+            out.terms["diff"] = out.terms["diff"] * float("nan")
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(ndm_loss.NDMTrainingLoss, "__call__", poisoned)
+
+
+def test_non_finite_term_stops_naming_it_or_is_skipped(tmp_path: Path, data_root: Path, vae_export: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    _poison(monkeypatch, at_call=3)
+    run = tmp_path / "stop"
+    with pytest.raises(NonFiniteLossError, match=r"step 2: the NDM diffusion term L_diff \('diff'\) is nan"):
+        train(ndm_cfg(run, data_root, vae_export, "trainer.max_steps=4", "trainer.val_check_interval=2",
+                      "trainer.limit_val_batches=1"))
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+
+    _poison(monkeypatch, at_call=2)
+    result = train(ndm_cfg(tmp_path / "skip", data_root, vae_export, "trainer.max_steps=3",
+                           "stage.non_finite=skip", "trainer.limit_val_batches=1"))
+    assert result.trainer.global_step == 3
+    state = result.module.state_dict()
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    assert int(state["ema.num_updates"]) == 2  # the skipped step did not move the EMA
+
+
+def test_paper_experiments_differ_only_in_the_transform() -> None:
+    def resolved(name: str) -> dict:
+        cfg = _compose([f"experiment={name}", "data.root=/data/celebahq256"])
+        return OmegaConf.to_container(cfg, resolve=True)
+
+    ndm, lsgm = resolved("celebahq256_ndm"), resolved("celebahq256_lsgm")
+    assert ndm["ndm"]["transform"]["_target_"].endswith("NeuralTransform")
+    assert lsgm["ndm"]["transform"] == {"_target_": "latent_ndm.transforms.IdentityTransform"}
+    for cfg in (ndm, lsgm):
+        cfg["ndm"].pop("transform")
+        cfg.pop("name"), cfg.pop("run_dir")
+    assert ndm == lsgm
+    n = ndm["ndm"]
+    assert (n["latent"], n["schedule"]["b0"], n["schedule"]["b1"], n["t_eps"]) == (
+        {"channels": 8, "resolution": 32}, 0.1, 20.0, 1e-2)
+    assert ndm["stage"]["ema"]["decay"] == 0.9999 and ndm["data"]["batch_size"] * ndm["trainer"]["devices"] * ndm[
+        "trainer"]["num_nodes"] == 64
+
+
+class GradRecorder(L.Callback):
+    """Saves, per rank and step, the flat gradient (after DDP's all-reduce) and the rank's own loss."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        grads = torch.cat([p.grad.flatten() for p in pl_module.parameters() if p.grad is not None])
+        torch.save({"grad": grads, "loss": pl_module.last_terms["loss"]},
+                   Path(self.out_dir) / f"rank{trainer.global_rank}_step{trainer.global_step}.pt")
+
+
+def test_two_process_ddp_averages_gradients_identically(tmp_path: Path, data_root: Path, vae_export: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    stage = train_module.STAGES["ndm"]
+    monkeypatch.setitem(train_module.STAGES, "ndm", train_module.Stage(
+        stage.build_model, lambda cfg, run_dir: [*stage.build_callbacks(cfg, run_dir), GradRecorder(str(tmp_path))],
+        stage.report, stage.model_keys))
+    train(ndm_cfg(tmp_path / "run", data_root, vae_export, "ndm/transform=neural", "trainer.accelerator=cpu",
+                  "trainer.devices=2", "trainer.strategy=ddp_spawn", "trainer.max_steps=2",
+                  "trainer.val_check_interval=2", "trainer.limit_val_batches=1"))
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    for step in (0, 1):
+        r0, r1 = (torch.load(tmp_path / f"rank{r}_step{step}.pt") for r in (0, 1))
+        assert r0["loss"] != r1["loss"]  # each rank trained on its own batch ...
+        assert torch.equal(r0["grad"], r1["grad"]) and r0["grad"].abs().sum() > 0  # ... and stepped on the mean
+    assert (tmp_path / "run" / "export" / NDM_WEIGHTS_NAME).is_file()
