@@ -1,12 +1,14 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   -> create .venv if missing, install, run the main job on the embedded default
+#   make demo   -> create .venv if missing, install, run the main job on the embedded default dataset:
+#                  stage=vae, then stage=ndm (learnable F) and the LSGM baseline (F = identity) on its latents
 #   make test   -> create .venv if missing, install with the test extra, run ruff and the test suite
+#   make toy    -> the 2D checkerboard demo (NDM vs F = identity)
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint install clean
+.PHONY: demo toy test lint install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -17,6 +19,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	$(PY) -m latent_ndm.train stage=vae
+	$(PY) -m latent_ndm.train stage=ndm
+	$(PY) -m latent_ndm.train stage=ndm ndm/transform=identity name=lsgm
+
+toy: $(STAMP)
 	$(PY) -m latent_ndm.toy
 
 lint: $(STAMP)
