@@ -144,10 +144,16 @@ class NonFiniteGuard(L.Callback):
             pl_module.log("train/grad_norm", norm)
 
     def _stop(self, trainer: L.Trainer, what: str, terms: dict[str, torch.Tensor]) -> None:
-        values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-        last = self.checkpoint_path
-        kept = f"the last good checkpoint {last} is kept" if last and last.is_file() else "no checkpoint was written"
-        raise NonFiniteLossError(
-            f"non-finite loss at step {trainer.global_step}: {what} ({values}); training stopped before the "
-            f"optimizer step and {kept}."
-        )
+        raise_non_finite(trainer.global_step, what, terms, self.checkpoint_path)
+
+
+def raise_non_finite(step: int, what: str, terms: dict[str, torch.Tensor], checkpoint_path: Path | None,
+                     hint: str = "") -> None:
+    """Stop training with one message naming the non-finite term, every term's value and the kept checkpoint."""
+    values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+    kept = (f"the last good checkpoint {checkpoint_path} is kept" if checkpoint_path and checkpoint_path.is_file()
+            else "no checkpoint was written")
+    raise NonFiniteLossError(
+        f"non-finite loss at step {step}: {what} ({values}); training stopped before the optimizer step and {kept}."
+        + (f" {hint}" if hint else "")
+    )

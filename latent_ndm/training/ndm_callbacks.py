@@ -16,8 +16,7 @@ from torchvision.utils import save_image
 from latent_ndm.reverse_process import ReverseProcess
 from latent_ndm.samplers import sample_discrete
 from latent_ndm.schedule import VPSchedule
-from latent_ndm.training.callbacks import _grid
-from latent_ndm.training.errors import NonFiniteLossError
+from latent_ndm.training.callbacks import _grid, raise_non_finite
 from latent_ndm.training.export import METRICS_NAME, TRAIN_CONFIG_NAME, atomic_write_text
 
 TERM_NAMES = {"rec": "reconstruction term -log p(x|z)", "neg_entropy": "negative encoder entropy log q(z|x)",
@@ -150,10 +149,5 @@ class NDMNonFiniteGuard(L.Callback):
         log.warning("non-finite loss: step %d skipped (%s)", trainer.global_step, what)
 
     def _stop(self, trainer: L.Trainer, what: str, terms: dict[str, torch.Tensor]) -> None:
-        values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-        last = self.checkpoint_path
-        kept = f"the last good checkpoint {last} is kept" if last and last.is_file() else "no checkpoint was written"
-        raise NonFiniteLossError(
-            f"non-finite loss at step {trainer.global_step}: {what} ({values}); training stopped before the "
-            f"optimizer step and {kept}. Set stage.non_finite=skip to skip such steps instead."
-        )
+        raise_non_finite(trainer.global_step, what, terms, self.checkpoint_path,
+                         hint="Set stage.non_finite=skip to skip such steps instead.")
