@@ -16,7 +16,7 @@ import torch
 
 from latent_ndm.latent_objective import NDMObjective
 from latent_ndm.training.ema import EMA
-from latent_ndm.training.errors import NonFiniteLossError
+from latent_ndm.training.errors import check_finite_metrics
 from latent_ndm.training.ndm_loss import NDMTrainingLoss, NDMValidationMetrics, step_seed
 from latent_ndm.training.ndm_parts import LatentNDM
 
@@ -96,10 +96,7 @@ class NDMModule(L.LightningModule):
         self._val = None
         if not metrics or self.trainer.sanity_checking:
             return
-        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-        if bad:
-            raise NonFiniteLossError(f"validation of the EMA weights at step {self.global_step} gave non-finite "
-                                     f"{', '.join(bad[:3])}; the last good checkpoint is kept.")
+        check_finite_metrics(metrics, self.global_step)
         self.val_metrics = {"step": self.global_step, **metrics}
         self.log("val/nelbo_bpd", metrics["nelbo_bpd"], prog_bar=True, sync_dist=True)  # values already reduced
         self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != "nelbo_bpd"}, sync_dist=True)

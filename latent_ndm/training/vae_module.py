@@ -6,7 +6,6 @@ exported) with `ValidationMetrics` and stores the latent scale (std of encoder s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,7 @@ import torch
 from torch import nn
 
 from latent_ndm.training.ema import EMA
-from latent_ndm.training.errors import NonFiniteLossError
+from latent_ndm.training.errors import check_finite_metrics
 from latent_ndm.training.schedules import KLWarmup
 from latent_ndm.training.vae_loss import ValidationMetrics, vae_loss
 from vae import VAE
@@ -99,10 +98,7 @@ class VAEModule(L.LightningModule):
         self._val = None
         if not metrics or self.trainer.sanity_checking:
             return
-        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-        if bad:
-            raise NonFiniteLossError(f"validation of the EMA weights at step {self.global_step} gave non-finite "
-                                     f"{', '.join(bad[:3])}; the last good checkpoint is kept.")
+        check_finite_metrics(metrics, self.global_step)
         for vae in (self.vae, self.ema.module):
             vae.set_latent_scale(metrics["latent_scale"])
         self.val_metrics = {"step": self.global_step, **metrics}
