@@ -17,7 +17,7 @@ from latent_ndm.reverse_process import ReverseProcess
 from latent_ndm.samplers import sample_discrete
 from latent_ndm.schedule import VPSchedule
 from latent_ndm.training.callbacks import _grid, raise_non_finite
-from latent_ndm.training.export import METRICS_NAME, TRAIN_CONFIG_NAME, atomic_write_text
+from latent_ndm.training.export import RunExport, atomic_write_text
 
 TERM_NAMES = {"rec": "reconstruction term -log p(x|z)", "neg_entropy": "negative encoder entropy log q(z|x)",
               "entropy": "encoder entropy", "cross_entropy": "cross-entropy term (the NDM bound)",
@@ -76,26 +76,15 @@ class NDMSampleGrids(L.Callback):
         return path
 
 
-class NDMExport(L.Callback):
-    """Exports the EMA model whenever a checkpoint is saved and at the end of fit (rank 0 only):
-    `<export_dir>/ndm.safetensors` (denoiser.* and transform.* weights), `ndm_config.yaml` (the resolved `ndm`
-    config), `vae/` (the VAE export the NDM was trained with: `VAE.from_checkpoint(export_dir / "vae")`),
-    `train_config.yaml` and `metrics.yaml`. Checkpoints also carry the run config (checked on resume)."""
+class NDMExport(RunExport):
+    """The NDM stage's export: `<export_dir>/ndm.safetensors` (denoiser.* and transform.* weights),
+    `ndm_config.yaml` (the resolved `ndm` config), `vae/` (the VAE export the NDM was trained with:
+    `VAE.from_checkpoint(export_dir / "vae")`), plus `train_config.yaml` and `metrics.yaml`."""
 
-    def __init__(self, export_dir: str | Path, run_config: dict[str, Any]) -> None:
-        self.export_dir, self.run_config = Path(export_dir), run_config
+    def vae(self, pl_module: L.LightningModule) -> Any:
+        return pl_module.ema.module.vae
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["config"] = self.run_config
-        checkpoint["vae_config"] = pl_module.ema.module.vae.config()
-        if trainer.is_global_zero:
-            self.export(pl_module)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            self.export(pl_module)
-
-    def export(self, pl_module: L.LightningModule) -> Path:
+    def write_weights(self, pl_module: L.LightningModule) -> None:
         model = pl_module.ema.module
         model.vae.save_export(self.export_dir / "vae")
         tensors = {f"{part}.{k}": v.detach().cpu().clone().contiguous()
@@ -104,10 +93,6 @@ class NDMExport(L.Callback):
         save_file(tensors, str(tmp))
         tmp.replace(self.export_dir / NDM_WEIGHTS_NAME)
         atomic_write_text(self.export_dir / NDM_CONFIG_NAME, yaml.safe_dump(self.run_config["ndm"], sort_keys=False))
-        atomic_write_text(self.export_dir / TRAIN_CONFIG_NAME, yaml.safe_dump(self.run_config, sort_keys=False))
-        metrics = {"step": int(pl_module.global_step), **pl_module.val_metrics}
-        atomic_write_text(self.export_dir / METRICS_NAME, yaml.safe_dump(metrics, sort_keys=False))
-        return self.export_dir
 
 
 class NDMNonFiniteGuard(L.Callback):
