@@ -257,8 +257,13 @@ class RunningMoments:
 
     def update(self, features: torch.Tensor) -> None:
         f = features.double()
-        n_b, mean_b = f.shape[0], f.mean(0)
-        m2_b = (f - mean_b).T @ (f - mean_b)
+        mean_b = f.mean(0)
+        self.merge(f.shape[0], mean_b, (f - mean_b).T @ (f - mean_b))
+
+    def merge(self, n_b: int, mean_b: torch.Tensor, m2_b: torch.Tensor) -> None:
+        """Add the moments (n_b, mean_b, M2_b) of other rows (a batch, or another process's total)."""
+        if n_b == 0:
+            return
         if self.mean is None or self.m2 is None:
             self.n, self.mean, self.m2 = n_b, mean_b, m2_b
             return

@@ -8,10 +8,7 @@ overridden on the command line, unknown keys are errors. A run writes into `runs
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +16,9 @@ from typing import Any
 
 import hydra
 import lightning as L
-from hydra.errors import HydraException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
-from data_tools.errors import DataToolError
+from latent_ndm.cli import CONFIG_DIR, quiet_known_warnings, run_or_exit
 from latent_ndm.training import ndm_stage, vae_stage
 from latent_ndm.training.builders import (
     build_datamodule,
@@ -34,9 +29,6 @@ from latent_ndm.training.builders import (
 )
 from latent_ndm.training.errors import TrainingError
 from latent_ndm.training.runtime import configure_cpu_threads, select_accelerator
-
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-USER_ERRORS = (TrainingError, DataToolError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException)
 
 
 @dataclass(frozen=True)
@@ -101,28 +93,10 @@ def format_report(cfg: DictConfig, result: RunResult) -> str:
     return "\n".join(lines)
 
 
-def _one_line(err: BaseException) -> str:
-    """The message of a user-facing error on one line (DataLoader workers wrap it in a traceback)."""
-    text = str(err).strip() or type(err).__name__
-    if "Original Traceback" in text:
-        text = text.splitlines()[-1].split(": ", 1)[-1]
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    # two harmless Lightning warnings a new user cannot act on (torch 2.14 pytree API; the shard streams split
-    # their work per DataLoader worker themselves, which is what Lightning's `__len__` warning asks for)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    warnings.filterwarnings("ignore", message=r".*Your `IterableDataset` has `__len__` defined")
-    try:
-        result = train(cfg)
-    except USER_ERRORS as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
-        raise SystemExit(1) from None
+    quiet_known_warnings()
+    result = run_or_exit(train, cfg)
     if result.trainer.is_global_zero:
         print(format_report(cfg, result))
 

@@ -18,7 +18,8 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from data_tools.synthetic import write_synthetic
-from latent_ndm.train import CONFIG_DIR, _one_line, train
+from latent_ndm.cli import one_line
+from latent_ndm.train import CONFIG_DIR, train
 from latent_ndm.training import vae_module
 from latent_ndm.training.errors import NonFiniteLossError, TrainingError
 from latent_ndm.training.export import METRICS_NAME, TRAIN_CONFIG_NAME
@@ -140,7 +141,7 @@ def test_images_of_the_wrong_size_are_named(tmp_path: Path, data_root: Path) -> 
     cfg = tiny_cfg(tmp_path / "b", shards, "data.shuffle_buffer=0", "trainer.max_steps=2", data="shards")
     with pytest.raises(ValueError, match=r"sample 000003 in shard .*x-train-000000.tar is 24x24, expected 16x16") as e:
         train(cfg)
-    assert "\n" not in _one_line(e.value)
+    assert "\n" not in one_line(e.value)
 
 
 def test_lpips_term_trains_and_is_reported_separately(tmp_path: Path, data_root: Path) -> None:

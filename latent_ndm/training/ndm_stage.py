@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
+from data_tools.latent_source import check_same_vae
 from latent_ndm.training.builders import resolved
 from latent_ndm.training.callbacks import LastCheckpoint
 from latent_ndm.training.errors import TrainingError
@@ -46,15 +47,33 @@ def build_latent_ndm(cfg: DictConfig, resolution: int) -> LatentNDM:
         raise TrainingError(f"ndm.mode must be one of {list(MODES)}, got {n.mode!r}")
     scratch = (lambda: instantiate(cfg.vae, _convert_="all")) if n.mode == "joint" else None
     vae = load_vae(cfg.vae_ckpt, resolution, shape, scratch=scratch)
+    denoiser, transform = build_networks(n, shape[0])
+    return LatentNDM(vae, denoiser, transform, shape)
+
+
+def build_networks(n: DictConfig, channels: int) -> tuple[Any, Any]:
+    """(denoiser x_hat_theta, transform F_phi) from an `ndm` config (live or a saved `ndm_config.yaml`)."""
     schedule = instantiate(n.schedule)
     denoiser = build_denoiser(instantiate(n.denoiser, _convert_="all"), schedule,
-                              instantiate(n.parameterisation), shape[0], n.mixing, n.mixing_init)
-    return LatentNDM(vae, denoiser, instantiate(n.transform, _convert_="all"), shape)
+                              instantiate(n.parameterisation), channels, n.mixing, n.mixing_init)
+    return denoiser, instantiate(n.transform, _convert_="all")
+
+
+def check_latent_data(cfg: DictConfig, datamodule: L.LightningDataModule | None, model: LatentNDM) -> None:
+    """Pre-encoded latents (`data=latents`) train the disjoint stage only, and only on the VAE that encoded them."""
+    record = getattr(datamodule, "vae_record", None)
+    if getattr(datamodule, "kind", "images") != "latents" or record is None:
+        return
+    if cfg.ndm.mode != "disjoint":
+        raise TrainingError("ndm.mode=joint trains the encoder and needs images, not pre-encoded latents; use "
+                            "data=synthetic or data=shards (or ndm.mode=disjoint)")
+    check_same_vae(record, cfg.vae_ckpt, model.vae.latent_scale.item(), str(cfg.data.root))
 
 
 def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> NDMModule:
     resolution = getattr(datamodule, "resolution", None) or cfg.data.resolution
     model = build_latent_ndm(cfg, resolution)
+    check_latent_data(cfg, datamodule, model)
     objective, val_objective = build_objectives(cfg)
     s = cfg.stage
     scheduler = instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None
@@ -87,7 +106,13 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
 
 
 def format_metrics(m: dict[str, float]) -> str:
-    """One line: the latent NELBO and its parts, and the same VAE with its N(0, I) prior."""
+    """One line: the latent NELBO and its parts, and the same VAE with its N(0, I) prior (pre-encoded latents: the
+    KL part of the NELBO, as there are no images for rec)."""
+    if "nelbo_bpd" not in m:
+        return (f"  val KL(q || p) {m['kl_bpd']:.4f} bits/dim (neg. entropy {m['neg_entropy_bpd']:.4f} + "
+                f"cross-entropy {m['cross_entropy_bpd']:.4f}; NDM diff {m['ndm_diff_bpd']:.4f}, prior "
+                f"{m['ndm_prior_bpd']:.4f}, rec {m['ndm_rec_bpd']:.4f}); with p(z) = N(0, I): {m['vae_kl_bpd']:.4f} "
+                "bits/dim; pre-encoded latents, so no rec term: the NELBO adds the VAE's rec")
     return (f"  val NELBO {m['nelbo_bpd']:.4f} bits/dim (rec {m['rec_bpd']:.4f} + neg. entropy "
             f"{m['neg_entropy_bpd']:.4f} + cross-entropy {m['cross_entropy_bpd']:.4f}; NDM diff "
             f"{m['ndm_diff_bpd']:.4f}, prior {m['ndm_prior_bpd']:.4f}, rec {m['ndm_rec_bpd']:.4f}); "

@@ -1,0 +1,48 @@
+"""What every `python -m latent_ndm.<command>` shares: user errors become one line on stderr and exit status 1."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from data_tools.errors import DataToolError
+from latent_ndm.training.errors import TrainingError
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+USER_ERRORS = (TrainingError, DataToolError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException)
+T = TypeVar("T")
+
+
+def one_line(err: BaseException) -> str:
+    """The message of a user-facing error on one line (DataLoader workers wrap it in a traceback)."""
+    text = str(err).strip() or type(err).__name__
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def quiet_known_warnings() -> None:
+    """Two harmless Lightning warnings a user cannot act on (torch 2.14's pytree API; the shard streams split their
+    work per DataLoader worker themselves, which is what the `__len__` warning asks for)."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r".*Your `IterableDataset` has `__len__` defined")
+    warnings.filterwarnings("ignore", message=r".*torch.jit.script.*is deprecated")
+
+
+def run_or_exit(fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args); a user error prints `error: <one line>` and exits 1 (HYDRA_FULL_ERROR=1 keeps the traceback)."""
+    try:
+        return fn(*args)
+    except USER_ERRORS as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
+        raise SystemExit(1) from None

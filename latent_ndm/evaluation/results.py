@@ -1,0 +1,68 @@
+"""Evaluation results: merged into `evaluation.json` beside the checkpoint (atomically), and printed as a table."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from latent_ndm.training.export import atomic_write_text
+
+RESULTS_NAME = "evaluation.json"
+
+
+def write_results(out_dir: Path, results: dict[str, dict[str, Any]], info: dict[str, Any]) -> Path:
+    """Merge `results` (by metric) into `<out_dir>/evaluation.json`; other metrics already there are kept."""
+    path = Path(out_dir) / RESULTS_NAME
+    existing: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            existing = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            existing = {}  # a corrupt file is replaced, not merged
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    metrics = dict(existing.get("metrics", {}))
+    for name, value in results.items():
+        metrics[name] = {**value, **info, "time": stamp}
+    atomic_write_text(path, json.dumps({"metrics": metrics}, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_results(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """The metrics of `<out_dir>/evaluation.json` ({} when there is none)."""
+    path = Path(out_dir) / RESULTS_NAME
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8")).get("metrics", {})
+
+
+def _parts(r: dict[str, Any], name: str) -> str:
+    parts = [f"rec {r['rec_bpd']:.4f}", f"neg. entropy {r['neg_entropy_bpd']:.4f}",
+             f"cross-entropy {r['cross_entropy_bpd']:.4f}"]
+    if f"{name}_iw_bpd" in r:
+        parts.append(f"k={r['settings']['k']} IW {r[f'{name}_iw_bpd']:.4f}")
+    if "nfe" in r:
+        parts.append(f"NFE {r['nfe']:.0f}")
+    return ", ".join(parts)
+
+
+def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
+    """A plain-text table: metric, value, unit, details."""
+    rows = []
+    if "nelbo" in results:
+        r = results["nelbo"]
+        rows.append(("NELBO", f"{r['nelbo_bpd']:.4f}", "bits/dim", f"{_parts(r, 'nelbo')}; {int(r['count'])} images"))
+    if "nll" in results:
+        r = results["nll"]
+        s = r["settings"]
+        rows.append(("NLL (ODE)", f"{r['nll_bpd']:.4f}", "bits/dim",
+                     f"{_parts(r, 'nll')}; {s['method']} tol {s['rtol']:g}, t_eps {s['t_eps']:g}; "
+                     f"{int(r['count'])} images"))
+    if "fid" in results:
+        r = results["fid"]
+        rows.append(("FID", f"{r['fid']:.2f}", "", f"{r['num']} samples, {r['settings']['sampler']}, NFE "
+                     f"{r['nfe']:.0f}, {r['images_per_s']:.2f} images/s, {r['settings']['extractor']}"))
+    width = max(len(row[0]) for row in rows)
+    lines = [title] + [f"  {m:<{width}}  {v:>8} {u:<8}  {d}" for m, v, u, d in rows]
+    return "\n".join(lines)

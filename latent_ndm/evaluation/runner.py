@@ -1,0 +1,209 @@
+"""`evaluate(cfg)`: the NELBO, the ODE NLL bound and FID of a trained run, on 1 or N processes, as one dict.
+
+Everything that can be missing (the checkpoint, the reference statistics, the extractor weights, the data) is
+checked before any model is evaluated. Held-out images are split across processes by the data module (each image
+once); FID samples by index (`rank_indices`, each once); sums and feature moments are reduced exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from latent_ndm import fid
+from latent_ndm.evaluation.bounds import TermSums, nelbo_terms, nll_terms
+from latent_ndm.evaluation.checkpoint import EvaluationError, LoadedRun, load_run
+from latent_ndm.evaluation.generation import batches, generate, rank_indices
+from latent_ndm.evaluation.parallel import Processes
+from latent_ndm.evaluation.priors import SamplerSpec
+
+METRICS = ("nelbo", "nll", "fid")
+
+
+def hardware(device: torch.device, world: int) -> str:
+    """e.g. '1x NVIDIA H100 80GB HBM3' or 'CPU (2 cores)'."""
+    if device.type == "cuda":
+        return f"{world}x {torch.cuda.get_device_name(device)}"
+    return f"CPU ({torch.get_num_threads()} threads, {platform.machine()})" + (f" x{world}" if world > 1 else "")
+
+
+def check_metrics(metrics: list[str]) -> list[str]:
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise EvaluationError(f"metrics must be a non-empty list drawn from {list(METRICS)}, got {list(metrics)}")
+    return list(dict.fromkeys(metrics))
+
+
+def heldout_images(run: LoadedRun, split: str, shards: str | None, batch_size: int | None) -> Any:
+    """A loader of the `split` images (of `shards`, else of the run's own data config), `batch_size` per batch (None:
+    the run's, which with seed 0 reproduces its validation numbers); each image is read by exactly one process."""
+    from hydra.utils import instantiate
+
+    from latent_ndm.datamodule import ShardDataModule, split_pattern
+
+    if shards is not None:
+        spec: Any = split_pattern(shards, split)
+    else:
+        data = OmegaConf.create(run.config["data"])
+        spec = instantiate(data, _convert_="all").specs.get(split)
+        if spec is None:
+            raise EvaluationError(f"the run's data config has no {split!r} split; give shards=<image shard folder>")
+    batch_size = batch_size or int(run.config["data"]["batch_size"])
+    module = ShardDataModule(train_shards=None, test_shards=spec, batch_size=batch_size, kind="images",
+                             resolution=run.resolution)
+    try:
+        module.setup("test")
+    except ValueError as err:
+        raise EvaluationError(str(err)) from err
+    return module.test_dataloader()
+
+
+def _limited(loader: Any, limit: int | None, procs: Processes) -> Iterator[tuple[int, torch.Tensor]]:
+    """(batch index, images) with at most this process's share of `limit` images."""
+    share = None if limit is None else limit * (procs.rank + 1) // procs.world - limit * procs.rank // procs.world
+    seen = 0
+    for batch_idx, x in enumerate(loader):
+        if share is not None:
+            if seen >= share:
+                return
+            x = x[: share - seen]
+        seen += x.shape[0]
+        yield batch_idx, x.to(procs.device)
+
+
+def batch_generator(seed: int, batch_idx: int, device: torch.device) -> torch.Generator:
+    """The noise of held-out batch `batch_idx`: seed 0 gives the training stages' validation noise."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + batch_idx)
+
+
+def _timed(procs: Processes) -> float:
+    if procs.device.type == "cuda":
+        torch.cuda.synchronize(procs.device)
+    return time.perf_counter()
+
+
+def num_dims(run: LoadedRun) -> int:
+    return int(run.vae.image_channels) * run.resolution**2
+
+
+def eval_nelbo(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str, Any]:
+    sums, start = TermSums(), _timed(procs)
+    loader = heldout_images(run, cfg.split, cfg.shards, cfg.batch_size)
+    for batch_idx, x in _limited(loader, cfg.limit, procs):
+        sums.update(nelbo_terms(run.vae, run.prior, x, cfg.k, batch_generator(cfg.seed, batch_idx, procs.device)))
+    out = sums.compute(num_dims(run), procs.sum)
+    t_eps = getattr(run.prior, "eval_t_eps", None)
+    out.update(seconds=_timed(procs) - start, settings={"k": cfg.k, "split": cfg.split, "limit": cfg.limit,
+                                                        "seed": cfg.seed, "t_eps": t_eps})
+    return out
+
+
+def eval_nll(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str, Any]:
+    sums, start = TermSums(), _timed(procs)
+    solver = {k: v for k, v in OmegaConf.to_container(cfg.nll, resolve=True).items()}
+    loader = heldout_images(run, cfg.split, cfg.shards, cfg.batch_size)
+    for batch_idx, x in _limited(loader, cfg.limit, procs):
+        terms, nfe = nll_terms(run.vae, run.prior, x, cfg.k, batch_generator(cfg.seed, batch_idx, procs.device),
+                               **solver)
+        sums.update(terms, nfe)
+    out = sums.compute(num_dims(run), procs.sum)
+    out.update(seconds=_timed(procs) - start,
+               settings={"k": cfg.k, "split": cfg.split, "limit": cfg.limit, "seed": cfg.seed, **solver})
+    return out
+
+
+@dataclass
+class FIDSetup:
+    """What FID needs, resolved before anything runs: the reference statistics and the extractor weights."""
+
+    reference: fid.FeatureStats
+    weights: Path | None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_fid(cfg: DictConfig) -> FIDSetup:
+    """Register extractors, then load the reference statistics and find the extractor weights (one-sentence errors)."""
+    from latent_ndm.fid_stats import call_registrations
+
+    f = cfg.fid
+    call_registrations(list(f.register or []))
+    if f.stats is None:
+        raise EvaluationError("metrics includes fid but fid.stats is not set: precompute the reference with "
+                              "`python -m latent_ndm.fid_stats shards=DATA_DIR out=STATS_DIR`, then give "
+                              "fid.stats=STATS_DIR")
+    weights = fid.resolve_weights(f.extractor, f.weights)
+    reference = fid.FeatureStats.load(f.stats)
+    return FIDSetup(reference, weights)
+
+
+def eval_fid(run: LoadedRun, procs: Processes, cfg: DictConfig, setup: FIDSetup) -> dict[str, Any]:
+    f = cfg.fid
+    extractor = fid.load_feature_extractor(f.extractor, f.layer, setup.weights, procs.device)
+    setup.reference.check_compatible(extractor.feature_space())
+    spec = SamplerSpec("ode", tol=f.tol, method=f.method, steps=f.steps, t_eps=f.t_eps)
+    moments, nfe, calls, seconds, image_size = fid.RunningMoments(), 0, 0, 0.0, None
+    from tqdm import tqdm
+
+    indices = rank_indices(f.num, procs.rank, procs.world)
+    with tqdm(total=len(indices), disable=not (cfg.progress and procs.is_main), unit="img", desc="FID samples") as bar:
+        for chunk in batches(indices, f.batch_size):
+            out = generate(run, chunk, spec, cfg.seed, procs.device)
+            nfe, calls, seconds = nfe + out.nfe, calls + 1, seconds + out.seconds
+            image_size = tuple(out.images.shape[2:])
+            moments.update(extractor(fid.to_uint8(out.images)))
+            bar.update(len(chunk))
+    totals = procs.sum(torch.tensor([float(nfe), float(calls), seconds, float(len(indices))], dtype=torch.float64))
+    moments = procs.merge_moments(moments)
+    stats = fid.FeatureStats(mu=moments.mean.numpy(), sigma=moments.covariance().numpy(), n=moments.n,
+                             image_size=image_size, **extractor.feature_space())
+    value = fid.fid_from_stats(stats, setup.reference)
+    nfe_mean = float(totals[0] / max(totals[1].item(), 1.0))
+    images_per_s = float(totals[3] / max(totals[2].item(), 1e-9))  # summed over processes: per-process rate
+    return {"fid": value, "num": int(moments.n), "nfe": nfe_mean, "images_per_s": images_per_s * procs.world,
+            "settings": {"sampler": spec.describe(), "t_eps": f.t_eps, "extractor": extractor.name,
+                         "layer": extractor.layer, "reference": str(f.stats), "reference_n": setup.reference.n,
+                         "seed": cfg.seed}}
+
+
+@dataclass
+class Evaluation:
+    """Results by metric, the run, and whether this process reports (rank 0)."""
+
+    results: dict[str, dict[str, Any]]
+    run: LoadedRun
+    is_main: bool
+    hardware: str
+
+
+def evaluate(cfg: DictConfig, procs: Processes | None = None) -> Evaluation:
+    """Evaluate `cfg.ckpt` on `cfg.metrics` (nelbo, nll, fid)."""
+    metrics = check_metrics(list(cfg.metrics))
+    if cfg.k < 1 or (cfg.limit is not None and cfg.limit < 1):
+        raise EvaluationError(f"need k >= 1 and limit >= 1 (or null), got k={cfg.k}, limit={cfg.limit}")
+    run = load_run(cfg.ckpt, cfg.ema)  # fails before any process starts
+    fid_setup = prepare_fid(cfg) if "fid" in metrics else None
+    procs = procs or Processes(cfg.accelerator, cfg.devices, cfg.num_nodes)
+    torch.manual_seed(cfg.seed)
+    run.to(procs.device)
+    results: dict[str, dict[str, Any]] = {}
+    for name in metrics:
+        if name == "nelbo":
+            results[name] = eval_nelbo(run, procs, cfg)
+        elif name == "nll":
+            results[name] = eval_nll(run, procs, cfg)
+        else:
+            assert fid_setup is not None
+            results[name] = eval_fid(run, procs, cfg, fid_setup)
+        bad = [k for k, v in results[name].items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise EvaluationError(f"the {name} evaluation gave non-finite {bad}: the checkpoint is broken or the "
+                                  "solver diverged; check the run's training curves")
+    return Evaluation(results, run, procs.is_main, hardware(procs.device, procs.world))
