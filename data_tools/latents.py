@@ -45,11 +45,13 @@ def write_latent_shards(
     split: str,
     items: Iterable[tuple[str, Mapping[str, np.ndarray]]],
     shard_size: int = 1000,
+    meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write (key, {field: array}) items as shards ``{name}-{split}-{000000}.tar``; return the manifest.
 
     All items must have the same fields, shapes and dtypes; keys must be unique-looking names without dots.
-    Rewriting a split replaces its shards; other splits already in the directory are kept.
+    Rewriting a split replaces its shards; other splits already in the directory are kept. `meta` (JSON values,
+    e.g. the VAE that encoded the latents) joins the manifest's config: a directory holds one config only.
     """
     out_dir = Path(out_dir)
     iterator = iter(items)
@@ -58,7 +60,7 @@ def write_latent_shards(
     except StopIteration:
         raise DataToolError(f"no latents given for split {split!r}; nothing written") from None
     layout = _layout(first[1])
-    config = {"shard_size": shard_size, **layout}
+    config = {"shard_size": shard_size, **layout, **(meta or {})}
     manifest = prepare_out_dir(out_dir, "latents", name, config) or new_manifest("latents", name, config)
     remove_temporaries(out_dir)
     for path in out_dir.glob(f"{name}-{split}-*.tar"):

@@ -5,8 +5,10 @@ and shuffled with webdataset's buffer. Both yield whole batches (use them with `
 so that the number of batches per rank is fixed here rather than by how shards happen to divide:
 
 * `TrainStream`: shards are split by node (rank) and then by DataLoader worker, each worker resamples its
-  own shards with replacement forever, shuffles samples in a seeded buffer, flips at random, and stops after
-  its share of ``batches_per_epoch``. Every rank yields exactly ``batches_per_epoch`` batches.
+  own shards with replacement, shuffles samples in a seeded buffer, flips at random, and stops after its share
+  of ``batches_per_epoch``. Every rank yields exactly ``batches_per_epoch`` batches. Every epoch starts a fresh
+  stream seeded by (seed, epoch, rank, worker) only, so the batches of an epoch can be replayed by a new process
+  (a run resumed from a checkpoint draws what the uninterrupted run drew).
 * `EvalStream`: the N samples (in shard order) are cut into ``world_size * K`` contiguous batches of
   near-equal size (K = ceil(N / (world_size * batch_size))); rank r reads batches r*K .. r*K+K-1. Every
   sample is read exactly once across ranks, and all ranks yield K batches, so DDP never waits on a rank.
@@ -48,6 +50,20 @@ def assign_shards(paths: list[str], rank: int, world_size: int, worker: int, num
 def share(total: int, part: int, parts: int) -> tuple[int, int]:
     """[start, stop) of `part` when `total` items are cut into `parts` contiguous near-equal pieces."""
     return total * part // parts, total * (part + 1) // parts
+
+
+def delivered_per_worker(sizes: list[int], delivered: int) -> list[int]:
+    """How many of its `sizes[w]` batches each worker has given when a DataLoader has yielded `delivered` batches.
+
+    A DataLoader takes one batch from each worker in turn, passing over workers that have run out.
+    """
+    taken, left = [0] * len(sizes), min(delivered, sum(sizes))
+    while left > 0:
+        for w, size in enumerate(sizes):
+            if left > 0 and taken[w] < size:
+                taken[w] += 1
+                left -= 1
+    return taken
 
 
 @dataclass
@@ -116,19 +132,21 @@ class TrainStream(IterableDataset):
         self.batch_size, self.batches_per_epoch = batch_size, batches_per_epoch
         self.shuffle_buffer, self.seed, self.flip = shuffle_buffer, seed, flip
         self.rank, self.world_size, self.return_meta = rank, world_size, return_meta
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers too
-        self._live: dict[tuple[int, int], Iterator[dict[str, Any]]] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_live": {}}  # live generators stay in the process that made them
+        # (epoch, first batch): shared memory, so persistent workers see them too
+        self._position = torch.zeros(2, dtype=torch.int64).share_memory_()
 
     @property
     def epoch(self) -> int:
-        return int(self._epoch)
+        return int(self._position[0])
 
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch that seeds streams started from now on (the DataLoader in `latent_ndm.datamodule` sets it)."""
-        self._epoch.fill_(epoch)
+    @property
+    def start_batch(self) -> int:
+        return int(self._position[1])
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """The epoch that seeds the next pass (the DataLoader in `latent_ndm.datamodule` sets it), and the number of
+        its batches to pass over (already trained on: a run resumed in the middle of an epoch)."""
+        self._position[0], self._position[1] = int(epoch), int(start_batch)
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -145,30 +163,30 @@ class TrainStream(IterableDataset):
             samples = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)(samples)
         return samples
 
-    def _stream(self, worker: int, num_workers: int) -> Iterator[dict[str, Any]]:
-        """This worker's decoded samples.
+    def _stream(self, worker: int, num_workers: int, skip: int = 0) -> Iterator[dict[str, Any]]:
+        """This worker's decoded samples for the current epoch: a fresh stream seeded by (seed, epoch, rank, worker).
 
-        A process that still holds its stream from the previous epoch (persistent workers, or loading in the
-        main process) continues it, so no shuffle buffer is refilled and thrown away at epoch boundaries;
-        otherwise a stream starts, seeded by (seed, epoch, rank, worker).
+        Nothing carries over from the previous epoch (the shuffle buffer is refilled each epoch), so the stream
+        depends on the epoch number alone, not on what this process read before. The first `skip` samples are
+        drawn (with their flips) but not decoded.
         """
-        slot = (worker, num_workers)
-        if slot not in self._live:
-            rng = random.Random(f"train-{self.seed}-{self.epoch}-{self.rank}-{worker}")
-            shards = assign_shards(self.paths, self.rank, self.world_size, worker, num_workers)
-            self._live[slot] = map(self._decode_and_flip(rng), self._samples(rng, shards))
-        return self._live[slot]
+        rng = random.Random(f"train-{self.seed}-{self.epoch}-{self.rank}-{worker}")
+        shards = assign_shards(self.paths, self.rank, self.world_size, worker, num_workers)
+        samples = self._samples(rng, shards)
+        flips = self.flip and self.decoder.kind == "images"
+        for _ in range(skip):
+            next(samples)
+            if flips:
+                rng.random()  # the draw `_decode_and_flip` would have made
+        return map(self._decode_and_flip(rng), samples)
 
     def __iter__(self) -> Iterator[Batch]:
         worker, num_workers = worker_slot()
-        start, stop = share(self.batches_per_epoch, worker, num_workers)
-        samples = self._stream(worker, num_workers)
-        try:
-            for _ in range(stop - start):
-                yield collate(list(islice(samples, self.batch_size)), self.return_meta)
-        except Exception:
-            self._live.pop((worker, num_workers), None)  # a failed stream is not continued
-            raise
+        sizes = [b - a for a, b in (share(self.batches_per_epoch, w, num_workers) for w in range(num_workers))]
+        done = delivered_per_worker(sizes, self.start_batch)[worker]
+        samples = self._stream(worker, num_workers, skip=done * self.batch_size)
+        for _ in range(sizes[worker] - done):
+            yield collate(list(islice(samples, self.batch_size)), self.return_meta)
 
     def _decode_and_flip(self, rng: random.Random) -> Callable[[dict[str, Any]], dict[str, Any]]:
         def f(sample: dict[str, Any]) -> dict[str, Any]:
@@ -197,8 +215,8 @@ class EvalStream(IterableDataset):
     def __len__(self) -> int:
         return self.batches_per_rank
 
-    def set_epoch(self, epoch: int) -> None:
-        """Evaluation order does not depend on the epoch."""
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Evaluation order does not depend on the epoch; evaluation always reads every batch."""
 
     def _bounds(self, batch: int) -> tuple[int, int]:
         return share(self.total, batch, self.world_size * self.batches_per_rank)

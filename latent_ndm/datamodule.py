@@ -50,17 +50,37 @@ def read_shard_info(shards: ShardSpec) -> ShardInfo:
     return info
 
 
-class _EpochLoader(DataLoader):
-    """A DataLoader that tells its stream the epoch before each pass (shared memory reaches the workers)."""
+Position = tuple[int, int]  # (epoch, batches of it already trained on)
 
-    def __init__(self, *args: Any, epoch_fn: Callable[[], int | None] | None = None, **kwargs: Any) -> None:
+
+def trainer_position(trainer: L.Trainer) -> Position:
+    """(current epoch, training batches of it already run): the latter is nonzero only when a fit resumes from a
+    checkpoint written in the middle of an epoch (Lightning restores both before it iterates the loader)."""
+    progress = getattr(getattr(trainer.fit_loop, "epoch_loop", None), "batch_progress", None)
+    done = int(progress.current.completed) if progress is not None and trainer.training else 0
+    return trainer.current_epoch, done if done < trainer.num_training_batches else 0
+
+
+class _EpochLoader(DataLoader):
+    """A DataLoader that tells its stream the epoch (and the batches to pass over) before each pass; shared memory
+    reaches the workers. Without a `position_fn`, pass k is epoch k."""
+
+    def __init__(self, *args: Any, position_fn: Callable[[], Position] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._epoch_fn = epoch_fn
+        self._position_fn = position_fn
         self._passes = 0
 
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing to store: a resumed pass takes its position from the trainer's restored progress (having these
+        two methods tells Lightning the loader resumes mid-epoch exactly, which it does)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """See `state_dict`."""
+
     def __iter__(self) -> Iterator[Any]:
-        epoch = self._epoch_fn() if self._epoch_fn is not None else None
-        self.dataset.set_epoch(self._passes if epoch is None else epoch)
+        epoch, start_batch = self._position_fn() if self._position_fn is not None else (self._passes, 0)
+        self.dataset.set_epoch(epoch, start_batch)
         self._passes += 1
         return super().__iter__()
 
@@ -136,9 +156,9 @@ class ShardDataModule(L.LightningDataModule):
         return self.info[split]
 
     def _loader(self, stream: TrainStream | EvalStream) -> DataLoader:
-        epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer is not None else None
+        position_fn = (lambda: trainer_position(self.trainer)) if self.trainer is not None else None
         workers = self.num_workers > 0
-        return _EpochLoader(stream, batch_size=None, num_workers=self.num_workers, epoch_fn=epoch_fn,
+        return _EpochLoader(stream, batch_size=None, num_workers=self.num_workers, position_fn=position_fn,
                             pin_memory=torch.cuda.is_available(), persistent_workers=workers,
                             multiprocessing_context=self.multiprocessing_context if workers else None)
 

@@ -116,7 +116,8 @@ class JvpTransform(Transform):
 class NeuralTransform(JvpTransform):
     """F_phi(x, t) = x + t * G_phi(x, t), so F(x, 0) = x (the recommended NDM transform).
 
-    `net(x, t)` is any time-conditioned network returning a tensor of the shape of x (TimeMLP, UNet).
+    `net(x, t)` is any time-conditioned network returning a tensor of the shape of x (TimeMLP, UNet). It runs with
+    autocast off, for plain evaluations as inside the jvp, so F is one function in the dtype of x at every t.
     """
 
     def __init__(self, net: nn.Module, jvp_method: JvpMethod = "forward") -> None:
@@ -124,7 +125,8 @@ class NeuralTransform(JvpTransform):
         self.net = net
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        G = self.net(x, t)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            G = self.net(x, t)
         if G.shape != x.shape:
             raise ValueError(f"transform network returned shape {tuple(G.shape)} for input {tuple(x.shape)}")
         return x + append_dims(t.to(x.dtype), x.ndim) * G

@@ -11,10 +11,11 @@ import pytest
 import torch
 import webdataset as wds
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from data_tools.latents import write_latent_shards
 from data_tools.shardlist import iter_tar_samples
-from latent_ndm.data_streams import EvalStream, SampleDecoder
+from latent_ndm.data_streams import EvalStream, SampleDecoder, delivered_per_worker
 from latent_ndm.datamodule import ShardDataModule, read_shard_info, split_pattern
 from tests.data_fixtures import tiny_synthetic
 
@@ -117,3 +118,25 @@ def test_latent_shards_round_trip(tmp_path: Path) -> None:
     assert not wanted
     with pytest.raises(ValueError, match="hold latents"):
         ShardDataModule(split_pattern(tmp_path / "lat", "train")).setup("fit")
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_pass_started_mid_epoch_yields_the_rest_of_that_epoch(shards: Path, num_workers: int) -> None:
+    """What a run resumed after k batches of an epoch reads: batches k.. of the uninterrupted pass, flips included."""
+    stream = _module(shards, num_workers=num_workers, return_meta=True, batches_per_epoch=5).train_dataloader().dataset
+    loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
+    stream.set_epoch(3)
+    whole = list(loader)
+    for k in (0, 2, 5):
+        stream.set_epoch(3, start_batch=k)
+        rest = list(loader)
+        assert [b["key"] for b in rest] == [b["key"] for b in whole[k:]]
+        assert all(torch.equal(a["image"], b["image"]) for a, b in zip(rest, whole[k:], strict=True))
+
+
+@pytest.mark.parametrize(("sizes", "delivered", "taken"), [
+    ([3, 3], 3, [2, 1]), ([2, 3], 5, [2, 3]), ([2, 3], 4, [2, 2]), ([1, 2, 2], 4, [1, 2, 1]), ([5], 2, [2]),
+])
+def test_delivered_per_worker_follows_the_loader_round_robin(sizes: list[int], delivered: int,
+                                                             taken: list[int]) -> None:
+    assert delivered_per_worker(sizes, delivered) == taken

@@ -14,7 +14,6 @@ from omegaconf import OmegaConf
 
 from data_tools.synthetic import write_synthetic
 from latent_ndm import train as train_module
-from latent_ndm.data_streams import TrainStream
 from latent_ndm.train import CONFIG_DIR, train
 from latent_ndm.training import ndm_loss, ndm_module
 from latent_ndm.training.errors import NonFiniteLossError, TrainingError
@@ -122,17 +121,8 @@ def test_missing_or_mismatched_vae_checkpoint_is_one_clear_error(tmp_path: Path,
 def test_resume_from_last_ckpt_reproduces_the_uninterrupted_losses(tmp_path: Path, data_root: Path,
                                                                    vae_export: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    # The data module continues a process's training stream across epochs (no shuffle-buffer refill), which a new
-    # process cannot replay; here every epoch starts a fresh stream seeded by (seed, epoch, rank, worker), so the data
-    # of the epoch after a checkpoint is known, and the test checks everything else: weights, optimizer, LR
-    # schedule, EMA and the per-step noise.
-    real_set_epoch = TrainStream.set_epoch
-
-    def fresh_stream_per_epoch(self, epoch: int) -> None:
-        self._live.clear()
-        real_set_epoch(self, epoch)
-
-    monkeypatch.setattr(TrainStream, "set_epoch", fresh_stream_per_epoch)
+    # Everything a resumed run must restore: weights, optimizer, LR schedule, EMA, the per-step noise, and the data
+    # (every epoch's training stream is seeded by (seed, epoch, rank, worker), and the epoch comes from the checkpoint).
     losses: dict[int, float] = {}
     real_step = ndm_module.NDMModule.training_step
 
@@ -142,16 +132,18 @@ def test_resume_from_last_ckpt_reproduces_the_uninterrupted_losses(tmp_path: Pat
         return loss
 
     monkeypatch.setattr(ndm_module.NDMModule, "training_step", recording)
-    common = ("ndm/transform=neural", "trainer.val_check_interval=4", "trainer.limit_val_batches=1",  # 4 = an epoch
+    common = ("ndm/transform=neural", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",  # 4 = an epoch
               "stage.images.every_n_steps=0")
-    train(ndm_cfg(tmp_path / "full", data_root, vae_export, "trainer.max_steps=8", *common))
+    train(ndm_cfg(tmp_path / "full", data_root, vae_export, "trainer.max_steps=10", *common))
     full, losses = dict(losses), {}
     train(ndm_cfg(tmp_path / "cut", data_root, vae_export, "trainer.max_steps=4", *common))
     assert sorted(losses) == [0, 1, 2, 3]
-    losses.clear()
-    resumed = train(ndm_cfg(tmp_path / "cut", data_root, vae_export, "trainer.max_steps=8", *common))
-    assert resumed.trainer.global_step == 8 and sorted(losses) == [4, 5, 6, 7]
-    assert [losses[s] for s in range(4, 8)] == pytest.approx([full[s] for s in range(4, 8)], rel=1e-6, abs=0)
+    for stop in (6, 10):  # resumed at the end of epoch 0, then in the middle of epoch 1 (and on into epoch 2)
+        losses.clear()
+        resumed = train(ndm_cfg(tmp_path / "cut", data_root, vae_export, f"trainer.max_steps={stop}", *common))
+        steps = list(range(stop - (2 if stop == 6 else 4), stop))
+        assert resumed.trainer.global_step == stop and sorted(losses) == steps
+        assert [losses[s] for s in steps] == pytest.approx([full[s] for s in steps], rel=1e-6, abs=0)
     with pytest.raises(TrainingError, match="different model"):
         train(ndm_cfg(tmp_path / "cut", data_root, vae_export, "trainer.max_steps=9", "ndm/transform=identity"))
 
@@ -234,3 +226,65 @@ def test_two_process_ddp_averages_gradients_identically(tmp_path: Path, data_roo
         assert r0["loss"] != r1["loss"]  # each rank trained on its own batch ...
         assert torch.equal(r0["grad"], r1["grad"]) and r0["grad"].abs().sum() > 0  # ... and stepped on the mean
     assert (tmp_path / "run" / "export" / NDM_WEIGHTS_NAME).is_file()
+
+
+@pytest.mark.parametrize("transform", ["neural", "separable"])
+def test_bf16_mixed_keeps_schedule_transform_and_weights_in_fp32(tmp_path: Path, data_root: Path, vae_export: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  transform: str) -> None:
+    """Under bf16 autocast the networks run in bf16, while the schedule, F and dF/dt, the time weights and the loss
+    terms stay float32 (what `FP32SeparableTransform`, the jvp of `JvpTransform` and the math layer promise)."""
+    from latent_ndm import schedule, time_sampling, transforms
+    from latent_ndm.networks import UNet
+
+    seen: dict[str, set[torch.dtype]] = {}
+
+    def record(name: str, *tensors: torch.Tensor | None) -> None:
+        seen.setdefault(name, set()).update(t.dtype for t in tensors if t is not None)
+
+    def wrap(cls: type, method: str, name: str, unpack) -> None:
+        real = getattr(cls, method)
+
+        def wrapped(self, *args, **kwargs):
+            out = real(self, *args, **kwargs)
+            record(name, *unpack(out))
+            return out
+
+        monkeypatch.setattr(cls, method, wrapped)
+
+    wrap(schedule.VPSchedule, "__call__", "schedule", lambda o: o.__dict__.values())
+    wrap(time_sampling.LikelihoodISTime, "sample", "time weight", lambda o: (o.t, o.weight))
+    for cls in (transforms.Transform, transforms.SeparableTransform, transforms.JvpTransform):
+        for method in ("evaluate", "F_and_dF_dt"):
+            if method in cls.__dict__:
+                wrap(cls, method, "F, dF/dt", lambda o: [t for r in (o if isinstance(o, list) else [o])
+                                                         for t in (r.F, r.dF_dt)])
+    real_unet = UNet.forward
+
+    def unet(self, *args, **kwargs):
+        out = real_unet(self, *args, **kwargs)
+        record(f"net {id(self)}", out)
+        return out
+
+    monkeypatch.setattr(UNet, "forward", unet)
+    real_step = ndm_module.NDMModule.training_step
+
+    def step(self, batch, batch_idx):
+        loss = real_step(self, batch, batch_idx)
+        record("loss terms", loss, *self.last_terms.values())
+        return loss
+
+    monkeypatch.setattr(ndm_module.NDMModule, "training_step", step)
+    result = train(ndm_cfg(tmp_path / "run", data_root, vae_export, f"ndm/transform={transform}",
+                           "trainer.precision=bf16-mixed", "trainer.max_steps=2", "trainer.limit_val_batches=1",
+                           "stage.images.every_n_steps=0", "stage.images.num=0"))
+    assert str(result.trainer.precision) == "bf16-mixed"
+    models = (result.module.model, result.module.ema.module)
+    denoiser = set().union(*(seen.get(f"net {id(m.denoiser.net)}", set()) for m in models))
+    F_net = set().union(*(seen.get(f"net {id(m.transform.net)}", set()) for m in models))
+    assert denoiser == {torch.bfloat16}  # autocast was on: the denoiser ran in bf16 ...
+    assert F_net == {torch.float32}  # ... and F_phi's network in fp32 (one function F at every t, jvp or not)
+    for name in ("schedule", "time weight", "F, dF/dt", "loss terms"):
+        assert seen[name] == {torch.float32}, (name, seen[name])
+    assert all(math.isfinite(v) for v in result.report["ndm_metrics"].values())
+    assert all(torch.isfinite(v).all() for v in result.module.last_terms.values())

@@ -86,9 +86,11 @@ class NDMTrainingLoss:
 class NDMValidationMetrics:
     """Sums over a validation pass of the (EMA) `LatentNDM`; `compute` reduces them into bits/dim floats.
 
-    nelbo_bpd = rec_bpd + neg_entropy_bpd + cross_entropy_bpd (the latent NELBO), kl_bpd = neg_entropy_bpd +
-    cross_entropy_bpd (KL(q || p_NDM)), vae_nelbo_bpd = rec_bpd + KL(q || N(0, I)) (the same VAE with its stage-1
-    prior), ndm_{rec,diff,prior}_bpd (the NDM's own terms, normalised latents), all over the D image dimensions.
+    From images: nelbo_bpd = rec_bpd + neg_entropy_bpd + cross_entropy_bpd (the latent NELBO), kl_bpd =
+    neg_entropy_bpd + cross_entropy_bpd (KL(q || p_NDM)), vae_nelbo_bpd = rec_bpd + KL(q || N(0, I)) (the same VAE
+    with its stage-1 prior), ndm_{rec,diff,prior}_bpd (the NDM's own terms, normalised latents), all over the D image
+    dimensions. From pre-encoded latents (`update_latents`) there is no rec: everything else, and vae_kl_bpd =
+    KL(q || N(0, I)) instead of the NELBOs.
     """
 
     NAMES = ("rec", "neg_entropy", "cross_entropy", "vae_kl", "ndm_rec", "ndm_diff", "ndm_prior")
@@ -101,29 +103,45 @@ class NDMValidationMetrics:
         value = value.detach().double().sum()
         self.sums[name] = self.sums[name] + value if name in self.sums else value
 
+    def _record(self, values: dict[str, torch.Tensor], batch_size: int, num_dims: int, device: torch.device) -> None:
+        self.num_dims = int(num_dims)
+        self._add("count", torch.tensor(float(batch_size), device=device))
+        for name, value in values.items():
+            self._add(name, value)
+
     def update(self, model: torch.nn.Module, objective: NDMObjective, x: torch.Tensor,
                generator: torch.Generator | None = None) -> None:
         out = latent_nelbo(model.vae, objective, model.denoiser, model.transform, x, generator)
         vae_kl = model.vae.encode(quantize(x, model.vae.bits) if model.vae.bits <= 8 else x).kl()
         values = {"rec": out.rec, "neg_entropy": out.neg_entropy, "cross_entropy": out.cross_entropy,
                   "vae_kl": vae_kl, "ndm_rec": out.ndm.rec, "ndm_diff": out.ndm.diff, "ndm_prior": out.ndm.prior}
-        self.num_dims = out.num_dims
-        self._add("count", torch.tensor(float(x.shape[0]), device=x.device))
-        for name, value in values.items():
-            self._add(name, value)
+        self._record(values, x.shape[0], out.num_dims, x.device)
+
+    def update_latents(self, model: torch.nn.Module, objective: NDMObjective, batch: dict[str, Any], num_dims: int,
+                       generator: torch.Generator | None = None) -> None:
+        """Pre-encoded q(z|x) = N(mean, exp(logvar)) of images with `num_dims` dimensions: every term but rec."""
+        q = encoder_posterior(model.vae, batch)
+        ce, ndm = cross_entropy(objective, model, q.sample(generator), generator)
+        values = {"neg_entropy": -q.entropy(), "cross_entropy": ce, "vae_kl": q.kl(), "ndm_rec": ndm.rec,
+                  "ndm_diff": ndm.diff, "ndm_prior": ndm.prior}
+        self._record(values, q.mean.shape[0], num_dims, q.mean.device)
 
     def compute(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
         """Floats by name; `reduce_sum` sums a tensor across processes (identity on one process)."""
         if not self.sums:
             return {}
         s = {k: reduce_sum(v) for k, v in sorted(self.sums.items())}
-        m = {k: s[k] / s["count"] for k in self.NAMES}
+        m = {k: s[k] / s["count"] for k in self.NAMES if k in s}
 
         def bpd(nats: torch.Tensor) -> float:
             return float(nats_to_bpd(nats, self.num_dims))
 
-        out = {"nelbo_bpd": bpd(m["rec"] + m["neg_entropy"] + m["cross_entropy"]),
-               "vae_nelbo_bpd": bpd(m["rec"] + m["vae_kl"]), "kl_bpd": bpd(m["neg_entropy"] + m["cross_entropy"])}
+        kl = bpd(m["neg_entropy"] + m["cross_entropy"])
+        if "rec" in m:
+            out = {"nelbo_bpd": bpd(m["rec"] + m["neg_entropy"] + m["cross_entropy"]),
+                   "vae_nelbo_bpd": bpd(m["rec"] + m["vae_kl"]), "kl_bpd": kl}
+        else:
+            out = {"kl_bpd": kl, "vae_kl_bpd": bpd(m["vae_kl"])}
         out.update({f"{k}_bpd": bpd(v) for k, v in m.items() if k != "vae_kl"})
         out["count"] = float(s["count"])
         return out

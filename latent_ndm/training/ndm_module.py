@@ -85,11 +85,15 @@ class NDMModule(L.LightningModule):
         self.ema.module.eval()
 
     def validation_step(self, x: Any, batch_idx: int) -> None:
-        if isinstance(x, dict):
-            return  # pre-encoded latents: no images to evaluate the NELBO on
-        generator = torch.Generator(device=x.device).manual_seed(batch_idx)  # the same noise every validation
+        """Images: the latent NELBO and its parts; pre-encoded latents: every part but rec (no images)."""
+        device = x["mean"].device if isinstance(x, dict) else x.device
+        generator = torch.Generator(device=device).manual_seed(batch_idx)  # the same noise every validation
         with torch.inference_mode(False), torch.no_grad():  # forward-mode AD (the jvp of F) needs normal tensors
-            self._val.update(self.ema.module, self.val_objective, x.clone(), generator)
+            if isinstance(x, dict):
+                latents = {k: x[k].clone() for k in ("mean", "logvar")}
+                self._val.update_latents(self.ema.module, self.val_objective, latents, self.loss.num_dims, generator)
+            else:
+                self._val.update(self.ema.module, self.val_objective, x.clone(), generator)
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._val.compute(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if self._val else {}
@@ -98,8 +102,9 @@ class NDMModule(L.LightningModule):
             return
         check_finite_metrics(metrics, self.global_step)
         self.val_metrics = {"step": self.global_step, **metrics}
-        self.log("val/nelbo_bpd", metrics["nelbo_bpd"], prog_bar=True, sync_dist=True)  # values already reduced
-        self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != "nelbo_bpd"}, sync_dist=True)
+        main = "nelbo_bpd" if "nelbo_bpd" in metrics else "kl_bpd"  # kl: pre-encoded latents, no rec term
+        self.log(f"val/{main}", metrics[main], prog_bar=True, sync_dist=True)  # values already reduced
+        self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != main}, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         parts = self.model.ndm_parameters()

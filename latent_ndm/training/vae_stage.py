@@ -35,6 +35,9 @@ def build_lpips(cfg: DictConfig) -> LPIPS | None:
 
 
 def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> VAEModule:
+    if getattr(datamodule, "kind", "images") != "images":
+        raise TrainingError("stage=vae trains on images, but data=latents gives pre-encoded latents; use "
+                            "data=synthetic or data=shards")
     vae: VAE = instantiate(cfg.vae, _convert_="all")
     resolution = getattr(datamodule, "resolution", None) or cfg.data.resolution
     try:
