@@ -9,59 +9,31 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from data_tools.synthetic import write_synthetic
 from latent_ndm import train as train_module
-from latent_ndm.train import CONFIG_DIR, train
+from latent_ndm.train import train
 from latent_ndm.training import ndm_loss, ndm_module
 from latent_ndm.training.errors import NonFiniteLossError, TrainingError
 from latent_ndm.training.ndm_callbacks import NDM_CONFIG_NAME, NDM_WEIGHTS_NAME
+from tests.tiny_runs import base_overrides, compose_config, make_data, ndm_cfg, vae_cfg
 from vae import VAE
-
-NUM_IMAGES = 48  # 36 train images (4 batches of 8 per epoch) and 12 val images
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "synthetic-16"
-    return write_synthetic(root, n=NUM_IMAGES, resolution=16, shard_size=12, split="train=0.75,val=0.25",
-                           workers=0, progress=False)
+    return make_data(tmp_path_factory.mktemp("data") / "synthetic-16")
 
 
-def _compose(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=overrides)
-
-
-def _base(run_dir: Path, data_root: Path) -> list[str]:
-    return [
-        "vae=tiny", f"data.root={data_root}", "data.resolution=16", f"data.num_images={NUM_IMAGES}",
-        "data.batch_size=8", "data.shuffle_buffer=8", "data.num_workers=0", f"run_dir={run_dir}",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0",
-        "trainer.log_every_n_steps=1", "logger.tensorboard=false",
-    ]
+_compose, _base = compose_config, base_overrides
 
 
 @pytest.fixture(scope="module")
 def vae_export(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
     """A tiny VAE trained for 2 steps: (3, 16, 16) images -> (3, 4, 4) latents."""
     run = tmp_path_factory.mktemp("vae") / "run"
-    train(_compose(["stage=vae", *_base(run, data_root), "trainer.max_steps=2", "trainer.val_check_interval=2",
-                    "stage.images.num=2"]))
+    train(vae_cfg(run, data_root))
     return run / "export"
-
-
-def ndm_cfg(run_dir: Path, data_root: Path, vae_export: Path | None, *overrides: str, time: str = "continuous"):
-    """stage=ndm shrunk to seconds: a tiny denoiser (and F_phi of its sizes) on 3x4x4 latents, 4-step sample grids;
-    `time="discrete"` uses T = 10 steps."""
-    return _compose([
-        "stage=ndm", *_base(run_dir, data_root), f"vae_ckpt={vae_export}", "ndm/denoiser=tiny",
-        "ndm.latent.channels=3", "ndm.latent.resolution=4", "ndm.denoiser.channel_mult=[1]",
-        "stage.images.num=2", "stage.images.steps=4", f"ndm/time={time}",
-        *(["ndm.time.T=10"] if time == "discrete" else []), *overrides,
-    ])
 
 
 @pytest.mark.parametrize(("mode", "transform", "time"), [
