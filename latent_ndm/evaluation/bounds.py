@@ -5,7 +5,9 @@ cross-entropy bounded by the prior (for the NDM: its NELBO at z; for N(0, I): ex
 NLL(x) <= the same with -log p(z) from the probability-flow ODE (`Prior.ode_nll`).
 With k = 1 one z ~ q(z|x) is drawn and the entropy is exact; with k > 1 the importance-weighted estimate
 -log p(x) ~ -(logsumexp_j log w_j - log k), log w_j = log p(x|z_j) + log p(z_j) - log q(z_j|x), is reported as
-`<name>_iw` beside the k-sample average of -log w_j.
+`<name>_iw` beside the k-sample average of -log w_j. With an exact log p(z) (N(0, I); the ODE up to its
+dequantisation) that is LSGM's importance-weighted bound; with the NDM's one-sample NELBO in place of log p(z) the
+noise of that bound biases the logsumexp low, so `nelbo_iw` of an NDM is an estimate, not a bound.
 The random draws happen in a fixed order (z, then the prior's noise), so with the same generator the NELBO of an
 NDM run equals its training-time validation NELBO, and that of a VAE run the VAE stage's.
 """

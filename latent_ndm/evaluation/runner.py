@@ -66,17 +66,22 @@ def heldout_images(run: LoadedRun, split: str, shards: str | None, batch_size: i
     return module.test_dataloader()
 
 
-def _limited(loader: Any, limit: int | None, procs: Processes) -> Iterator[tuple[int, torch.Tensor]]:
-    """(batch index, images) with at most this process's share of `limit` images."""
+def _limited(loader: Any, limit: int | None, procs: Processes, desc: str, progress: bool
+             ) -> Iterator[tuple[int, torch.Tensor]]:
+    """(batch index, images) with at most this process's share of `limit` images (a progress bar on rank 0)."""
+    from tqdm import tqdm
+
     share = None if limit is None else limit * (procs.rank + 1) // procs.world - limit * procs.rank // procs.world
     seen = 0
-    for batch_idx, x in enumerate(loader):
-        if share is not None:
-            if seen >= share:
-                return
-            x = x[: share - seen]
-        seen += x.shape[0]
-        yield batch_idx, x.to(procs.device)
+    with tqdm(total=share, unit="img", desc=desc, disable=not (progress and procs.is_main)) as bar:
+        for batch_idx, x in enumerate(loader):
+            if share is not None:
+                if seen >= share:
+                    return
+                x = x[: share - seen]
+            seen += x.shape[0]
+            yield batch_idx, x.to(procs.device)
+            bar.update(x.shape[0])
 
 
 def batch_generator(seed: int, batch_idx: int, device: torch.device) -> torch.Generator:
@@ -97,7 +102,7 @@ def num_dims(run: LoadedRun) -> int:
 def eval_nelbo(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str, Any]:
     sums, start = TermSums(), _timed(procs)
     loader = heldout_images(run, cfg.split, cfg.shards, cfg.batch_size)
-    for batch_idx, x in _limited(loader, cfg.limit, procs):
+    for batch_idx, x in _limited(loader, cfg.limit, procs, "NELBO", cfg.progress):
         sums.update(nelbo_terms(run.vae, run.prior, x, cfg.k, batch_generator(cfg.seed, batch_idx, procs.device)))
     out = sums.compute(num_dims(run), procs.sum)
     t_eps = getattr(run.prior, "eval_t_eps", None)
@@ -110,7 +115,7 @@ def eval_nll(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str, Any
     sums, start = TermSums(), _timed(procs)
     solver = {k: v for k, v in OmegaConf.to_container(cfg.nll, resolve=True).items()}
     loader = heldout_images(run, cfg.split, cfg.shards, cfg.batch_size)
-    for batch_idx, x in _limited(loader, cfg.limit, procs):
+    for batch_idx, x in _limited(loader, cfg.limit, procs, "NLL (ODE)", cfg.progress):
         terms, nfe = nll_terms(run.vae, run.prior, x, cfg.k, batch_generator(cfg.seed, batch_idx, procs.device),
                                **solver)
         sums.update(terms, nfe)
