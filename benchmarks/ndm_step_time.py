@@ -17,11 +17,11 @@ import argparse
 import json
 import multiprocessing as mp
 import statistics
-import time
 import warnings
 
 import torch
 
+from latent_ndm.evaluation.step_cost import TrainStep, cuda_peak_bytes, saved_activation_bytes, time_alternating
 from latent_ndm.networks import UNet
 from latent_ndm.objectives import ContinuousNDMObjective
 from latent_ndm.parameterisation import Denoiser, SkipPrediction
@@ -32,7 +32,7 @@ from latent_ndm.transforms import IdentityTransform, NeuralTransform, SeparableT
 KINDS = ("lsgm", "ndm_jvp", "ndm_sep")
 
 
-def build(kind: str, args: argparse.Namespace):
+def build(kind: str, args: argparse.Namespace) -> TrainStep:
     torch.manual_seed(0)
 
     def unet(time_scale: float, out_channels: int | None = None) -> UNet:
@@ -47,60 +47,24 @@ def build(kind: str, args: argparse.Namespace):
                  "ndm_sep": lambda: SeparableTransform(unet(10.0, args.channels * args.basis), args.basis)}[kind]()
     objective = ContinuousNDMObjective(schedule, LikelihoodISTime(schedule, t_eps=1e-2))
     params = list(denoiser.parameters()) + list(transform.parameters())
-    return denoiser.to(args.device), transform.to(args.device), objective, torch.optim.Adam(params, lr=1e-4)
-
-
-def step(models, x: torch.Tensor) -> None:
-    denoiser, transform, objective, opt = models
-    opt.zero_grad(set_to_none=True)
-    objective(denoiser, transform, x).total.mean().backward()
-    opt.step()
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    x = torch.randn(args.batch, args.channels, args.resolution, args.resolution, generator=torch.Generator()
+                    .manual_seed(1)).to(args.device)
+    return TrainStep(denoiser.to(args.device), transform.to(args.device), objective, torch.optim.Adam(params, lr=1e-4),
+                     x)
 
 
 def time_both(args: argparse.Namespace) -> dict[str, list[float]]:
-    models = {k: build(k, args) for k in KINDS}
-    x = torch.randn(args.batch, args.channels, args.resolution, args.resolution, device=args.device)
-    times: dict[str, list[float]] = {k: [] for k in KINDS}
-    for i in range(args.warmup + args.steps):
-        for k, m in models.items():
-            sync(args.device)
-            t0 = time.perf_counter()
-            step(m, x)
-            sync(args.device)
-            if i >= args.warmup:
-                times[k].append(time.perf_counter() - t0)
-    return times
+    return time_alternating({k: build(k, args) for k in KINDS}, args.steps, args.warmup, args.device)
 
 
 def peak_memory(kind: str, args: argparse.Namespace, queue: mp.Queue) -> None:
     """Run in a fresh process: peak memory of a few steps of one model, in MiB."""
     torch.set_num_threads(args.threads)
-    models = build(kind, args)
-    x = torch.randn(args.batch, args.channels, args.resolution, args.resolution, device=args.device)
+    step = build(kind, args)
     if args.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        for _ in range(3):
-            step(models, x)
-        queue.put(torch.cuda.max_memory_allocated() / 2**20)
-        return
-    saved: dict[tuple, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        try:  # distinct storages, so views of one tensor count once
-            storage = t.untyped_storage()
-            saved[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
-        except (RuntimeError, NotImplementedError):  # wrapper tensors (forward-mode duals) have no plain storage
-            saved[("tensor", id(t))] = t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step(models, x)
-    queue.put(sum(saved.values()) / 2**20)
+        queue.put(cuda_peak_bytes(step, args.device, step.resident_bytes()) / 2**20)
+    else:
+        queue.put(saved_activation_bytes(step) / 2**20)
 
 
 def main() -> None:

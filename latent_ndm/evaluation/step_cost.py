@@ -1,0 +1,130 @@
+"""What one training step of an NDM prior costs: wall time and peak memory, several models side by side.
+
+A step is forward + backward + optimizer step of the NDM objective on latents z (B, C, H, W). Timings alternate
+between the models (step 1 of every model, then step 2 of every model, ...) so that all see the same machine state.
+Peak memory: on CUDA the `max_memory_allocated` of the step, net of every other model's tensors (so models may
+share one process); on CPU, where no allocator statistics exist, the bytes of the distinct tensors autograd saves
+for backward in one step (the activation memory).
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+CPU_MEMORY = "saved activations (CPU)"
+CUDA_MEMORY = "peak allocated (CUDA)"
+
+
+@dataclass
+class TrainStep:
+    """One model's training step: `denoiser` x_hat_theta, `transform` F_phi, the NDM `objective`, an optimizer over
+    both, and the latents `z` it trains on."""
+
+    denoiser: nn.Module
+    transform: nn.Module
+    objective: Callable[..., object]
+    optimizer: torch.optim.Optimizer
+    z: torch.Tensor
+
+    def __call__(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.objective(self.denoiser, self.transform, self.z).total.mean().backward()  # type: ignore[attr-defined]
+        self.optimizer.step()
+
+    def resident_bytes(self) -> int:
+        """Parameters, optimizer state and latents: what stays allocated between steps (gradients excluded)."""
+        params = {id(p): p for m in (self.denoiser, self.transform) for p in m.parameters()}
+        state = [t for s in self.optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+        return sum(t.numel() * t.element_size() for t in [*params.values(), *state, self.z])
+
+
+@dataclass
+class StepCost:
+    """Median step time (s), every timed step (s), peak memory (MiB) and what that memory is (`memory_kind`)."""
+
+    median_s: float
+    times_s: list[float]
+    memory_mib: float
+    memory_kind: str
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_alternating(steps: Mapping[str, Callable[[], None]], repeats: int, warmup: int = 1,
+                     device: torch.device | str = "cpu") -> dict[str, list[float]]:
+    """Seconds of each of `repeats` calls of every step (after `warmup` untimed rounds), the models interleaved."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(warmup + repeats):
+        for name, step in steps.items():
+            sync(device)
+            start = time.perf_counter()
+            step()
+            sync(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def saved_activation_bytes(step: Callable[[], None]) -> int:
+    """Bytes of the distinct storages autograd saves for backward during one call of `step`."""
+    saved: dict[tuple, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:  # distinct storages, so views of one tensor count once
+            storage = t.untyped_storage()
+            saved[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
+        except (RuntimeError, NotImplementedError):  # wrapper tensors (forward-mode duals) have no plain storage
+            saved[("tensor", id(t))] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return sum(saved.values())
+
+
+def cuda_peak_bytes(step: Callable[[], None], device: torch.device | str, resident_bytes: int = 0,
+                    repeats: int = 3, release: Iterable[torch.optim.Optimizer] = ()) -> int:
+    """`max_memory_allocated` over `repeats` calls of `step`, counting only what the step adds to what was allocated
+    before it, plus `resident_bytes` (the model's own parameters and optimizer state). `release`: optimizers whose
+    gradients are freed first, so that they are not counted as already allocated."""
+    for optimizer in release:
+        optimizer.zero_grad(set_to_none=True)
+    gc.collect()
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    for _ in range(repeats):
+        step()
+    sync(device)
+    return torch.cuda.max_memory_allocated(device) - before + resident_bytes
+
+
+def measure_memory(step: TrainStep, device: torch.device | str) -> tuple[float, str]:
+    """(peak memory of one model's step in MiB, its kind: CUDA_MEMORY or CPU_MEMORY)."""
+    if torch.device(device).type == "cuda":
+        peak = cuda_peak_bytes(step, device, step.resident_bytes(), release=[step.optimizer])
+        return peak / 2**20, CUDA_MEMORY
+    return saved_activation_bytes(step) / 2**20, CPU_MEMORY
+
+
+def step_costs(steps: Mapping[str, TrainStep], repeats: int, warmup: int = 1,
+               device: torch.device | str = "cpu") -> dict[str, StepCost]:
+    """Step time (alternating, in one process) and peak memory of every model."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    times = time_alternating(steps, repeats, warmup, device)
+    out = {}
+    for name, step in steps.items():
+        memory, kind = measure_memory(step, device)
+        out[name] = StepCost(statistics.median(times[name]), times[name], memory, kind)
+    return out
