@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   -> create .venv if missing, install, run the main job on the embedded default dataset:
-#                  stage=vae, then stage=ndm (learnable F) and the LSGM baseline (F = identity) on its latents
+#                  stage=vae, then stage=ndm (learnable F) and the LSGM baseline (F = identity) on its latents,
+#                  then sample -> evaluate -> benchmark (NDM vs LSGM table and chart in runs/benchmark/600)
 #   make test   -> create .venv if missing, install with the test extra, run ruff and the test suite
 #   make toy    -> the 2D checkerboard demo (NDM vs F = identity)
 PYTHON ?= python3.11
@@ -22,6 +23,9 @@ demo: $(STAMP)
 	$(PY) -m latent_ndm.train stage=vae
 	$(PY) -m latent_ndm.train stage=ndm
 	$(PY) -m latent_ndm.train stage=ndm ndm/transform=identity name=lsgm
+	$(PY) -m latent_ndm.sample progress=false
+	$(PY) -m latent_ndm.evaluate metrics=[nelbo] progress=false
+	$(PY) -m latent_ndm.benchmark ndm_run=runs/ndm/default lsgm_run=runs/ndm/lsgm
 
 toy: $(STAMP)
 	$(PY) -m latent_ndm.toy
