@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from latent_ndm.evaluation.priors import NDMPrior, Prior, StandardNormalPrior
@@ -160,8 +160,3 @@ def _finish(run: LoadedRun) -> LoadedRun:
     run.vae.eval().requires_grad_(False)
     run.prior.eval().requires_grad_(False)
     return run
-
-
-def data_config(run: LoadedRun) -> DictConfig:
-    """The run's `data` config (which shards it trained and validated on) as a DictConfig."""
-    return OmegaConf.create(run.config["data"])

@@ -48,10 +48,3 @@ class Processes:
         for r in range(self.world):
             merged.merge(int(parts["n"][r].item()), parts["mean"][r].double().cpu(), parts["m2"][r].double().cpu())
         return merged
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            self.fabric.barrier()
-
-    def broadcast(self, obj: Any) -> Any:
-        return obj if self.world == 1 else self.fabric.broadcast(obj, src=0)
