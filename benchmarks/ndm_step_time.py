@@ -21,13 +21,13 @@ import warnings
 
 import torch
 
-from latent_ndm.evaluation.step_cost import TrainStep, cuda_peak_bytes, saved_activation_bytes, time_alternating
+from latent_ndm.comparison.step_cost import TrainStep, cuda_peak_bytes, saved_activation_bytes, time_alternating
+from latent_ndm.diffusion.objectives import ContinuousNDMObjective
+from latent_ndm.diffusion.parameterisation import Denoiser, SkipPrediction
+from latent_ndm.diffusion.schedule import VPSchedule
+from latent_ndm.diffusion.time_sampling import LikelihoodISTime
+from latent_ndm.diffusion.transforms import IdentityTransform, NeuralTransform, SeparableTransform
 from latent_ndm.networks import UNet
-from latent_ndm.objectives import ContinuousNDMObjective
-from latent_ndm.parameterisation import Denoiser, SkipPrediction
-from latent_ndm.schedule import VPSchedule
-from latent_ndm.time_sampling import LikelihoodISTime
-from latent_ndm.transforms import IdentityTransform, NeuralTransform, SeparableTransform
 
 KINDS = ("lsgm", "ndm_jvp", "ndm_sep")
 

@@ -19,11 +19,11 @@ import time
 import torch
 from torchdiffeq import odeint
 
-from latent_ndm.likelihood import draw_probe, hutchinson_divergence, ode_log_likelihood, standard_normal_logp
-from latent_ndm.oracle import GaussianOracleDenoiser, marginal_logp
-from latent_ndm.reverse_process import ReverseProcess
-from latent_ndm.schedule import VPSchedule
-from latent_ndm.transforms import IdentityTransform
+from latent_ndm.diffusion.likelihood import draw_probe, hutchinson_divergence, ode_log_likelihood, standard_normal_logp
+from latent_ndm.diffusion.reverse_process import ReverseProcess
+from latent_ndm.diffusion.schedule import VPSchedule
+from latent_ndm.diffusion.transforms import IdentityTransform
+from tests.support.oracle import GaussianOracleDenoiser, marginal_logp
 
 
 def lsgm_style(velocity, z: torch.Tensor, t_eps: float, tol: float) -> tuple[torch.Tensor, int]:

@@ -28,10 +28,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from data_tools.shardlist import expand_shards, iter_tar_samples
+from data_tools.shard_index import expand_shards, iter_tar_samples, split_pattern
 from data_tools.synthetic import write_synthetic
-from latent_ndm.data_streams import to_unit_range
-from latent_ndm.datamodule import ShardDataModule, read_shard_info, split_pattern
+from latent_ndm.data.module import ShardDataModule, read_shard_info
+from latent_ndm.data.streams import to_unit_range
 
 
 def to_uint8_tensor(img: Image.Image) -> torch.Tensor:

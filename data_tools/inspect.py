@@ -1,14 +1,127 @@
-"""``python -m data_tools.inspect SHARDS``: a thin alias of `data_tools.inspect_shards` (see there).
+"""``python -m data_tools.inspect SHARDS``: counts, resolution, checksum verification and a preview grid.
 
-The module name mirrors the CLI; the implementation lives in ``inspect_shards.py`` so that nothing in
-data_tools shadows the standard library's ``inspect`` for code that imports it.
+SHARDS is a shard directory (with its ``manifest.json``), a glob or brace pattern, or several of them.
+Exit status 0 when every shard matches the manifest (sha256 and sample count), 1 otherwise.
 """
 
 from __future__ import annotations
 
-from data_tools.inspect_shards import main
+import argparse
+import io
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["main"]
+import numpy as np
+from PIL import Image
+
+from data_tools.errors import DataToolError, run_cli
+from data_tools.files import sha256_file
+from data_tools.manifest import PREVIEW_NAME
+from data_tools.shard_index import HOW_TO_CREATE, expand_shards, iter_tar_samples, manifest_records, shard_info
+
+
+@dataclass
+class ShardCheck:
+    """The verdict on one shard: samples counted in the tar, and a status (``ok`` or what is wrong)."""
+
+    path: Path
+    split: str
+    samples: int
+    status: str
+
+
+def check_shard(path: Path, record: dict | None) -> ShardCheck:
+    """Count samples and compare size, sha256 and count with the manifest record (if any)."""
+    samples = sum(1 for _ in iter_tar_samples(path))
+    if record is None:
+        return ShardCheck(path, "?", samples, "not in a manifest (unverified)")
+    problems = []
+    if sha256_file(path) != record["sha256"]:
+        problems.append("sha256 mismatch")
+    if samples != record["count"]:
+        problems.append(f"{samples} samples, manifest says {record['count']}")
+    return ShardCheck(path, record["split"], samples, "; ".join(problems) or "ok")
+
+
+def preview_grid(paths: list[Path], n: int) -> np.ndarray | None:
+    """The first `n` images of `paths` (in order) tiled into one uint8 RGB array, or None if there are none."""
+    images: list[np.ndarray] = []
+    for path in paths:
+        for _, fields in iter_tar_samples(path):
+            data = fields.get("png") or fields.get("jpg")
+            if data is not None:
+                images.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+            if len(images) >= n:
+                break
+        if len(images) >= n:
+            break
+    if not images:
+        return None
+    side = images[0].shape[0]
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    grid = np.full((rows * (side + 2) + 2, cols * (side + 2) + 2, 3), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[2 + r * (side + 2): 2 + r * (side + 2) + side, 2 + c * (side + 2): 2 + c * (side + 2) + side] = img
+    return grid
+
+
+def report(spec: list[str], grid_path: Path | None, n_preview: int) -> int:
+    """Print the report for the shards named by `spec`; return the exit status."""
+    paths = expand_shards(spec)
+    if not paths:
+        raise DataToolError(f"no shards match {' '.join(spec)}; {HOW_TO_CREATE}")
+    info = shard_info(paths)
+    records = manifest_records(info.manifest) if info.manifest else {}
+    checks = [check_shard(p, records.get(p.name)) for p in paths]
+    if info.manifest:
+        m = info.manifest
+        print(f"dataset {m['name']!r} ({m['kind']}), complete: {m['complete']}, split seed: "
+              f"{m['config'].get('split_seed')}, resolution: {info.resolution}")
+        if info.fields:
+            print("fields: " + ", ".join(f"{k}{tuple(v)}" for k, v in info.fields.items()))
+    per_split: dict[str, list[ShardCheck]] = defaultdict(list)
+    for check in checks:
+        per_split[check.split].append(check)
+    for split, items in per_split.items():
+        expected = info.manifest["splits"][split]["count"] if split in (info.manifest or {}).get("splits", {}) else "?"
+        print(f"{split}: {sum(c.samples for c in items)} samples in {len(items)} shards (manifest: {expected})")
+    bad = [c for c in checks if c.status != "ok"]
+    for c in bad:
+        print(f"  {c.path.name}: {c.status}")
+    print(f"checksums: {len(checks) - len(bad)}/{len(checks)} shards verified")
+    skipped = (info.manifest or {}).get("skipped", [])
+    if skipped:
+        print(f"skipped at sharding: {len(skipped)} files, e.g. {skipped[0]['file']}: {skipped[0]['reason']}")
+    _write_preview(paths, info.kind, grid_path or paths[0].parent / PREVIEW_NAME, n_preview)
+    return 1 if bad else 0
+
+
+def _write_preview(paths: list[Path], kind: str, grid_path: Path, n: int) -> None:
+    if kind != "images" or n <= 0:
+        return
+    grid = preview_grid(paths, n)
+    if grid is not None:
+        Image.fromarray(grid).save(grid_path)
+        print(f"preview of the first {n} images: {grid_path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m data_tools.inspect",
+                                description="Counts, resolution, checksum verification and a preview grid of shards.")
+    p.add_argument("shards", nargs="+", help="shard directory, glob or brace pattern")
+    p.add_argument("--grid", type=Path, default=None, help=f"preview PNG (default: <shard dir>/{PREVIEW_NAME})")
+    p.add_argument("--n", type=int, default=64, help="images in the preview grid (0: none)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: report(args.shards, args.grid, args.n))
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

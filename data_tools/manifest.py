@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.errors import DataToolError
-from data_tools.fsutil import TMP_SUFFIX, atomic_write_json, sha256_file
+from data_tools.files import TMP_SUFFIX, atomic_write_json, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1

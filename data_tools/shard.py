@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from data_tools.errors import DataToolError, run_cli
-from data_tools.sharding import ShardOptions, default_workers, shard_images, summary
+from data_tools.images_to_shards import ShardOptions, default_workers, shard_images, summary
 from data_tools.sources import open_source
 from data_tools.split import DEFAULT_SPLIT
 

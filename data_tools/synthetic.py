@@ -19,8 +19,8 @@ from PIL import Image
 from data_tools.errors import DataToolError, run_cli
 from data_tools.faces import draw_parameters, render_faces
 from data_tools.imageproc import UnusableImage
+from data_tools.images_to_shards import ShardOptions, default_workers, shard_images
 from data_tools.manifest import read_manifest, shard_is_intact
-from data_tools.sharding import ShardOptions, default_workers, shard_images
 from data_tools.sources import Listing
 
 DEFAULT_ROOT = Path("data/synthetic-64")

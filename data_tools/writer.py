@@ -16,7 +16,7 @@ from typing import Any
 
 import webdataset as wds
 
-from data_tools.fsutil import TMP_SUFFIX, fsync_dir, sha256_file
+from data_tools.files import TMP_SUFFIX, fsync_dir, sha256_file
 
 # Fixed tar header fields: 2000-01-01T00:00:00Z, a neutral owner, read-only files. The mtime must be an int:
 # a float mtime makes tarfile add a PAX header to every member, doubling the headers readers must parse.

@@ -6,17 +6,15 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from data_tools.errors import DataToolError
-from latent_ndm.training.errors import TrainingError
+from latent_ndm.errors import UserError
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-USER_ERRORS = (TrainingError, DataToolError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException)
+USER_ERRORS = (UserError, DataToolError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException)
 T = TypeVar("T")
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from latent_ndm.cli import CONFIG_DIR, quiet_known_warnings, run_or_exit
+from latent_ndm.cli import quiet_known_warnings, run_or_exit
 from latent_ndm.evaluation.results import format_table, write_results
 from latent_ndm.evaluation.runner import Evaluation, evaluate
+from latent_ndm.runs.config import CONFIG_DIR
 
 
 def run(cfg: DictConfig) -> Evaluation:

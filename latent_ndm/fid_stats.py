@@ -11,17 +11,17 @@ on stderr and exit status 1. Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from data_tools.errors import DataToolError
-from data_tools.fsutil import sha256_file
+from data_tools.files import sha256_file
 from data_tools.manifest import manifest_path
-from data_tools.shardlist import ShardInfo, manifest_records
-from latent_ndm import fid
+from data_tools.shard_index import ShardInfo, manifest_records, split_pattern
+from latent_ndm.data.module import ShardDataModule, read_shard_info
+from latent_ndm.evaluation import fid
 
 _KEY_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)=(.*)$")
 
@@ -58,19 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def call_registrations(specs: list[str]) -> None:
-    """Import MODULE and call FUNCTION() for each ``MODULE:FUNCTION``."""
-    for spec in specs:
-        module, _, function = spec.partition(":")
-        if not module or not function:
-            raise ValueError(f"--register expects MODULE:FUNCTION, got {spec!r}")
-        getattr(importlib.import_module(module), function)()
-
-
 def split_infos(root: Path, splits: list[str]) -> dict[str, ShardInfo]:
     """The image shards of each split under `root`; missing shards raise a one-sentence error."""
-    from latent_ndm.datamodule import read_shard_info, split_pattern
-
     if not root.is_dir():
         raise FileNotFoundError(f"shard directory {root} does not exist; create shards with "
                                 "`python -m data_tools.shard SRC OUT` or `python -m data_tools.synthetic OUT`")
@@ -95,7 +84,7 @@ def shard_sources(root: Path, infos: dict[str, ShardInfo]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    call_registrations(args.register)
+    fid.call_registrations(args.register)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     if not splits:
         raise ValueError("--splits names no split")
@@ -105,8 +94,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{npz} already exists; pass --force to replace it")
     infos = split_infos(args.shards, splits)
     extractor = fid.load_feature_extractor(args.extractor, args.layer, weights, args.device)
-    from latent_ndm.datamodule import ShardDataModule
-
     paths = [p for info in infos.values() for p in info.paths]
     data = ShardDataModule(train_shards=None, test_shards=paths, batch_size=args.batch_size,
                            num_workers=args.num_workers, kind="images")

@@ -16,12 +16,17 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torchvision.utils import save_image
+from tqdm import tqdm
 
-from latent_ndm.cli import CONFIG_DIR, quiet_known_warnings, run_or_exit
-from latent_ndm.evaluation.checkpoint import EvaluationError, load_run
+from data_tools.files import atomic_write, atomic_write_text
+from latent_ndm.cli import quiet_known_warnings, run_or_exit
+from latent_ndm.errors import EvaluationError
 from latent_ndm.evaluation.generation import batches, generate, image_grid
-from latent_ndm.evaluation.priors import SamplerSpec
-from latent_ndm.training.export import atomic_write_text
+from latent_ndm.model import SamplerSpec
+from latent_ndm.runs.config import CONFIG_DIR
+from latent_ndm.runs.hardware import resolve_device
+from latent_ndm.runs.load import load_run
 
 
 @dataclass
@@ -39,11 +44,7 @@ class SampleResult:
 
 
 def _save_png(image: torch.Tensor, path: Path) -> None:
-    from torchvision.utils import save_image
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    save_image(image, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: save_image(image, tmp, format="png"))
 
 
 def sample(cfg: DictConfig) -> SampleResult:
@@ -51,13 +52,10 @@ def sample(cfg: DictConfig) -> SampleResult:
         raise EvaluationError(f"need num >= 1 and batch_size >= 1, got num={cfg.num}, batch_size={cfg.batch_size}")
     spec = SamplerSpec(cfg.sampler, tol=cfg.tol, method=cfg.method, steps=cfg.steps, eta=cfg.eta, t_eps=cfg.t_eps)
     run = load_run(cfg.ckpt, cfg.ema)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
+    device = resolve_device(cfg.device)
     run.to(device)
     out_dir = Path(cfg.out) if cfg.out else run.run_dir / "samples" / f"{cfg.sampler}-seed{cfg.seed}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    from tqdm import tqdm
-
     images, nfes, seconds = [], [], 0.0
     with tqdm(total=cfg.num, unit="img", desc=f"sampling ({spec.describe()})", disable=not cfg.progress) as bar:
         for chunk in batches(range(cfg.num), cfg.batch_size):

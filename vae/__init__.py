@@ -11,8 +11,9 @@ from vae.likelihoods import (
     DiscretizedMixtureOfLogistics,
     quantize,
 )
-from vae.model import NELBO, VAE, bits_per_dim
+from vae.model import NELBO, VAE
 from vae.networks import Decoder, Encoder
+from vae.units import bits_per_dim, bpd_to_nats, nats_to_bpd
 
 __all__ = [
     "LIKELIHOODS",
@@ -25,5 +26,7 @@ __all__ = [
     "DiscretizedMixtureOfLogistics",
     "Encoder",
     "bits_per_dim",
+    "bpd_to_nats",
+    "nats_to_bpd",
     "quantize",
 ]

@@ -1,41 +1,28 @@
-"""The VAE of the first stage: q(z|x) (encoder), p(x|z) (decoder likelihood), p(z) = N(0, I), and its export.
+"""The VAE of the first stage: q(z|x) (encoder), p(x|z) (decoder likelihood), p(z) = N(0, I).
 
-Public interface used by the NDM stage: `encode(x) -> DiagonalGaussian`, `decode(z) -> likelihood`,
-`latent_shape(resolution)`, the `latent_scale` buffer (std of encoder samples; the NDM models z / latent_scale)
-and `VAE.from_checkpoint(path)`. An export is a folder with `ema.safetensors` (the state_dict, `latent_scale`
-included) and `vae_config.yaml` (`VAE.config()`, plain YAML).
+Public interface used by the NDM stage: `quantize(x)` (the data the likelihood models), `encode(x) ->
+DiagonalGaussian`, `decode(z) -> likelihood`, `latent_shape(resolution)`, the `latent_scale` buffer (std of encoder
+samples; the NDM models z / latent_scale), and `config()` / `from_config()` (plain-dict constructor primitives).
+A pure torch module: files are written and read by the application (`latent_ndm.runs.export`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from latent_ndm.units import nats_to_bpd
 from vae.distributions import DiagonalGaussian
 from vae.likelihoods import LIKELIHOODS, quantize
 from vae.networks import Decoder, Encoder
+from vae.units import nats_to_bpd
 
-WEIGHTS_NAME = "ema.safetensors"
-CONFIG_NAME = "vae_config.yaml"
-TRAIN_COMMAND = "python -m latent_ndm.train stage=vae"
 LikelihoodFactory = Callable[..., Any]  # (params (B, P, H, W), bits=...) -> object with log_prob/sample/mean
-
-
-def bits_per_dim(nats: torch.Tensor, image_shape: tuple[int, ...]) -> torch.Tensor:
-    """bits/dim = nats / (D ln 2) with D = C * H * W pixels, image_shape = (C, H, W)."""
-    return nats_to_bpd(nats, math.prod(image_shape))
 
 
 @dataclass
@@ -95,6 +82,11 @@ class VAE(nn.Module):
             self._factory, self.likelihood_name = likelihood, None
         self.register_buffer("latent_scale", torch.tensor(1.0))
 
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """The data p(x|z) models: x in [-1, 1] snapped to the VAE's bit depth (`likelihoods.quantize`; a no-op for
+        data already on that grid, and for bits > 8). Every caller that encodes images for a likelihood uses it."""
+        return quantize(x, self.bits) if self.bits <= 8 else x
+
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         """q(z|x) for images x in [-1, 1], shape (B, C, H, W)."""
         if x.ndim != 4 or x.shape[1] != self.image_channels:
@@ -124,8 +116,7 @@ class VAE(nn.Module):
     def nelbo(self, x: torch.Tensor, beta_kl: float = 1.0, generator: torch.Generator | None = None) -> NELBO:
         """-ELBO with p(z) = N(0, I) and one reparameterised sample; x is snapped to the b-bit grid first
         (`quantize`, a no-op for data already on it)."""
-        if self.bits <= 8:
-            x = quantize(x, self.bits)
+        x = self.quantize(x)
         q = self.encode(x)
         rec = -self.decode(q.sample(generator)).log_prob(x)
         kl = q.kl()
@@ -161,53 +152,3 @@ class VAE(nn.Module):
             bits=int(config["bits"]),
             likelihood_kwargs=config.get("likelihood_kwargs") or {},
         )
-
-    def save_export(self, path_dir: str | os.PathLike) -> Path:
-        """Write `ema.safetensors` (this module's state_dict: call it on the EMA copy) and `vae_config.yaml`
-        into `path_dir`, each atomically (temporary name, then os.replace). Returns the folder."""
-        folder = Path(path_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        config = self.config()
-        tensors = {k: v.detach().cpu().clone().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp)))
-        _atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(yaml.safe_dump(config, sort_keys=False)))
-        return folder
-
-    @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> VAE:
-        """Load an export folder (or its `ema.safetensors` / `vae_config.yaml`), or a torch.save'd plain dict
-        {"vae_config": config(), "state_dict": state_dict}. Returns the VAE in eval mode."""
-        path = Path(path)
-        is_export = path.is_dir() or not path.suffix or path.suffix in (".safetensors", ".yaml", ".yml")
-        if not is_export:
-            if not path.is_file():
-                raise FileNotFoundError(f"No VAE checkpoint file {path}; create it with `{TRAIN_COMMAND}`.")
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
-            if not isinstance(ckpt, dict) or not {"vae_config", "state_dict"} <= set(ckpt):
-                raise ValueError(f"{path} is not a VAE checkpoint dict with 'vae_config' and 'state_dict'")
-            config, state = ckpt["vae_config"], ckpt["state_dict"]
-        else:
-            folder = path.parent if path.suffix else path
-            missing = [name for name in (WEIGHTS_NAME, CONFIG_NAME) if not (folder / name).is_file()]
-            if missing:
-                raise FileNotFoundError(
-                    f"No VAE export at {folder}: missing {' and '.join(missing)}; create it with `{TRAIN_COMMAND}`."
-                )
-            config = yaml.safe_load((folder / CONFIG_NAME).read_text())
-            state = load_file(str(folder / WEIGHTS_NAME), device=str(map_location))
-        vae = cls.from_config(config)
-        vae.load_state_dict(state, strict=True)
-        return vae.to(map_location).eval()
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through `write(tmp)` to a temporary file beside `path`, then os.replace it into place."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

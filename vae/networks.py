@@ -16,8 +16,6 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from latent_ndm.networks.unet_blocks import Upsample
-
 
 def _norm(channels: int, num_groups: int) -> nn.GroupNorm:
     if channels % num_groups != 0:
@@ -72,9 +70,22 @@ class Downsample(nn.Module):
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
-def _primitives(**kwargs: object) -> dict[str, object]:
-    """The constructor arguments as YAML-safe primitives (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple | list) else v for k, v in kwargs.items()}
+class Upsample(nn.Module):
+    """x2 nearest-neighbour upsampling followed by a 3x3 convolution (the decoder's counterpart of `Downsample`)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def _primitives(arguments: dict[str, object]) -> dict[str, object]:
+    """A constructor's arguments (its `locals()` at the top of `__init__`) as YAML-safe primitives: `self` and
+    `__class__` dropped, tuples as lists. `VAE.config()` stores them; `VAE.from_config()` passes them back."""
+    return {k: list(v) if isinstance(v, tuple | list) else v for k, v in arguments.items()
+            if k not in ("self", "__class__")}
 
 
 def _run(blocks: nn.ModuleList, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
@@ -115,19 +126,7 @@ class Encoder(nn.Module):
         super().__init__()
         if len(channel_mult) < 1 or num_res_blocks < 1:
             raise ValueError("channel_mult needs at least one level and num_res_blocks must be >= 1")
-        self.config = _primitives(
-            in_channels=in_channels,
-            base_channels=base_channels,
-            channel_mult=channel_mult,
-            num_res_blocks=num_res_blocks,
-            latent_channels=latent_channels,
-            num_groups=num_groups,
-            dropout=dropout,
-            attn_resolutions=attn_resolutions,
-            resolution=resolution,
-            mid_attention=mid_attention,
-            checkpoint=checkpoint,
-        )
+        self.config = _primitives(locals())
         self.latent_channels, self.checkpoint = latent_channels, checkpoint
         self.downsample_factor = 2 ** (len(channel_mult) - 1)
         widths = [base_channels * m for m in channel_mult]
@@ -178,19 +177,7 @@ class Decoder(nn.Module):
         super().__init__()
         if len(channel_mult) < 1 or num_res_blocks < 1:
             raise ValueError("channel_mult needs at least one level and num_res_blocks must be >= 1")
-        self.config = _primitives(
-            out_channels=out_channels,
-            base_channels=base_channels,
-            channel_mult=channel_mult,
-            num_res_blocks=num_res_blocks,
-            latent_channels=latent_channels,
-            num_groups=num_groups,
-            dropout=dropout,
-            attn_resolutions=attn_resolutions,
-            resolution=resolution,
-            mid_attention=mid_attention,
-            checkpoint=checkpoint,
-        )
+        self.config = _primitives(locals())
         self.out_channels, self.latent_channels, self.checkpoint = out_channels, latent_channels, checkpoint
         self.upsample_factor = 2 ** (len(channel_mult) - 1)
         widths = [base_channels * m for m in channel_mult]

@@ -20,31 +20,26 @@ from typing import Any
 
 import torch
 
-from latent_ndm.evaluation.priors import Prior, PriorBound
-from latent_ndm.units import nats_to_bpd
-from vae import VAE, quantize
+from latent_ndm.model import LatentModel, PriorBound
+from vae import DiagonalGaussian, nats_to_bpd
 
 Terms = dict[str, torch.Tensor]  # name -> (B,) nats per image
+PriorTerm = Callable[[DiagonalGaussian | None, torch.Tensor], tuple[PriorBound, int]]
 
 
-def _prepare(vae: VAE, x: torch.Tensor) -> torch.Tensor:
-    return quantize(x, vae.bits) if vae.bits <= 8 else x
-
-
-def _bound(vae: VAE, x: torch.Tensor, k: int, name: str, generator: torch.Generator | None,
-           prior_term: Callable[..., tuple[PriorBound, int]]) -> tuple[Terms, int]:
+@torch.no_grad()
+def _bound(model: LatentModel, x: torch.Tensor, k: int, name: str, generator: torch.Generator | None,
+           prior_term: PriorTerm) -> tuple[Terms, int]:
     """The bound `name` with the prior term `prior_term(q or None, z) -> (PriorBound, nfe)`; q is None for the
     importance-weighted samples (which need -log p(z) at z, not an expectation over q)."""
     if k < 1:
         raise ValueError(f"k (importance samples) must be >= 1, got {k}")
-    x = _prepare(vae, x)
-    with torch.no_grad():
-        q = vae.encode(x)
+    x = model.quantize(x)
+    q = model.vae.encode(x)
     nfe = 0
     if k == 1:
         z = q.sample(generator)
-        with torch.no_grad():
-            rec = -vae.decode(z).log_prob(x)
+        rec = model.reconstruction(z, x)
         ce, nfe = prior_term(q, z)
         neg_entropy = -q.entropy()
         total = rec + neg_entropy + ce.nll
@@ -52,8 +47,7 @@ def _bound(vae: VAE, x: torch.Tensor, k: int, name: str, generator: torch.Genera
     samples: list[Terms] = []
     for _ in range(k):
         z = q.sample(generator)
-        with torch.no_grad():
-            rec = -vae.decode(z).log_prob(x)
+        rec = model.reconstruction(z, x)
         ce, n = prior_term(None, z)
         nfe += n
         samples.append({"rec": rec, "neg_entropy": q.log_prob(z), "cross_entropy": ce.nll, **ce.parts})
@@ -64,27 +58,26 @@ def _bound(vae: VAE, x: torch.Tensor, k: int, name: str, generator: torch.Genera
     return out, nfe // k
 
 
-def nelbo_terms(vae: VAE, prior: Prior, x: torch.Tensor, k: int = 1,
-                generator: torch.Generator | None = None) -> Terms:
+def nelbo_terms(model: LatentModel, x: torch.Tensor, k: int = 1, generator: torch.Generator | None = None) -> Terms:
     """NELBO parts of images x in [-1, 1] (B, C, H, W): rec, neg_entropy, cross_entropy (+ the prior's own parts),
-    nelbo (and nelbo_iw when k > 1)."""
+    nelbo (and nelbo_iw when k > 1). With k = 1 these are `LatentModel.nelbo`'s terms."""
 
-    def term(q: Any, z: torch.Tensor) -> tuple[PriorBound, int]:
-        return (prior.cross_entropy(q, z, generator) if q is not None else prior.nll_bound(z, generator)), 0
+    def term(q: DiagonalGaussian | None, z: torch.Tensor) -> tuple[PriorBound, int]:
+        return (model.cross_entropy(q, z, generator) if q is not None else model.prior_nll(z, generator)), 0
 
-    return _bound(vae, x, k, "nelbo", generator, term)[0]
+    return _bound(model, x, k, "nelbo", generator, term)[0]
 
 
-def nll_terms(vae: VAE, prior: Prior, x: torch.Tensor, k: int = 1, generator: torch.Generator | None = None,
+def nll_terms(model: LatentModel, x: torch.Tensor, k: int = 1, generator: torch.Generator | None = None,
               **solver: Any) -> tuple[Terms, int]:
     """(NLL-bound parts of images x with the prior term from the probability-flow ODE, mean NFE per solve).
 
     `solver`: t_eps, rtol, atol, method, probe, exact (see `ode_nll_bound`)."""
 
-    def term(q: Any, z: torch.Tensor) -> tuple[PriorBound, int]:
-        return prior.ode_nll(z, generator, **dict(solver))
+    def term(q: DiagonalGaussian | None, z: torch.Tensor) -> tuple[PriorBound, int]:
+        return model.ode_nll(z, generator, **dict(solver))
 
-    return _bound(vae, x, k, "nll", generator, term)
+    return _bound(model, x, k, "nll", generator, term)
 
 
 class TermSums:

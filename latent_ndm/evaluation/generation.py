@@ -14,9 +14,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from torchvision.utils import make_grid
 
-from latent_ndm.evaluation.checkpoint import LoadedRun
-from latent_ndm.evaluation.priors import SamplerSpec
+from latent_ndm.model import SamplerSpec
+from latent_ndm.runs.load import LoadedRun
 
 _MIX = 1_000_003
 
@@ -59,8 +60,8 @@ class GeneratedBatch:
 
 
 def latent_shape(run: LoadedRun) -> tuple[int, int, int]:
-    shape = run.prior.latent_shape
-    return tuple(shape) if shape is not None else tuple(run.vae.latent_shape(run.resolution))
+    shape = run.model.latent_shape
+    return tuple(shape) if shape is not None else tuple(run.model.vae.latent_shape(run.resolution))
 
 
 @torch.no_grad()
@@ -73,8 +74,8 @@ def generate(run: LoadedRun, indices: Sequence[int], spec: SamplerSpec, seed: in
     start = time.perf_counter()
     z_1 = initial_noise(indices, latent_shape(run), seed, device)
     generator = torch.Generator(device=device).manual_seed(index_seed(seed + 1, indices[0]))
-    z, nfe = run.prior.sample(z_1, spec, generator)
-    images = run.vae.decode(z).mean().clamp(-1.0, 1.0)
+    z, nfe = run.model.sample(z_1, spec, generator)
+    images = run.model.decode_mean(z).clamp(-1.0, 1.0)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return GeneratedBatch(images=images, latents=z, nfe=nfe, seconds=time.perf_counter() - start)
@@ -82,7 +83,5 @@ def generate(run: LoadedRun, indices: Sequence[int], spec: SamplerSpec, seed: in
 
 def image_grid(images: torch.Tensor, row: int | None = None) -> torch.Tensor:
     """A (3, H', W') grid in [0, 1] of images in [-1, 1], `row` per row (default: about square)."""
-    from torchvision.utils import make_grid
-
     row = row or max(1, math.isqrt(images.shape[0] - 1) + 1)
     return make_grid((images.float().cpu() + 1.0) / 2.0, nrow=row, padding=2, pad_value=1.0)

@@ -8,17 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from lightning.fabric import Fabric
 
-from latent_ndm.fid import RunningMoments
-from latent_ndm.training.runtime import select_accelerator
+from latent_ndm.evaluation.fid import RunningMoments
+from latent_ndm.runs.hardware import select_accelerator
 
 
 class Processes:
     """rank, world size and device of this process; `sum` and `merge_moments` across all processes."""
 
     def __init__(self, accelerator: str = "auto", devices: int | str = 1, num_nodes: int = 1) -> None:
-        from lightning.fabric import Fabric
-
         accelerator = select_accelerator(accelerator)
         multi = num_nodes > 1 or (devices not in (1, "1") and not (accelerator == "cpu" and devices == "auto"))
         self.fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes,

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from latent_ndm.training.export import atomic_write_text
+from data_tools.files import atomic_write_text
 
 RESULTS_NAME = "evaluation.json"
 

@@ -8,7 +8,6 @@ once); FID samples by index (`rank_indices`, each once); sums and feature moment
 from __future__ import annotations
 
 import math
-import platform
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,23 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
-from latent_ndm import fid
+from data_tools.shard_index import split_pattern
+from latent_ndm.data.module import ShardDataModule
+from latent_ndm.errors import EvaluationError
+from latent_ndm.evaluation import fid
 from latent_ndm.evaluation.bounds import TermSums, nelbo_terms, nll_terms
-from latent_ndm.evaluation.checkpoint import EvaluationError, LoadedRun, load_run
 from latent_ndm.evaluation.generation import batches, generate, rank_indices
 from latent_ndm.evaluation.parallel import Processes
-from latent_ndm.evaluation.priors import SamplerSpec
+from latent_ndm.model import SamplerSpec
+from latent_ndm.runs.hardware import describe
+from latent_ndm.runs.load import LoadedRun, load_run
 
 METRICS = ("nelbo", "nll", "fid")
-
-
-def hardware(device: torch.device, world: int) -> str:
-    """e.g. '1x NVIDIA H100 80GB HBM3' or 'CPU (2 cores)'."""
-    if device.type == "cuda":
-        return f"{world}x {torch.cuda.get_device_name(device)}"
-    return f"CPU ({torch.get_num_threads()} threads, {platform.machine()})" + (f" x{world}" if world > 1 else "")
 
 
 def check_metrics(metrics: list[str]) -> list[str]:
@@ -45,10 +43,6 @@ def check_metrics(metrics: list[str]) -> list[str]:
 def heldout_images(run: LoadedRun, split: str, shards: str | None, batch_size: int | None) -> Any:
     """A loader of the `split` images (of `shards`, else of the run's own data config), `batch_size` per batch (None:
     the run's, which with seed 0 reproduces its validation numbers); each image is read by exactly one process."""
-    from hydra.utils import instantiate
-
-    from latent_ndm.datamodule import ShardDataModule, split_pattern
-
     if shards is not None:
         spec: Any = split_pattern(shards, split)
     else:
@@ -69,8 +63,6 @@ def heldout_images(run: LoadedRun, split: str, shards: str | None, batch_size: i
 def _limited(loader: Any, limit: int | None, procs: Processes, desc: str, progress: bool
              ) -> Iterator[tuple[int, torch.Tensor]]:
     """(batch index, images) with at most this process's share of `limit` images (a progress bar on rank 0)."""
-    from tqdm import tqdm
-
     share = None if limit is None else limit * (procs.rank + 1) // procs.world - limit * procs.rank // procs.world
     seen = 0
     with tqdm(total=share, unit="img", desc=desc, disable=not (progress and procs.is_main)) as bar:
@@ -96,16 +88,16 @@ def _timed(procs: Processes) -> float:
 
 
 def num_dims(run: LoadedRun) -> int:
-    return int(run.vae.image_channels) * run.resolution**2
+    return int(run.model.vae.image_channels) * run.resolution**2
 
 
 def eval_nelbo(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str, Any]:
     sums, start = TermSums(), _timed(procs)
     loader = heldout_images(run, cfg.split, cfg.shards, cfg.batch_size)
     for batch_idx, x in _limited(loader, cfg.limit, procs, "NELBO", cfg.progress):
-        sums.update(nelbo_terms(run.vae, run.prior, x, cfg.k, batch_generator(cfg.seed, batch_idx, procs.device)))
+        sums.update(nelbo_terms(run.model, x, cfg.k, batch_generator(cfg.seed, batch_idx, procs.device)))
     out = sums.compute(num_dims(run), procs.sum)
-    t_eps = getattr(run.prior, "eval_t_eps", None)
+    t_eps = getattr(run.model.prior, "eval_t_eps", None)
     out.update(seconds=_timed(procs) - start, settings={"k": cfg.k, "split": cfg.split, "limit": cfg.limit,
                                                         "seed": cfg.seed, "t_eps": t_eps})
     return out
@@ -116,7 +108,7 @@ def eval_nll(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str, Any
     solver = {k: v for k, v in OmegaConf.to_container(cfg.nll, resolve=True).items()}
     loader = heldout_images(run, cfg.split, cfg.shards, cfg.batch_size)
     for batch_idx, x in _limited(loader, cfg.limit, procs, "NLL (ODE)", cfg.progress):
-        terms, nfe = nll_terms(run.vae, run.prior, x, cfg.k, batch_generator(cfg.seed, batch_idx, procs.device),
+        terms, nfe = nll_terms(run.model, x, cfg.k, batch_generator(cfg.seed, batch_idx, procs.device),
                                **solver)
         sums.update(terms, nfe)
     out = sums.compute(num_dims(run), procs.sum)
@@ -136,10 +128,8 @@ class FIDSetup:
 
 def prepare_fid(cfg: DictConfig) -> FIDSetup:
     """Register extractors, then load the reference statistics and find the extractor weights (one-sentence errors)."""
-    from latent_ndm.fid_stats import call_registrations
-
     f = cfg.fid
-    call_registrations(list(f.register or []))
+    fid.call_registrations(list(f.register or []))
     if f.stats is None:
         raise EvaluationError("metrics includes fid but fid.stats is not set: precompute the reference with "
                               "`python -m latent_ndm.fid_stats shards=DATA_DIR out=STATS_DIR`, then give "
@@ -155,8 +145,6 @@ def eval_fid(run: LoadedRun, procs: Processes, cfg: DictConfig, setup: FIDSetup)
     setup.reference.check_compatible(extractor.feature_space())
     spec = SamplerSpec("ode", tol=f.tol, method=f.method, steps=f.steps, t_eps=f.t_eps)
     moments, nfe, calls, seconds, image_size = fid.RunningMoments(), 0, 0, 0.0, None
-    from tqdm import tqdm
-
     indices = rank_indices(f.num, procs.rank, procs.world)
     with tqdm(total=len(indices), disable=not (cfg.progress and procs.is_main), unit="img", desc="FID samples") as bar:
         for chunk in batches(indices, f.batch_size):
@@ -211,4 +199,4 @@ def evaluate(cfg: DictConfig, procs: Processes | None = None) -> Evaluation:
         if bad:
             raise EvaluationError(f"the {name} evaluation gave non-finite {bad}: the checkpoint is broken or the "
                                   "solver diverged; check the run's training curves")
-    return Evaluation(results, run, procs.is_main, hardware(procs.device, procs.world))
+    return Evaluation(results, run, procs.is_main, describe(procs.device, procs.world))

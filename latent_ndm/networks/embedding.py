@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from latent_ndm.checks import math_dtype
+from latent_ndm.diffusion.checks import math_dtype
 
 
 class SinusoidalTimeEmbedding(nn.Module):

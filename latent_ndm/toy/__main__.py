@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from latent_ndm.reverse_process import ReverseProcess
-from latent_ndm.schedule import VPSchedule
+from latent_ndm.diffusion.reverse_process import ReverseProcess
+from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.toy import evaluate
 from latent_ndm.toy.data import CHECKERBOARD_ENTROPY_NATS, CHECKERBOARD_STD, fraction_on_board, sample_checkerboard
 from latent_ndm.toy.plot import FigureData, save_figure

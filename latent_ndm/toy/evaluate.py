@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
-from latent_ndm.likelihood import ode_nll_bound
-from latent_ndm.objectives import ContinuousNDMObjective
-from latent_ndm.ode import solve
-from latent_ndm.reverse_process import ReverseProcess
-from latent_ndm.samplers import sample_ode
+from latent_ndm.diffusion.likelihood import ode_nll_bound
+from latent_ndm.diffusion.objectives import ContinuousNDMObjective
+from latent_ndm.diffusion.ode import solve
+from latent_ndm.diffusion.reverse_process import ReverseProcess
+from latent_ndm.diffusion.samplers import sample_ode
 
 
 @dataclass(frozen=True)

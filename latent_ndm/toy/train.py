@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from latent_ndm.diffusion.objectives import ContinuousNDMObjective
+from latent_ndm.diffusion.parameterisation import Denoiser, SkipPrediction
+from latent_ndm.diffusion.reverse_process import ReverseProcess
+from latent_ndm.diffusion.schedule import VPSchedule
+from latent_ndm.diffusion.time_sampling import LikelihoodISTime
+from latent_ndm.diffusion.transforms import IdentityTransform, NeuralTransform
 from latent_ndm.networks import TimeMLP
-from latent_ndm.objectives import ContinuousNDMObjective
-from latent_ndm.parameterisation import Denoiser, SkipPrediction
-from latent_ndm.reverse_process import ReverseProcess
-from latent_ndm.schedule import VPSchedule
-from latent_ndm.time_sampling import LikelihoodISTime
-from latent_ndm.transforms import IdentityTransform, NeuralTransform
 
 DataFn = Callable[[int, int], torch.Tensor]  # (batch, step) -> x of shape (batch, 2)
 

@@ -1,4 +1,5 @@
-"""Stage-independent builders used by `latent_ndm.train.train`: datamodule, loggers, trainer, resume checkpoint."""
+"""Stage-independent builders used by `latent_ndm.train.train`: datamodule, loggers, the callbacks every stage
+shares, trainer, resume checkpoint, and where a finished run put its outputs."""
 
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from data_tools.errors import DataToolError
-from latent_ndm.training.errors import TrainingError
-from latent_ndm.training.runtime import configure_backends, select_accelerator, select_precision
+from latent_ndm.errors import TrainingError
+from latent_ndm.runs.config import resolved
+from latent_ndm.runs.export import CHECKPOINT_DIR, EXPORT_DIR, LAST_CKPT
+from latent_ndm.runs.hardware import configure_backends, select_accelerator, select_precision
+from latent_ndm.training.callbacks.checkpoint import LastCheckpoint
+from latent_ndm.training.callbacks.export import RunExport
+from latent_ndm.training.callbacks.non_finite import NonFiniteGuard
 
 log = logging.getLogger(__name__)
-LAST_CKPT = "last.ckpt"
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
@@ -45,6 +51,35 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
     if cfg.csv:
         loggers.append(CSVLogger(save_dir=str(run_dir), name="csv"))
     return loggers
+
+
+def run_callbacks(cfg: DictConfig, run_dir: Path, images: L.Callback, non_finite: str = "stop", max_skips: int = 100,
+                  hint: str = "") -> list[L.Callback]:
+    """The callbacks of every stage, in order: the non-finite guard, `checkpoints/last.ckpt`, the `export/`, the stage's
+    image grids, and the learning-rate monitor when a logger is on."""
+    checkpoints = LastCheckpoint(run_dir / CHECKPOINT_DIR)
+    callbacks: list[L.Callback] = [
+        NonFiniteGuard(checkpoints.path, non_finite, max_skips, hint),
+        checkpoints,
+        RunExport(run_dir / EXPORT_DIR, resolved(cfg)),
+        images,
+    ]
+    if cfg.logger.tensorboard or cfg.logger.csv:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    return callbacks
+
+
+def run_places(trainer: L.Trainer, run_dir: Path) -> dict[str, Path]:
+    """Where a run put its outputs (those that exist): checkpoint, export, images, tensorboard and csv logs."""
+    csv_dirs = [Path(lg.log_dir) for lg in trainer.loggers if isinstance(lg, CSVLogger)]
+    places = {
+        "checkpoint": run_dir / CHECKPOINT_DIR / LAST_CKPT,
+        "export": run_dir / EXPORT_DIR,
+        "images": run_dir / "images",
+        "tensorboard": run_dir / "tensorboard",
+        "csv": csv_dirs[0] / "metrics.csv" if csv_dirs else None,
+    }
+    return {k: p for k, p in places.items() if p is not None and p.exists()}
 
 
 def build_trainer(cfg: DictConfig, callbacks: Sequence[L.Callback], loggers: Sequence[Logger]) -> L.Trainer:
@@ -81,8 +116,3 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         return [d for k in set(old) | set(new) for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
     return [prefix.rstrip(".")] if old != new else []
-
-
-def resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The config as plain, resolved Python containers (what checkpoints and exports store)."""
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latent_ndm.training.errors import TrainingError
+from latent_ndm.errors import TrainingError
 
 BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}  # torchvision IMAGENET1K_V1
 MIN_SIDE = 64  # AlexNet's pooling needs at least ~32 px; smaller images are upsampled to this side

@@ -1,6 +1,7 @@
-"""The NDM stage's training loss and validation metrics (torch only; no Lightning here).
+"""The NDM stage's training loss and validation metrics (torch only; no Lightning here), on a `LatentModel` whose
+prior is an `NDMPrior` (its objective is the training or the validation bound).
 
-With D = C H W image dimensions and s the VAE's latent scale (MATH.md section 7), per image in nats:
+With D = C H W image dimensions and s the VAE's latent scale (docs/MATH.md section 7), per image in nats:
     NELBO(x) = rec + neg_entropy + cross_entropy,   rec = -log p(x|z),  neg_entropy = log q(z|x),
     cross_entropy = NDM-NELBO(z / s) + D_z log s,   z ~ q(z|x) (one sample).
 Training loss, in nats per image dimension:
@@ -12,17 +13,14 @@ Training loss, in nats per image dimension:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from latent_ndm.latent_objective import NDMObjective, latent_nelbo
-from latent_ndm.units import nats_to_bpd
-from vae import DiagonalGaussian, quantize
+from latent_ndm.model.latent import Batch, LatentModel
+from vae import nats_to_bpd
 
-Batch = torch.Tensor | dict[str, Any]  # images (B, C, H, W) in [-1, 1], or pre-encoded {"mean", "logvar"}
 MODES = ("disjoint", "joint")
 
 
@@ -39,52 +37,40 @@ class NDMStepLoss:
         return nats_to_bpd(self.terms[name], self.num_dims)
 
 
-def encoder_posterior(vae: torch.nn.Module, batch: Batch) -> DiagonalGaussian:
-    """q(z|x) from images (encoded without gradients: the VAE is frozen) or from stored (mean, logvar)."""
-    if isinstance(batch, dict):
-        return DiagonalGaussian(batch["mean"], batch["logvar"])
-    with torch.no_grad():
-        return vae.encode(quantize(batch, vae.bits) if vae.bits <= 8 else batch)
-
-
-def cross_entropy(objective: NDMObjective, model: torch.nn.Module, z: torch.Tensor,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, Any]:
-    """(CE per example, the NDM terms) for latents z: NDM-NELBO(z / s) + D_z log s."""
-    scale = model.vae.latent_scale.to(z.dtype)
-    ndm = objective(model.denoiser, model.transform, z / scale, generator=generator)
-    return ndm.total + z[0].numel() * torch.log(scale), ndm
+def _ndm_terms(parts: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {"diff": parts["ndm_diff"], "prior": parts["ndm_prior"], "ndm_rec": parts["ndm_rec"]}
 
 
 class NDMTrainingLoss:
-    """`loss(model, batch, generator) -> NDMStepLoss` for a `LatentNDM` in `mode` (disjoint | joint).
+    """`loss(model, batch, generator) -> NDMStepLoss` for a `LatentModel` in `mode` (disjoint | joint).
 
     `num_dims` = D of the images (for pre-encoded latents there are no images to count)."""
 
-    def __init__(self, objective: NDMObjective, mode: str, num_dims: int) -> None:
+    def __init__(self, mode: str, num_dims: int) -> None:
         if mode not in MODES:
             raise ValueError(f"ndm.mode must be one of {MODES}, got {mode!r}")
-        self.objective, self.mode, self.num_dims = objective, mode, int(num_dims)
+        self.mode, self.num_dims = mode, int(num_dims)
 
-    def __call__(self, model: torch.nn.Module, batch: Batch, generator: torch.Generator | None = None
-                 ) -> NDMStepLoss:
+    def __call__(self, model: LatentModel, batch: Batch, generator: torch.Generator | None = None) -> NDMStepLoss:
         if self.mode == "joint":
-            if isinstance(batch, dict):
+            if isinstance(batch, Mapping):
                 raise ValueError("ndm.mode=joint trains the encoder and needs images, not pre-encoded latents")
-            out = latent_nelbo(model.vae, self.objective, model.denoiser, model.transform, batch, generator)
+            out = model.nelbo(batch, generator)
             terms = {"rec": out.rec, "neg_entropy": out.neg_entropy, "cross_entropy": out.cross_entropy}
-            total, ndm = out.total, out.ndm
+            total, parts = out.total, out.parts
         else:
-            q = encoder_posterior(model.vae, batch)
-            ce, ndm = cross_entropy(self.objective, model, q.sample(generator), generator)
-            terms = {"neg_entropy": -q.entropy(), "cross_entropy": ce}
-            total = ce
-        terms.update(diff=ndm.diff, prior=ndm.prior, ndm_rec=ndm.rec)
+            with torch.no_grad():  # the VAE is frozen
+                q = model.posterior(batch)
+            ce = model.cross_entropy(q, q.sample(generator), generator)
+            terms = {"neg_entropy": -q.entropy(), "cross_entropy": ce.nll}
+            total, parts = ce.nll, ce.parts
+        terms.update(_ndm_terms(parts))
         means = {k: v.mean() for k, v in terms.items()}
         return NDMStepLoss(loss=total.mean() / self.num_dims, terms=means, num_dims=self.num_dims)
 
 
 class NDMValidationMetrics:
-    """Sums over a validation pass of the (EMA) `LatentNDM`; `compute` reduces them into bits/dim floats.
+    """Sums over a validation pass of the (EMA) `LatentModel`; `compute` reduces them into bits/dim floats.
 
     From images: nelbo_bpd = rec_bpd + neg_entropy_bpd + cross_entropy_bpd (the latent NELBO), kl_bpd =
     neg_entropy_bpd + cross_entropy_bpd (KL(q || p_NDM)), vae_nelbo_bpd = rec_bpd + KL(q || N(0, I)) (the same VAE
@@ -109,21 +95,18 @@ class NDMValidationMetrics:
         for name, value in values.items():
             self._add(name, value)
 
-    def update(self, model: torch.nn.Module, objective: NDMObjective, x: torch.Tensor,
-               generator: torch.Generator | None = None) -> None:
-        out = latent_nelbo(model.vae, objective, model.denoiser, model.transform, x, generator)
-        vae_kl = model.vae.encode(quantize(x, model.vae.bits) if model.vae.bits <= 8 else x).kl()
+    def update(self, model: LatentModel, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        out = model.nelbo(x, generator)
         values = {"rec": out.rec, "neg_entropy": out.neg_entropy, "cross_entropy": out.cross_entropy,
-                  "vae_kl": vae_kl, "ndm_rec": out.ndm.rec, "ndm_diff": out.ndm.diff, "ndm_prior": out.ndm.prior}
+                  "vae_kl": out.q.kl(), **out.parts}
         self._record(values, x.shape[0], out.num_dims, x.device)
 
-    def update_latents(self, model: torch.nn.Module, objective: NDMObjective, batch: dict[str, Any], num_dims: int,
+    def update_latents(self, model: LatentModel, batch: Mapping[str, torch.Tensor], num_dims: int,
                        generator: torch.Generator | None = None) -> None:
         """Pre-encoded q(z|x) = N(mean, exp(logvar)) of images with `num_dims` dimensions: every term but rec."""
-        q = encoder_posterior(model.vae, batch)
-        ce, ndm = cross_entropy(objective, model, q.sample(generator), generator)
-        values = {"neg_entropy": -q.entropy(), "cross_entropy": ce, "vae_kl": q.kl(), "ndm_rec": ndm.rec,
-                  "ndm_diff": ndm.diff, "ndm_prior": ndm.prior}
+        q = model.posterior(batch)
+        ce = model.cross_entropy(q, q.sample(generator), generator)
+        values = {"neg_entropy": -q.entropy(), "cross_entropy": ce.nll, "vae_kl": q.kl(), **ce.parts}
         self._record(values, q.mean.shape[0], num_dims, q.mean.device)
 
     def compute(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:

@@ -14,11 +14,11 @@ from typing import Any
 import lightning as L
 import torch
 
-from latent_ndm.latent_objective import NDMObjective
+from latent_ndm.model import LatentModel, NDMPrior
+from latent_ndm.model.latent import ndm_parameters
+from latent_ndm.training.callbacks.non_finite import check_finite_metrics
 from latent_ndm.training.ema import EMA
-from latent_ndm.training.errors import check_finite_metrics
 from latent_ndm.training.ndm_loss import NDMTrainingLoss, NDMValidationMetrics, step_seed
-from latent_ndm.training.ndm_parts import LatentNDM
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]  # param groups -> optimizer (a Hydra `_partial_`)
 SchedulerFactory = Callable[..., Any]  # optimizer -> LR scheduler stepped every batch
@@ -26,7 +26,7 @@ SchedulerFactory = Callable[..., Any]  # optimizer -> LR scheduler stepped every
 
 class NDMModule(L.LightningModule):
     """Args:
-    model: the `LatentNDM` (VAE, denoiser, transform).
+    model: the `LatentModel` (VAE and `NDMPrior`: denoiser, transform, and the training objective).
     loss: the training loss (`NDMTrainingLoss`, which knows the mode).
     val_objective: the NDM objective of the validation bound (e.g. a smaller t_eps).
     optimizer: `param_groups -> Optimizer`; scheduler: `optimizer -> LRScheduler` (stepped per batch) or None.
@@ -35,7 +35,7 @@ class NDMModule(L.LightningModule):
     seed: seeds the per-step noise generators.
     """
 
-    def __init__(self, model: LatentNDM, loss: NDMTrainingLoss, val_objective: NDMObjective,
+    def __init__(self, model: LatentModel, loss: NDMTrainingLoss, val_objective: Any,
                  optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None,
                  lr: dict[str, float] | None = None, ema_decay: float = 0.999, ema_warmup: bool = True,
                  seed: int = 0) -> None:
@@ -88,12 +88,19 @@ class NDMModule(L.LightningModule):
         """Images: the latent NELBO and its parts; pre-encoded latents: every part but rec (no images)."""
         device = x["mean"].device if isinstance(x, dict) else x.device
         generator = torch.Generator(device=device).manual_seed(batch_idx)  # the same noise every validation
+        model = self.validation_model()
         with torch.inference_mode(False), torch.no_grad():  # forward-mode AD (the jvp of F) needs normal tensors
             if isinstance(x, dict):
                 latents = {k: x[k].clone() for k in ("mean", "logvar")}
-                self._val.update_latents(self.ema.module, self.val_objective, latents, self.loss.num_dims, generator)
+                self._val.update_latents(model, latents, self.loss.num_dims, generator)
             else:
-                self._val.update(self.ema.module, self.val_objective, x.clone(), generator)
+                self._val.update(model, x.clone(), generator)
+
+    def validation_model(self) -> LatentModel:
+        """The EMA model with the validation bound as its prior's objective (networks shared, not copied)."""
+        prior = self.ema.module.prior
+        assert isinstance(prior, NDMPrior)
+        return self.ema.module.with_prior(prior.with_objective(self.val_objective))
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._val.compute(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if self._val else {}
@@ -107,7 +114,7 @@ class NDMModule(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != main}, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
-        parts = self.model.ndm_parameters()
+        parts = ndm_parameters(self.model)
         if self.joint:
             parts["vae"] = list(self.model.vae.parameters())
         groups = [{"params": p, "lr": self.part_lr[name], "name": name} for name, p in parts.items() if p]

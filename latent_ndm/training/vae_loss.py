@@ -15,15 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from latent_ndm.units import nats_to_bpd
-from vae import VAE, DiagonalGaussian, quantize
+from vae import VAE, DiagonalGaussian, nats_to_bpd
 
 PEAK_TO_PEAK = 2.0  # images live in [-1, 1]
-
-
-def snap_to_bits(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """The data the likelihood models: x on the `bits`-bit grid (a no-op for data already on it)."""
-    return quantize(x, bits) if bits <= 8 else x
 
 
 @dataclass
@@ -57,7 +51,7 @@ def vae_loss(
     generator: torch.Generator | None = None,
 ) -> VAELoss:
     """The training loss of the module docstring for a batch x (B, C, H, W) in [-1, 1]."""
-    x = snap_to_bits(x, vae.bits)
+    x = vae.quantize(x)
     q = vae.encode(x)
     p_x = vae.decode(q.sample(generator))
     rec, kl = -p_x.log_prob(x), q.kl()
@@ -102,7 +96,7 @@ class ValidationMetrics:
     @torch.no_grad()
     def update(self, vae: VAE, x: torch.Tensor, lpips: nn.Module | None = None,
                generator: torch.Generator | None = None) -> None:
-        x = snap_to_bits(x, vae.bits)
+        x = vae.quantize(x)
         q = vae.encode(x)
         z = q.sample(generator)
         rec = -vae.decode(z).log_prob(x)

@@ -13,8 +13,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from latent_ndm.training.callbacks.non_finite import check_finite_metrics
 from latent_ndm.training.ema import EMA
-from latent_ndm.training.errors import check_finite_metrics
 from latent_ndm.training.schedules import KLWarmup
 from latent_ndm.training.vae_loss import ValidationMetrics, vae_loss
 from vae import VAE

@@ -8,14 +8,11 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
-from latent_ndm.training.builders import resolved
-from latent_ndm.training.callbacks import ImageGrids, LastCheckpoint, NonFiniteGuard
-from latent_ndm.training.errors import TrainingError
-from latent_ndm.training.export import VAEExport
+from latent_ndm.errors import TrainingError
+from latent_ndm.training.builders import run_callbacks, run_places
+from latent_ndm.training.callbacks.images import ImageGrids
 from latent_ndm.training.lpips_loader import LPIPS, load_lpips, lpips_available
 from latent_ndm.training.schedules import KLWarmup
 from latent_ndm.training.vae_module import VAEModule
@@ -60,34 +57,16 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> VAEModule
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
-    s = cfg.stage
-    checkpoints = LastCheckpoint(run_dir / "checkpoints")
-    callbacks: list[L.Callback] = [
-        NonFiniteGuard(checkpoints.path),
-        checkpoints,
-        VAEExport(run_dir / "export", resolved(cfg)),
-        ImageGrids(run_dir / "images", s.images.every_n_steps, s.images.num, seed=cfg.seed),
-    ]
-    if cfg.logger.tensorboard or cfg.logger.csv:
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
-    return callbacks
+    images = ImageGrids(run_dir / "images", cfg.stage.images.every_n_steps, cfg.stage.images.num, seed=cfg.seed)
+    return run_callbacks(cfg, run_dir, images)
 
 
 def report(trainer: L.Trainer, module: VAEModule, run_dir: Path) -> dict[str, Any]:
     """The last validation metrics and where the outputs are (paths that exist)."""
-    csv_dirs = [Path(lg.log_dir) for lg in trainer.loggers if isinstance(lg, CSVLogger)]
-    places = {
-        "checkpoint": run_dir / "checkpoints" / "last.ckpt",
-        "export": run_dir / "export",
-        "images": run_dir / "images",
-        "tensorboard": run_dir / "tensorboard",
-        "csv": csv_dirs[0] / "metrics.csv" if csv_dirs else None,
-    }
     m = module.val_metrics
     summary = (
         f"val NELBO {m['nelbo_bpd']:.4f} bits/dim (rec {m['rec_bpd']:.4f} + KL {m['kl_bpd']:.4f}), "
         f"PSNR {m['psnr']:.2f} dB" + (f", LPIPS {m['lpips']:.4f}" if "lpips" in m else "")
         + f", active latent channels {m['active_channels']:.0f}, latent scale {m['latent_scale']:.4f}"
     ) if m else None
-    return {"step": trainer.global_step, "metrics": dict(m), "summary": summary,
-            **{k: p for k, p in places.items() if p is not None and p.exists()}}
+    return {"step": trainer.global_step, "metrics": dict(m), "summary": summary, **run_places(trainer, run_dir)}

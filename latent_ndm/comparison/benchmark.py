@@ -1,0 +1,141 @@
+"""The NDM-vs-LSGM benchmark: train (or take) both runs, measure everything, write the report.
+
+`benchmark(cfg)` (cfg: configs/benchmark.yaml) returns the report dict that `write` turns into benchmark.md,
+benchmark.json and benchmark.png (`latent_ndm.comparison.report`).
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from data_tools.files import atomic_write_text
+from latent_ndm.comparison import measure, report
+from latent_ndm.comparison.step_cost import step_costs
+from latent_ndm.errors import EvaluationError
+from latent_ndm.runs.export import METRICS, read_yaml
+from latent_ndm.runs.hardware import describe, resolve_device
+from latent_ndm.runs.load import TRAIN_HINT, LoadedRun, load_run
+
+KINDS = {"NDM": "ndm", "LSGM": "lsgm"}
+
+
+def check(cfg: DictConfig) -> None:
+    """Every user error that can be seen before anything runs, as one sentence."""
+    if not isinstance(cfg.budget, int) or cfg.budget < 1:
+        raise EvaluationError(f"budget is the number of optimizer steps per model and must be >= 1, got {cfg.budget}")
+    if cfg.sample_num < 1 or cfg.sample_batch_size < 1 or not cfg.tolerances or min(cfg.tolerances) <= 0:
+        raise EvaluationError("need sample_num >= 1, sample_batch_size >= 1 and tolerances > 0, got "
+                              f"{cfg.sample_num}, {cfg.sample_batch_size}, {list(cfg.tolerances)}")
+    for name, key in KINDS.items():
+        given = cfg.get(f"{key}_run")
+        if given is not None and not Path(given).exists():
+            raise EvaluationError(f"no {name} run at {given} ({key}_run): {TRAIN_HINT}"
+                                  f"{' ndm/transform=identity' if key == 'lsgm' else ''}, or leave {key}_run unset "
+                                  "to train it here")
+    if (cfg.ndm_run is None or cfg.lsgm_run is None) and not Path(cfg.vae_ckpt).exists():
+        raise EvaluationError(f"no VAE export at {cfg.vae_ckpt} (vae_ckpt) to train the priors on: run "
+                              "`python -m latent_ndm.train stage=vae` first, or give vae_ckpt=<a VAE export folder>")
+
+
+def obtain_runs(cfg: DictConfig) -> dict[str, str]:
+    """The run folder of each model: given, or trained here for `budget` steps."""
+    runs = {}
+    for name, key in KINDS.items():
+        given = cfg.get(f"{key}_run")
+        if given is None:
+            overrides = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget, list(cfg.train_overrides),
+                                                   cfg.train_root)
+            print(f"training {name}: python -m latent_ndm.train {' '.join(overrides)}", flush=True)
+            given = str(measure.train_run(overrides))
+        runs[name] = str(given)
+    return runs
+
+
+def check_pair(loaded: dict[str, LoadedRun], runs: dict[str, str]) -> None:
+    """NDM and LSGM must be NDM runs with a learnable F and with F = identity respectively."""
+    for name, run in loaded.items():
+        if run.kind != "ndm":
+            raise EvaluationError(f"{runs[name]} is a VAE run; give {KINDS[name]}_run=<a stage=ndm run>")
+    if measure.transform_name(loaded["LSGM"]) != measure.IDENTITY:
+        raise EvaluationError(f"lsgm_run={runs['LSGM']} has F = {measure.transform_name(loaded['LSGM'])}, "
+                              "not the identity; give the run of `python -m latent_ndm.train stage=ndm "
+                              "ndm/transform=identity`")
+    if measure.transform_name(loaded["NDM"]) == measure.IDENTITY:
+        raise EvaluationError(f"ndm_run={runs['NDM']} has F = identity (an LSGM run); give a run with a learnable F")
+
+
+def pairing_notes(loaded: dict[str, LoadedRun], budget: int, steps: dict[str, int | None]) -> list[str]:
+    notes = []
+    ndm, lsgm = loaded["NDM"].config, loaded["LSGM"].config
+    if ndm.get("vae_ckpt") != lsgm.get("vae_ckpt") or ndm.get("data") != lsgm.get("data"):
+        notes.append(f"the two runs differ in VAE export or data (vae_ckpt {ndm.get('vae_ckpt')} vs "
+                     f"{lsgm.get('vae_ckpt')}); the comparison is not like for like")
+    for name, n in steps.items():
+        if n is not None and n != budget:
+            notes.append(f"the {name} run was trained for {n} steps, not the budget of {budget}")
+    return notes
+
+
+def trained_steps(run: LoadedRun) -> int | None:
+    path = run.out_dir / METRICS
+    return read_yaml(path).get("step") if path.is_file() else None
+
+
+def command_line() -> str:
+    try:
+        return " ".join(["python -m latent_ndm.benchmark", *map(shlex.quote, HydraConfig.get().overrides.task)])
+    except ValueError:  # not under @hydra.main
+        return "latent_ndm.benchmark.benchmark(cfg)"
+
+
+def benchmark(cfg: DictConfig) -> dict[str, Any]:
+    """Train or take both runs, measure everything, write benchmark.{md,json,png}; the report (a dict)."""
+    check(cfg)
+    runs = obtain_runs(cfg)
+    device = resolve_device(cfg.device)
+    check_pair({name: load_run(ckpt) for name, ckpt in runs.items()}, runs)
+    evaluations, loaded = {}, {}
+    for name, ckpt in runs.items():
+        print(f"evaluating {name} ({ckpt})", flush=True)
+        evaluations[name], loaded[name] = measure.evaluate_run(ckpt, cfg)
+    sampling = {}
+    for name, run in loaded.items():
+        print(f"sampling {name} at tolerances {list(cfg.tolerances)}", flush=True)
+        sampling[name] = measure.sampling_speed(run, list(cfg.tolerances), cfg.sample_num, cfg.sample_batch_size,
+                                                   cfg.seed, device)
+    print("timing training steps", flush=True)
+    x = measure.training_images(loaded["NDM"], cfg.step.batch_size)
+    steps = {name: measure.train_step(run, x, cfg.seed, device) for name, run in loaded.items()}
+    costs = step_costs(steps, cfg.step.repeats, cfg.step.warmup, device)
+    models = {}
+    for name, run in loaded.items():
+        c = costs[name]
+        models[name] = {"run": runs[name], "transform": measure.transform_name(run),
+                        "steps": trained_steps(run), "evaluation": evaluations[name], "sampling": sampling[name],
+                        "step": {"ms": 1e3 * c.median_s, "times_ms": [1e3 * t for t in c.times_s],
+                                 "memory_mib": c.memory_mib, "memory_kind": c.memory_kind,
+                                 "batch_size": int(x.shape[0])}}
+    notes = pairing_notes(loaded, cfg.budget, {n: m["steps"] for n, m in models.items()})
+    if cfg.fid.stats is None:
+        notes.append("FID skipped (—): precompute reference statistics with `python -m latent_ndm.fid_stats "
+                     "shards=DATA_DIR out=STATS_DIR` and give fid.stats=STATS_DIR")
+    ratio = {"step_time": costs["NDM"].median_s / costs["LSGM"].median_s,
+             "memory": costs["NDM"].memory_mib / max(costs["LSGM"].memory_mib, 1e-9)}
+    return {"budget": cfg.budget, "command": command_line(), "hardware": describe(device, 1),
+            "tolerances": [float(t) for t in cfg.tolerances], "notes": notes, "models": models, "ratios": ratio,
+            "paper": report.PAPER, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
+    """benchmark.md, benchmark.json and benchmark.png in `out` (each written atomically)."""
+    paths = {"md": out / "benchmark.md", "json": out / "benchmark.json", "png": out / "benchmark.png"}
+    atomic_write_text(paths["md"], "# NDM vs LSGM\n\n" + report.markdown(results))
+    report.write_json(paths["json"], results)
+    report.write_chart(paths["png"], results)
+    return paths

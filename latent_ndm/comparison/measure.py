@@ -1,0 +1,138 @@
+"""The measurements of the NDM-vs-LSGM benchmark, one model at a time or side by side.
+
+`train_run` trains one model for a budget of optimizer steps; `evaluate_run` gives its NELBO / NLL / FID (merged
+into its evaluation.json); `sampling_speed` the ODE sampler's NFE and images/s per tolerance; `train_step` the
+training step of each model on one batch of VAE latents, for `step_cost.step_costs`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from latent_ndm.comparison.step_cost import TrainStep
+from latent_ndm.errors import EvaluationError
+from latent_ndm.evaluation.generation import batches, generate
+from latent_ndm.evaluation.results import write_results
+from latent_ndm.evaluation.runner import evaluate, heldout_images
+from latent_ndm.model import NDMPrior, SamplerSpec
+from latent_ndm.runs.build import objective_at, transform_kind
+from latent_ndm.runs.config import compose_config
+from latent_ndm.runs.load import LoadedRun
+from latent_ndm.training.run import train
+
+IDENTITY = "identity"
+
+
+def transform_name(run: LoadedRun) -> str:
+    """The kind of a run's forward transform F: identity (LSGM), separable or neural."""
+    return transform_kind(run.config["ndm"])
+
+
+def train_overrides(kind: str, vae_ckpt: str, budget: int, extra: Sequence[str], root: str | None) -> list[str]:
+    """stage=ndm on `vae_ckpt` for `budget` steps as run bench-<kind>-<budget>; LSGM is ndm/transform=identity."""
+    name = f"bench-{kind}-{budget}"
+    out = ["stage=ndm", f"vae_ckpt={vae_ckpt}", f"trainer.max_steps={budget}", f"name={name}"]
+    out += ["ndm/transform=identity"] if kind == "lsgm" else []
+    out += [f"run_dir={Path(root) / name}"] if root else []
+    return out + list(extra)
+
+
+def train_run(overrides: Sequence[str]) -> Path:
+    """Train (or resume, or find finished) one stage=ndm run; its run folder. Torch's thread count is restored."""
+    cfg = compose_config("train", overrides)
+    with open_dict(cfg):
+        interval = cfg.trainer.get("val_check_interval")
+        if isinstance(interval, int) and interval > cfg.trainer.max_steps:
+            cfg.trainer.val_check_interval = int(cfg.trainer.max_steps)  # validate at least at the end
+    threads = torch.get_num_threads()
+    try:
+        return Path(train(cfg).run_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def evaluation_config(ckpt: str, metrics: list[str], limit: int | None, bench: DictConfig) -> DictConfig:
+    """configs/evaluate.yaml for `ckpt`, with the benchmark's seed, device, fid section and `eval_overrides`."""
+    overrides = [f"ckpt={ckpt}", f"metrics=[{','.join(metrics)}]", f"limit={'null' if limit is None else limit}",
+                 f"seed={bench.seed}", f"progress={str(bool(bench.progress)).lower()}",
+                 f"accelerator={'auto' if bench.device == 'auto' else ('gpu' if bench.device == 'cuda' else 'cpu')}"]
+    cfg = compose_config("evaluate", [*overrides, *bench.eval_overrides])
+    fid = OmegaConf.to_container(bench.fid, resolve=True)
+    return OmegaConf.merge(cfg, {"fid": fid})
+
+
+def evaluate_run(ckpt: str, bench: DictConfig) -> tuple[dict[str, dict[str, Any]], LoadedRun]:
+    """NELBO on `limit` held-out images, then the ODE NLL on `nll_limit` (and FID with fid.stats); both merged
+    into the run's evaluation.json. Returns (results by metric, as written; the loaded run)."""
+    results: dict[str, dict[str, Any]] = {}
+    run = None
+    second = ["nelbo", "nll"] + (["fid"] if bench.fid.stats is not None else [])
+    for metrics, limit in ((["nelbo"], bench.limit), (second, bench.nll_limit)):
+        out = evaluate(evaluation_config(ckpt, metrics, limit, bench))
+        info = {"ckpt": ckpt, "weights": out.run.weights, "hardware": out.hardware, "by": "latent_ndm.benchmark"}
+        if "nll" in metrics:  # the NELBO of the NLL's images (same z): the pair the two bounds are compared on
+            results["nelbo_nll_images"] = {**out.results.pop("nelbo"), **info}
+        write_results(out.run.out_dir, out.results, info)
+        results.update({k: {**v, **info} for k, v in out.results.items()})
+        run = out.run
+    assert run is not None
+    return results, run
+
+
+def sampling_speed(run: LoadedRun, tolerances: Sequence[float], num: int, batch_size: int, seed: int,
+                   device: torch.device) -> list[dict[str, float]]:
+    """For each tolerance: the ODE sampler's (dopri5, rtol = atol = tol) mean NFE per batch and images/s (sampling
+    and decoding) over samples 0..num-1, after one untimed warm-up sample."""
+    run.to(device)
+    generate(run, [0], SamplerSpec("ode", tol=max(tolerances)), seed, device)
+    out = []
+    for tol in tolerances:
+        spec = SamplerSpec("ode", tol=float(tol))
+        nfe, seconds, calls = 0, 0.0, 0
+        for chunk in batches(range(num), batch_size):
+            batch = generate(run, chunk, spec, seed, device)
+            nfe, seconds, calls = nfe + batch.nfe, seconds + batch.seconds, calls + 1
+        out.append({"tol": float(tol), "nfe": nfe / calls, "images_per_s": num / max(seconds, 1e-9), "num": num,
+                    "seconds": seconds})
+    return out
+
+
+def training_images(run: LoadedRun, batch_size: int | None) -> torch.Tensor:
+    """The first batch of the run's training images (its own batch size unless `batch_size` is given)."""
+    batch_size = batch_size or int(run.config["data"]["batch_size"])
+    parts, n = [], 0
+    for x in heldout_images(run, "train", None, batch_size):  # shard ends may give short batches: fill one up
+        parts.append(x[: batch_size - n])
+        n += parts[-1].shape[0]
+        if n == batch_size:
+            break
+    if not parts:
+        raise EvaluationError("the run's training split holds no images; check its data config (data.root)")
+    return torch.cat(parts)
+
+
+def train_step(run: LoadedRun, x: torch.Tensor, seed: int, device: torch.device) -> TrainStep:
+    """The disjoint NDM training step of `run` from its EMA weights: latents z ~ q(z|x) of the frozen encoder,
+    normalised by the latent scale; the NDM objective at the training t_eps; the run's optimizer (one group)."""
+    prior = run.model.prior
+    if not isinstance(prior, NDMPrior):
+        raise EvaluationError(f"{run.source} is a VAE run, not an NDM run; give the run of a stage=ndm training")
+    run.to(device)
+    with torch.no_grad():
+        q = run.model.posterior(x.to(device))
+    z = run.model.normalise(q.sample(torch.Generator(device=device).manual_seed(seed)))
+    denoiser = copy.deepcopy(prior.denoiser).train().requires_grad_(True)
+    transform = copy.deepcopy(prior.transform).train().requires_grad_(True)
+    ndm = run.config["ndm"]
+    objective = objective_at(ndm["objective"], float(ndm["t_eps"]))
+    params = [*denoiser.parameters(), *transform.parameters()]
+    optim_cfg = run.config.get("optim", {}).get("optimizer")
+    optimizer = instantiate(optim_cfg, _convert_="all")(params) if optim_cfg else torch.optim.Adam(params, lr=1e-4)
+    return TrainStep(denoiser, transform, objective, optimizer, z.detach())

@@ -1,0 +1,192 @@
+"""The NDM-vs-LSGM benchmark's outputs: a markdown table, a JSON of every number and a PNG chart.
+
+`report` is a plain dict (written as benchmark.json):
+    {"budget", "command", "hardware", "tolerances", "notes",
+     "models": {"NDM" | "LSGM": {"run", "transform", "steps", "evaluation": {metric: evaluation.json entry},
+                                 "sampling": [{"tol", "nfe", "images_per_s", "num", "seconds"}],
+                                 "step": {"ms", "times_ms", "memory_mib", "memory_kind", "batch_size"}}},
+     "ratios": {"step_time", "memory"}, "paper": PAPER}
+The paper's numbers are kept apart from ours (`paper`), and every place that shows them says whose they are.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from data_tools.files import atomic_write, atomic_write_text
+
+MODELS = ("NDM", "LSGM")
+COLORS = {"NDM": "tab:blue", "LSGM": "tab:orange"}
+PAPER_LABEL = "paper (Bartosh et al., CelebA-HQ-256; not ours)"
+PAPER = {  # NDM paper, CelebA-HQ-256: upper bounds on NLL in bits/dim and FID (their numbers, not produced here)
+    "source": "Bartosh et al., Neural Diffusion Models (ICML 2024), CelebA-HQ-256",
+    "LSGM": {"nll_bpd_upper_bound": 0.70, "fid": 7.22},
+    "NDM": {"nll_bpd_upper_bound": 0.65, "fid": 7.18},
+}
+DASH = "—"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return DASH if value is None or not math.isfinite(value) else format(value, fmt)
+
+
+def metric(model: dict[str, Any], name: str, key: str) -> float | None:
+    """A number of the model's evaluation (None when that metric was not computed)."""
+    entry = model["evaluation"].get(name)
+    return None if entry is None else float(entry[key])
+
+
+def tol_label(tol: float) -> str:
+    return f"{tol:.0e}".replace("e-0", "e-")
+
+
+def header(tolerances: list[float], memory_kind: str) -> list[str]:
+    mem = "peak mem (MiB)" if "CUDA" in memory_kind else "saved act. (MiB)"
+    return (["model", "NELBO bpd", "NELBO bpd (NLL images)", "NLL bpd", "FID"]
+            + [f"NFE@{tol_label(t)}" for t in tolerances]
+            + [f"img/s@{tol_label(t)}" for t in tolerances] + ["train step (ms)", mem])
+
+
+def model_row(name: str, model: dict[str, Any]) -> list[str]:
+    sampling = model["sampling"]
+    return ([f"{name} (F: {model['transform']}, {model['steps']} steps)",
+             _num(metric(model, "nelbo", "nelbo_bpd"), ".4f"),
+             _num(metric(model, "nelbo_nll_images", "nelbo_bpd"), ".4f"), _num(metric(model, "nll", "nll_bpd"), ".4f"),
+             _num(metric(model, "fid", "fid"), ".2f")]
+            + [_num(s["nfe"], ".0f") for s in sampling] + [_num(s["images_per_s"], ".2f") for s in sampling]
+            + [_num(model["step"]["ms"], ".1f"), _num(model["step"]["memory_mib"], ".1f")])
+
+
+def paper_row(name: str, width: int) -> list[str]:
+    p = PAPER[name]
+    row = [f"{PAPER_LABEL}: {'latent NDM' if name == 'NDM' else 'LSGM'}", DASH, DASH,
+           f"≤ {p['nll_bpd_upper_bound']:.2f}", f"{p['fid']:.2f}"]
+    return row + [DASH] * (width - len(row))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The table, then the lines that say how it was produced."""
+    models, tols = report["models"], report["tolerances"]
+    cols = header(tols, models["NDM"]["step"]["memory_kind"])
+    rows = [model_row(name, models[name]) for name in MODELS] + [paper_row(name, len(cols)) for name in MODELS]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    r = report["ratios"]
+    nll = models["NDM"]["evaluation"].get("nll", {})
+    nelbo = models["NDM"]["evaluation"].get("nelbo", {})
+    lines += [
+        "",
+        f"- hardware: {report['hardware']}",
+        f"- command: `{report['command']}`",
+        f"- budget: {report['budget']} optimizer steps per model (same VAE export and data)",
+        f"- NDM / LSGM: train step time x{_num(r['step_time'], '.2f')}, "
+        f"{models['NDM']['step']['memory_kind']} x{_num(r['memory'], '.2f')} "
+        f"(batch {models['NDM']['step']['batch_size']}, median of {len(models['NDM']['step']['times_ms'])} steps)",
+        f"- NELBO on {int(nelbo.get('count', 0))} held-out images; NLL (probability-flow ODE) on the first "
+        f"{int(nll.get('count', 0))}, beside the NELBO of the same images and encoder samples; NFE and images/s: "
+        "ODE sampler (dopri5, rtol = atol = tol) on "
+        f"{models['NDM']['sampling'][0]['num'] if models['NDM']['sampling'] else 0} samples, decoding included",
+        f"- the {PAPER_LABEL} rows are the paper's reported CelebA-HQ-256 numbers (upper bounds on NLL), for "
+        "reference only; they are not results of this code or of this data",
+    ]
+    lines += [f"- note: {note}" for note in report.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: Path, report: dict[str, Any]) -> Path:
+    atomic_write_text(path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _bars(ax: Any, values: dict[str, float | None], ylabel: str, title: str) -> None:
+    names = [n for n in MODELS if values.get(n) is not None]
+    ax.bar(names, [values[n] for n in names], color=[COLORS[n] for n in names])
+    for i, n in enumerate(names):
+        ax.annotate(f"{values[n]:.3g}", (i, values[n]), ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+
+
+def _paper_lines(ax: Any, key: str, fmt: str) -> None:
+    for name, style in (("LSGM", ":"), ("NDM", "--")):
+        value = PAPER[name][key]
+        ax.axhline(value, color="gray", linestyle=style, linewidth=1,
+                   label=f"paper's {'latent NDM' if name == 'NDM' else 'LSGM'} ({format(value, fmt)}; CelebA-HQ-256, "
+                         "not ours)")
+    ax.legend(fontsize=6, loc="upper right")
+
+
+def _bpd_panel(ax: Any, models: dict[str, Any]) -> None:
+    """NELBO (solid) and ODE NLL (hatched) bars per model, in the model's colour, both on the NLL's images."""
+    x, width = [0.0, 1.0], 0.38
+    nelbo = "nelbo_nll_images" if all(metric(models[m], "nelbo_nll_images", "nelbo_bpd") is not None
+                                      for m in MODELS) else "nelbo"
+    for shift, (name, key, hatch) in zip((-width / 2, width / 2), ((nelbo, "nelbo_bpd", ""),
+                                                                 ("nll", "nll_bpd", "//")), strict=True):
+        for i, m in enumerate(MODELS):
+            value = metric(models[m], name, key)
+            if value is not None:
+                ax.bar(x[i] + shift, value, width, color=COLORS[m], hatch=hatch, edgecolor="white")
+                ax.annotate(f"{value:.3f}", (x[i] + shift, value), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, [f"{m}\nNELBO | NLL (ours)" for m in MODELS], fontsize=8)
+    ax.set_ylabel("bits/dim")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.3)
+    count = int(models[MODELS[0]]["evaluation"].get("nll", {}).get("count", 0))
+    same = f", same {count} images" if nelbo == "nelbo_nll_images" else ""
+    ax.set_title(f"NELBO (solid), ODE NLL (hatched){same}; lower is better", fontsize=9)
+    _paper_lines(ax, "nll_bpd_upper_bound", ".2f")
+
+
+def _fid_panel(ax: Any, models: dict[str, Any]) -> None:
+    values = {m: metric(models[m], "fid", "fid") for m in MODELS}
+    if all(v is None for v in values.values()):
+        ax.text(0.5, 0.6, "FID not computed\n(give fid.stats=<reference statistics>)", ha="center",
+                transform=ax.transAxes, fontsize=9)
+        ax.set_xticks([])
+    else:
+        _bars(ax, values, "FID", "FID (lower is better)")
+    ax.set_title("FID (lower is better)", fontsize=10)
+    _paper_lines(ax, "fid", ".2f")
+
+
+def _tolerance_panel(ax: Any, models: dict[str, Any], key: str, ylabel: str, title: str) -> None:
+    for name in MODELS:
+        sampling = models[name]["sampling"]
+        ax.plot([s["tol"] for s in sampling], [s[key] for s in sampling], marker="o", label=name, color=COLORS[name])
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("ODE tolerance (rtol = atol)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+
+
+def write_chart(path: Path, report: dict[str, Any]) -> Path:
+    """A 2x3 PNG: bpd, FID, NFE and images/s against tolerance, step time and memory (the paper's values drawn
+    as gray lines labelled as the paper's)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = report["models"]
+    fig, axes = plt.subplots(2, 3, figsize=(14, 8))
+    _bpd_panel(axes[0, 0], models)
+    _fid_panel(axes[0, 1], models)
+    _tolerance_panel(axes[0, 2], models, "nfe", "NFE", "ODE sampler: function evaluations")
+    _tolerance_panel(axes[1, 0], models, "images_per_s", "images / s", "ODE sampler: images per second")
+    _bars(axes[1, 1], {m: models[m]["step"]["ms"] for m in MODELS}, "ms",
+          f"training step (x{report['ratios']['step_time']:.2f} NDM/LSGM)")
+    _bars(axes[1, 2], {m: models[m]["step"]["memory_mib"] for m in MODELS}, "MiB",
+          f"{models['NDM']['step']['memory_kind']} (x{report['ratios']['memory']:.2f})")
+    fig.suptitle(f"NDM vs LSGM, budget {report['budget']} steps, {report['hardware']} (ours); "
+                 "gray lines: the paper's CelebA-HQ-256 numbers", fontsize=11)
+    fig.tight_layout()
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
+    return path

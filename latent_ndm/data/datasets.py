@@ -1,0 +1,78 @@
+"""The data modules of the `data` config group (`configs/data/*.yaml`, one function each): an image shard folder,
+the embedded synthetic set, or pre-encoded latent shards."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from data_tools.latent_shards import stored_vae_record
+from data_tools.manifest import read_manifest
+from data_tools.shard_index import split_pattern
+from data_tools.synthetic import ensure_default_dataset
+from latent_ndm.data.module import ShardDataModule
+
+log = logging.getLogger(__name__)
+
+
+def shard_datamodule(
+    root: str | Path,
+    batch_size: int,
+    resolution: int | None = None,
+    num_workers: int = 0,
+    shuffle_buffer: int = 1000,
+    flip: bool = True,
+    seed: int = 0,
+    train_split: str = "train",
+    val_split: str = "val",
+) -> ShardDataModule:
+    """Image shards `<root>/*-<split>-*.tar` (as written by `python -m data_tools.shard SRC root`)."""
+    return ShardDataModule(
+        split_pattern(root, train_split),
+        split_pattern(root, val_split),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        resolution=resolution,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        flip=flip,
+    )
+
+
+def synthetic_datamodule(root: str | Path, num_images: int, resolution: int, data_seed: int = 0,
+                         **kwargs: object) -> ShardDataModule:
+    """The embedded procedural faces, rendered and sharded into `root` on first use (nothing is downloaded).
+
+    Creation happens here, in the launching process, before Lightning starts any other rank.
+    """
+    if not (Path(root) / "manifest.json").is_file():
+        log.info("creating the embedded synthetic dataset (%d images, %dpx) in %s", num_images, resolution, root)
+    ensure_default_dataset(root, n=num_images, resolution=resolution, seed=data_seed)
+    return shard_datamodule(root, resolution=resolution, **kwargs)
+
+
+def latent_datamodule(root: str | Path, batch_size: int, resolution: int | None = None, num_workers: int = 0,
+                      shuffle_buffer: int = 1000, seed: int = 0, train_split: str = "train", val_split: str = "val"
+                      ) -> ShardDataModule:
+    """Pre-encoded latent shards `<root>/*-<split>-*.tar` (written by `python -m latent_ndm.encode`).
+
+    Batches are {"mean", "logvar"} of q(z|x); the module's `resolution` is that of the images they were encoded
+    from and `vae_record` the manifest's record of the VAE that encoded them (checked by `stage=ndm`).
+    """
+    record = stored_vae_record(read_manifest(Path(root)), str(root))
+    if resolution is not None and int(resolution) != int(record["image_resolution"]):
+        raise ValueError(f"the latents in {root} were encoded from {record['image_resolution']}px images, but "
+                         f"data.resolution={resolution}; leave it unset (null)")
+    datamodule = ShardDataModule(
+        split_pattern(root, train_split),
+        split_pattern(root, val_split),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        resolution=int(record["image_resolution"]),  # of the images; latents are not checked against it
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        flip=False,  # a latent is not mirrored with its image
+        kind="latents",
+    )
+    datamodule.vae_record = record
+    return datamodule

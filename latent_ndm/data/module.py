@@ -1,0 +1,191 @@
+"""`ShardDataModule`: streams webdataset shards (images or pre-encoded latents) to 1 or N processes.
+
+Batches of images are float tensors of shape (B, 3, R, R) in [-1, 1]; batches of latents are dicts of
+float tensors, one per stored field (e.g. ``{"mean": (B, C, H, W), "logvar": (B, C, H, W)}``). With
+``return_meta=True`` every batch is a dict that also carries the sample ``key`` and ``shard`` lists.
+
+Training resamples shards split by rank and by worker and yields exactly `batches_per_epoch` batches on every
+rank; validation and test read every sample exactly once across ranks (see `latent_ndm.data.streams`).
+Create shards with ``python -m data_tools.synthetic`` or ``python -m data_tools.shard``.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from data_tools.shard_index import HOW_TO_CREATE, ShardInfo, expand_shards, iter_tar_samples, shard_info
+from latent_ndm.data.streams import EvalStream, SampleDecoder, TrainStream
+
+ShardSpec = str | Path | Sequence[str | Path]
+
+
+def read_shard_info(shards: ShardSpec) -> ShardInfo:
+    """Expand `shards` and read counts, kind and resolution (manifest first, else the tar files).
+
+    Raises a one-sentence ValueError when nothing matches.
+    """
+    paths = expand_shards(shards)
+    if not paths:
+        raise ValueError(f"no shards match {shards!s}; {HOW_TO_CREATE}")
+    info = shard_info(paths)
+    if info.resolution is None and info.kind == "images":
+        for _, fields in iter_tar_samples(paths[0]):  # no manifest: the first image tells
+            if "png" in fields:
+                info.resolution = Image.open(io.BytesIO(fields["png"])).size[0]
+            break
+    return info
+
+
+Position = tuple[int, int]  # (epoch, batches of it already trained on)
+
+
+def trainer_position(trainer: L.Trainer) -> Position:
+    """(current epoch, training batches of it already run): the latter is nonzero only when a fit resumes from a
+    checkpoint written in the middle of an epoch (Lightning restores both before it iterates the loader)."""
+    progress = getattr(getattr(trainer.fit_loop, "epoch_loop", None), "batch_progress", None)
+    done = int(progress.current.completed) if progress is not None and trainer.training else 0
+    return trainer.current_epoch, done if done < trainer.num_training_batches else 0
+
+
+class _EpochLoader(DataLoader):
+    """A DataLoader that tells its stream the epoch (and the batches to pass over) before each pass; shared memory
+    reaches the workers. Without a `position_fn`, pass k is epoch k."""
+
+    def __init__(self, *args: Any, position_fn: Callable[[], Position] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._position_fn = position_fn
+        self._passes = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing to store: a resumed pass takes its position from the trainer's restored progress (having these
+        two methods tells Lightning the loader resumes mid-epoch exactly, which it does)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """See `state_dict`."""
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch, start_batch = self._position_fn() if self._position_fn is not None else (self._passes, 0)
+        self.dataset.set_epoch(epoch, start_batch)
+        self._passes += 1
+        return super().__iter__()
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Lightning data module over shard patterns (a glob, brace pattern, directory or list of files).
+
+    Args:
+        train_shards, val_shards, test_shards: shard specs; val/test may be None.
+        batch_size: samples per batch (evaluation batches may be slightly smaller, never larger).
+        num_workers: DataLoader worker processes (0: load in the training process).
+        resolution: expected image side; None reads it from the manifest. Ignored for latents.
+        batches_per_epoch: training batches per rank per epoch; None: train samples // (batch * ranks).
+        shuffle_buffer: samples held in the shuffle buffer of each worker (<= 1: no shuffling).
+        seed: seeds shard resampling, shuffling and flips (combined with epoch, rank and worker).
+        flip: random horizontal flip of training images.
+        kind: "images" or "latents".
+        return_meta: yield dict batches with "key" and "shard" lists besides the tensors.
+        multiprocessing_context: start method of the loader workers ("fork", "spawn", ...); None: torch's
+            default. Under ``strategy="ddp_spawn"`` that default is spawn, which re-imports everything per
+            worker; "fork" avoids that on Linux.
+    """
+
+    def __init__(self, train_shards: ShardSpec | None, val_shards: ShardSpec | None = None,
+                 test_shards: ShardSpec | None = None, batch_size: int = 64, num_workers: int = 0,
+                 resolution: int | None = None, batches_per_epoch: int | None = None, shuffle_buffer: int = 1000,
+                 seed: int = 0, flip: bool = True, kind: str = "images", return_meta: bool = False,
+                 multiprocessing_context: str | None = None) -> None:
+        super().__init__()
+        if kind not in ("images", "latents"):
+            raise ValueError(f"kind must be 'images' or 'latents', got {kind!r}")
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+        self.specs = {"train": train_shards, "val": val_shards, "test": test_shards}
+        self.batch_size, self.num_workers, self.resolution = batch_size, num_workers, resolution
+        self.batches_per_epoch, self.shuffle_buffer, self.seed = batches_per_epoch, shuffle_buffer, seed
+        self.flip, self.kind, self.return_meta = flip, kind, return_meta
+        self.multiprocessing_context = multiprocessing_context
+        self.info: dict[str, ShardInfo] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Find the shards this stage needs and check their kind and resolution."""
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
+        for split in needed.get(stage or "", ("train", "val", "test")):
+            if self.specs[split] is not None and split not in self.info:
+                self.info[split] = self._checked_info(split)
+
+    def _checked_info(self, split: str) -> ShardInfo:
+        info = read_shard_info(self.specs[split])
+        if info.kind != self.kind:
+            raise ValueError(f"{split} shards {self.specs[split]!s} hold {info.kind}, but kind={self.kind!r}")
+        if self.kind == "images":
+            if self.resolution is None:
+                self.resolution = info.resolution
+            elif info.resolution is not None and info.resolution != self.resolution:
+                raise ValueError(f"{split} shards {self.specs[split]!s} are {info.resolution}px but resolution="
+                                 f"{self.resolution}; reshard or pass resolution={info.resolution}")
+        return info
+
+    def _placement(self) -> tuple[int, int]:
+        """(rank, world size) from the trainer, else torch.distributed, else (0, 1)."""
+        if self.trainer is not None:
+            return self.trainer.global_rank, self.trainer.world_size
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _info(self, split: str) -> ShardInfo:
+        if split not in self.info:
+            if self.specs[split] is None:
+                raise ValueError(f"no {split}_shards were given to ShardDataModule")
+            self.info[split] = self._checked_info(split)
+        return self.info[split]
+
+    def _loader(self, stream: TrainStream | EvalStream) -> DataLoader:
+        position_fn = (lambda: trainer_position(self.trainer)) if self.trainer is not None else None
+        workers = self.num_workers > 0
+        return _EpochLoader(stream, batch_size=None, num_workers=self.num_workers, position_fn=position_fn,
+                            pin_memory=torch.cuda.is_available(), persistent_workers=workers,
+                            multiprocessing_context=self.multiprocessing_context if workers else None)
+
+    def train_batches_per_epoch(self) -> int:
+        """Batches per rank per epoch: the given value, else one pass over the train set across ranks."""
+        if self.batches_per_epoch is not None:
+            return self.batches_per_epoch
+        return max(1, self._info("train").total // (self.batch_size * self._placement()[1]))
+
+    def train_dataloader(self) -> DataLoader:
+        info = self._info("train")
+        rank, world = self._placement()
+        slots = world * max(1, self.num_workers)
+        if len(info.paths) < slots:
+            warnings.warn(f"{len(info.paths)} training shards for {world} process(es) x {max(1, self.num_workers)} "
+                          "worker(s): some read the same shards; write smaller shards (--shard-size) for disjoint "
+                          "streams", stacklevel=2)
+        stream = TrainStream([str(p) for p in info.paths], SampleDecoder(self.kind, self.resolution),
+                             self.batch_size, self.train_batches_per_epoch(), self.shuffle_buffer, self.seed,
+                             self.flip, rank, world, self.return_meta)
+        return self._loader(stream)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        info = self._info(split)
+        rank, world = self._placement()
+        stream = EvalStream([str(p) for p in info.paths], info.counts, SampleDecoder(self.kind, self.resolution),
+                            self.batch_size, rank, world, self.return_meta)
+        return self._loader(stream)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The validation loader, or an empty list (Lightning then skips validation) without val_shards."""
+        return [] if self.specs["val"] is None else self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,46 @@
+"""The NDM forward process q_phi around a transform F (NDM eq. 7-8; docs/MATH.md sections 2-3).
+
+Marginal (eq. 7):   q(z_t | x) = N(alpha_t F(x, t), sigma_t^2 I),   sampled as z_t = alpha_t F(x, t) + sigma_t eps.
+Posterior (eq. 8):  q(z_s | z_t, x) = N(alpha_s F(x, s) + sqrt(sigma_s^2 - nu^2) (z_t - alpha_t F(x, t)) / sigma_t,
+                    nu^2 I) for s < t and any 0 < nu^2 <= sigma_s^2; DDPM's nu^2 = sigma_s^2 (1 - SNR_t / SNR_s).
+Continuous time:    c(t) = d sigma_t^2/dt - 2 r(t) sigma_t^2 + g^2(t), the coefficient of the score in the reverse drift
+                    and in the continuous objective (the corrected eq. 11-12).
+
+Shapes: data-like tensors are (B, ...); schedule fields are (B,) and are broadcast with `append_dims`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from latent_ndm.diffusion.checks import append_dims
+from latent_ndm.diffusion.schedule import ScheduleOutput
+
+
+def forward_sample(F_x_t: torch.Tensor, eps: torch.Tensor, sched_t: ScheduleOutput) -> torch.Tensor:
+    """z_t = alpha_t F(x, t) + sigma_t eps (NDM eq. 7), in the dtype of F."""
+    nd = F_x_t.ndim
+    alpha = append_dims(sched_t.alpha, nd).to(F_x_t.dtype)
+    sigma = append_dims(sched_t.sigma, nd).to(F_x_t.dtype)
+    return alpha * F_x_t + sigma * eps
+
+
+def ddpm_nu2(sched_s: ScheduleOutput, sched_t: ScheduleOutput) -> torch.Tensor:
+    """nu^2 = sigma_s^2 (1 - SNR_t / SNR_s), the DDPM variance of the eq. (8) posterior (s < t), shape (B,)."""
+    return sched_s.sigma2 * -torch.expm1(sched_t.log_snr - sched_s.log_snr)
+
+
+def posterior_mean(F_s: torch.Tensor, F_t: torch.Tensor, z_t: torch.Tensor, sched_s: ScheduleOutput,
+                   sched_t: ScheduleOutput, nu2: torch.Tensor) -> torch.Tensor:
+    """Mean of q(z_s | z_t, x) (NDM eq. 8): alpha_s F(x,s) + sqrt(sigma_s^2 - nu^2) (z_t - alpha_t F(x,t)) / sigma_t."""
+    nd = z_t.ndim
+    coef = append_dims(torch.sqrt((sched_s.sigma2 - nu2).clamp_min(0.0)) / sched_t.sigma, nd)
+    alpha_s, alpha_t = append_dims(sched_s.alpha, nd), append_dims(sched_t.alpha, nd)
+    return alpha_s * F_s + coef * (z_t - alpha_t * F_t)
+
+
+def drift_coefficient(sched: ScheduleOutput, g2: torch.Tensor) -> torch.Tensor:
+    """c(t) = d sigma_t^2/dt - 2 r(t) sigma_t^2 + g^2(t), shape (B,); = 2 beta(t) on VP with g^2 = g_F^2.
+
+    The printed eq. (12) drops d sigma^2/dt; this is the corrected form (docs/MATH.md section 5)."""
+    return sched.d_sigma2 - 2.0 * sched.r * sched.sigma2 + g2

@@ -1,0 +1,7 @@
+"""NDM objectives (NDM eq. 9-11): per-example negative ELBO terms in nats, discrete (T steps) or continuous time."""
+
+from latent_ndm.diffusion.objectives.continuous import ContinuousNDMObjective
+from latent_ndm.diffusion.objectives.discrete import DiscreteNDMObjective
+from latent_ndm.diffusion.objectives.terms import NDMLoss
+
+__all__ = ["ContinuousNDMObjective", "DiscreteNDMObjective", "NDMLoss"]

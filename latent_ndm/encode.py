@@ -1,0 +1,159 @@
+"""``python -m latent_ndm.encode vae_ckpt=VAE shards=IMAGES [out=OUT] [batch_size=64] [device=auto] [splits=[a,b]]``
+
+Encodes every image of the image shards in IMAGES with the frozen VAE (images snapped to the VAE's bit depth, as
+the NDM stage does) and writes the encoder posteriors q(z|x) as latent shards ``OUT/{name}-{split}-*.tar`` (fields
+``mean`` and ``logvar``, unnormalised, keyed like the source images), one shard at a time, atomically, with a
+``manifest.json`` that records the VAE (path, sha256 of its weights file, latent scale; see
+`data_tools.latent_shards`). OUT defaults to ``IMAGES-latents`` beside IMAGES. Train on them with
+``python -m latent_ndm.train stage=ndm data=latents data.root=OUT vae_ckpt=VAE``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data_tools.errors import DataToolError, run_cli
+from data_tools.latent_shards import vae_record, write_latent_shards
+from data_tools.manifest import read_manifest
+from data_tools.shard_index import HOW_TO_CREATE, shards_by_split
+from data_tools.tarread import iter_samples
+from latent_ndm.data.module import read_shard_info
+from latent_ndm.data.streams import SampleDecoder, collate
+from latent_ndm.model import LatentModel
+from latent_ndm.runs.export import load_vae, vae_weights_file
+from latent_ndm.runs.hardware import resolve_device
+
+USAGE = __doc__.split("\n\n")[0].strip("`")
+
+
+@dataclass
+class EncodeOptions:
+    """The command's key=value arguments (see the module doc)."""
+
+    vae_ckpt: Path
+    shards: Path
+    out: Path | None = None
+    batch_size: int = 64
+    device: str = "auto"
+    splits: list[str] = field(default_factory=list)  # empty: every split of the image shards
+
+    @property
+    def out_dir(self) -> Path:
+        return self.out if self.out is not None else self.shards.parent / f"{self.shards.name}-latents"
+
+
+KEYS = tuple(EncodeOptions.__dataclass_fields__)
+
+
+def parse_args(argv: list[str]) -> EncodeOptions:
+    """key=value arguments (Hydra-override style; ``splits=[train,val]`` or ``splits=train,val``)."""
+    values: dict[str, Any] = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise DataToolError(f"arguments are key=value (e.g. vae_ckpt=runs/vae/default/export), got {arg!r}")
+        if key not in KEYS:
+            raise DataToolError(f"unknown argument {key!r}; choose from {', '.join(KEYS)}")
+        values[key] = value
+    missing = [k for k in ("vae_ckpt", "shards") if k not in values]
+    if missing:
+        raise DataToolError(f"missing {' and '.join(f'{k}=...' for k in missing)}; usage: {USAGE.strip()}")
+    try:
+        batch_size = int(values.get("batch_size", 64))
+    except ValueError:
+        raise DataToolError(f"batch_size must be an integer, got {values['batch_size']!r}") from None
+    if batch_size < 1:
+        raise DataToolError(f"batch_size must be >= 1, got {batch_size}")
+    splits = [s.strip() for s in values.get("splits", "").strip("[]").split(",") if s.strip()]
+    out = values.get("out")
+    return EncodeOptions(Path(values["vae_ckpt"]), Path(values["shards"]), Path(out) if out else None, batch_size,
+                         values.get("device", "auto"), splits)
+
+
+def image_splits(shards: Path, wanted: list[str]) -> tuple[str, dict[str, list[Path]]]:
+    """(dataset name, split -> its image shard files) of the folder `shards`; one-sentence errors when empty."""
+    if not shards.is_dir():
+        raise DataToolError(f"no image shard folder {shards}; {HOW_TO_CREATE}")
+    manifest = read_manifest(shards)
+    if manifest is not None and manifest.get("kind") != "images":
+        raise DataToolError(f"{shards} holds {manifest.get('kind')}, not image shards")
+    return shards_by_split(shards, wanted)
+
+
+def encode_images(model: LatentModel, paths: list[Path], resolution: int, batch_size: int,
+                  device: torch.device) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """(key, {"mean", "logvar"}) of q(z|x) for every image of `paths`, in shard order, `batch_size` at a time."""
+    decode = SampleDecoder("images", resolution)
+
+    def flush(batch: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        x = collate(batch, return_meta=False).to(device)
+        with torch.inference_mode():
+            q = model.posterior(x)
+        mean, logvar = (t.float().cpu().numpy() for t in (q.mean, q.logvar))
+        for i, sample in enumerate(batch):
+            yield sample["key"], {"mean": mean[i], "logvar": logvar[i]}
+
+    batch: list[dict[str, Any]] = []
+    for path in paths:
+        for sample in iter_samples(path):
+            batch.append(decode(sample))
+            if len(batch) == batch_size:
+                yield from flush(batch)
+                batch = []
+    if batch:
+        yield from flush(batch)
+
+
+def encode_shards(options: EncodeOptions) -> dict[str, Any]:
+    """Encode the image shards of `options` into latent shards; return the latent manifest."""
+    if not options.vae_ckpt.exists():
+        raise DataToolError(f"no VAE checkpoint at {options.vae_ckpt}; train one with `python -m latent_ndm.train "
+                            "stage=vae` (it writes runs/vae/default/export) or give vae_ckpt=<a VAE export folder>")
+    name, splits = image_splits(options.shards, options.splits)
+    image_manifest = read_manifest(options.shards) or {}
+    resolution = read_shard_info(next(iter(splits.values()))).resolution
+    try:
+        vae = load_vae(options.vae_ckpt)
+        latent_shape = vae.latent_shape(resolution)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+        raise DataToolError(f"cannot use the VAE checkpoint {options.vae_ckpt} on {resolution}px images: {err}"
+                            ) from err
+    device = resolve_device(options.device)
+    vae = vae.to(device).eval().requires_grad_(False)
+    weights = vae_weights_file(options.vae_ckpt)
+    meta = {"vae": vae_record(options.vae_ckpt, weights, vae.latent_scale.item(), vae.bits, latent_shape, resolution),
+            "image_shards": str(options.shards), "encoded_splits": list(splits)}
+    shard_size = int(image_manifest.get("config", {}).get("shard_size", 1000))
+    manifest: dict[str, Any] = {}
+    for split, paths in splits.items():
+        items = encode_images(LatentModel(vae), paths, resolution, options.batch_size, device)
+        manifest = write_latent_shards(options.out_dir, name, split, items, shard_size=shard_size, meta=meta)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+
+    def body() -> int:
+        options = parse_args(argv)
+        manifest = encode_shards(options)
+        counts = ", ".join(f"{s}={v['count']}" for s, v in manifest["splits"].items())
+        shape = "x".join(str(n) for n in manifest["config"]["vae"]["latent_shape"])
+        print(f"wrote {shape} latents to {options.out_dir}: {counts}")
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

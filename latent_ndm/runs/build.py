@@ -1,0 +1,119 @@
+"""Model objects from a run's configuration: the NDM prior of an `ndm` config (live, or a saved `ndm_config.yaml`),
+its objective at any t_eps, and the VAE a second stage builds on, checked against the latent shape it expects.
+
+Construction order matters for reproducibility (it fixes the initial weights drawn from the seeded RNG): the VAE
+first, then the denoiser's network, then F_phi's.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from latent_ndm.diffusion.parameterisation import Denoiser, MixingPrediction, Parameterisation
+from latent_ndm.diffusion.schedule import VPSchedule
+from latent_ndm.errors import TrainingError
+from latent_ndm.model import NDMPrior
+from latent_ndm.runs.export import VAE_COMMAND, load_vae
+from vae import VAE
+
+NDMConfig = DictConfig | Mapping[str, Any]
+
+
+def latent_shape(ndm: NDMConfig) -> tuple[int, int, int]:
+    """(C, R, R) of the latents an `ndm` config is built for (`ndm.latent.channels`, `ndm.latent.resolution`)."""
+    c, r = int(ndm["latent"]["channels"]), int(ndm["latent"]["resolution"])
+    return (c, r, r)
+
+
+def transform_kind(ndm: NDMConfig) -> str:
+    """The kind of forward transform F of an `ndm` config: identity (LSGM), separable or neural."""
+    target = str(ndm["transform"]["_target_"])
+    parts = [p for p in target.split(".") if p.endswith("Transform")]
+    return (parts[-1] if parts else target.rsplit(".", 1)[-1]).removesuffix("Transform").lower()
+
+
+def build_denoiser(net: nn.Module, schedule: VPSchedule, parameterisation: Parameterisation, channels: int,
+                   mixing: bool = False, mixing_init: float = -6.0) -> Denoiser:
+    """x_hat_theta = parameterisation(net(z_t, t)), optionally inside LSGM's per-channel mixing (`MixingPrediction`)."""
+    if mixing:
+        parameterisation = MixingPrediction(parameterisation, channels, init_logit=mixing_init)
+    return Denoiser(net, schedule, parameterisation)
+
+
+def objective_at(objective: NDMConfig, t_eps: float) -> Any:
+    """The NDM objective of an `ndm.objective` config with every `t_eps` in it replaced by `t_eps`."""
+    plain = OmegaConf.to_container(objective, resolve=True) if isinstance(objective, DictConfig) else objective
+
+    def replace(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (float(t_eps) if k == "t_eps" else replace(v)) for k, v in node.items()}
+        return node
+
+    return instantiate(replace(copy.deepcopy(plain)), _convert_="all")
+
+
+def build_ndm_prior(ndm: NDMConfig, state: Mapping[str, torch.Tensor] | None = None,
+                    t_eps: float | None = None) -> NDMPrior:
+    """The NDM prior of an `ndm` config: denoiser, transform, schedule, and the objective at `t_eps` (None: the
+    config's `eval_t_eps`, the t_eps of its validation bound). `state` ({"denoiser.*", "transform.*"}) is loaded
+    when given; weights that do not fit the config raise a one-sentence ValueError."""
+    n = OmegaConf.create(ndm) if not isinstance(ndm, DictConfig) else ndm
+    shape = latent_shape(n)
+    schedule = instantiate(n.schedule)
+    denoiser = build_denoiser(instantiate(n.denoiser, _convert_="all"), schedule, instantiate(n.parameterisation),
+                              shape[0], n.mixing, n.mixing_init)
+    transform = instantiate(n.transform, _convert_="all")
+    if state is not None:
+        for part, module in (("denoiser", denoiser), ("transform", transform)):
+            prefix = f"{part}."
+            sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            try:
+                module.load_state_dict(sub, strict=True)
+            except RuntimeError as err:
+                raise ValueError(f"the {part} weights do not fit its config ({str(err).splitlines()[0]}); the "
+                                 "checkpoint and its ndm_config.yaml come from different runs") from err
+    eval_t_eps = float(n.get("eval_t_eps", n.t_eps))
+    objective = objective_at(n.objective, eval_t_eps if t_eps is None else t_eps)
+    return NDMPrior(denoiser, transform, schedule, objective, shape, t_eps=float(n.t_eps), eval_t_eps=eval_t_eps)
+
+
+def checked_vae(vae_ckpt: str | Path | None, resolution: int, shape: tuple[int, int, int],
+                scratch: Callable[[], VAE] | None = None) -> VAE:
+    """The VAE export at `vae_ckpt` (or `scratch()` when it is None), refused unless it encodes `resolution`-px
+    images to latents of `shape` (the shape the NDM is configured for) and has a valid latent scale."""
+    if vae_ckpt is None:
+        if scratch is None:
+            raise TrainingError(f"stage=ndm with ndm.mode=disjoint needs a trained VAE: run `{VAE_COMMAND}` first, "
+                                "then give vae_ckpt=<its export folder> (default runs/vae/default/export)")
+        vae = scratch()
+    else:
+        path = Path(vae_ckpt)
+        if not path.exists():
+            raise TrainingError(f"no VAE checkpoint at {path}: run `{VAE_COMMAND}` first (it writes "
+                                "runs/vae/default/export), or give vae_ckpt=<a VAE export folder>")
+        try:
+            vae = load_vae(path)
+        except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+            raise TrainingError(f"cannot load the VAE checkpoint {path}: {err}") from err
+    try:
+        found = tuple(vae.latent_shape(resolution))
+    except ValueError as err:
+        raise TrainingError(f"the VAE {vae_ckpt} does not fit {resolution}px images: {err}") from err
+    if found != tuple(shape):
+        c, r = found[0], found[1]
+        raise TrainingError(
+            f"the VAE checkpoint {vae_ckpt} encodes {resolution}px images to latents of shape {found}, but the NDM is "
+            f"configured for {tuple(shape)}; set ndm.latent.channels={c} ndm.latent.resolution={r}, or give "
+            "a matching vae_ckpt"
+        )
+    if not torch.isfinite(vae.latent_scale) or vae.latent_scale <= 0:
+        raise TrainingError(f"the VAE checkpoint {vae_ckpt} has an invalid latent scale {vae.latent_scale.item()}")
+    return vae

@@ -1,0 +1,187 @@
+"""The files of a run, for writing and for reading: the one home of the run and export format.
+
+    <run>/checkpoints/last.ckpt   Lightning's whole training state, plus "config" (the resolved run config) and
+                                  "vae_config" (`VAE.config()`), both plain dicts
+    <run>/export/                 the EMA weights the next stage, `sample`, `evaluate` and `benchmark` load:
+        VAE run:  ema.safetensors (the VAE's state_dict) + vae_config.yaml
+        NDM run:  ndm.safetensors (denoiser.* and transform.*) + ndm_config.yaml (the resolved `ndm` config)
+                  + vae/ (the VAE export the NDM was trained with)
+        both:     train_config.yaml (the resolved run config) + metrics.yaml (the last validation metrics, step)
+
+Every file is written atomically (`data_tools.files.atomic_write`). Readers raise FileNotFoundError / ValueError
+with one sentence naming the file and the command that makes it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from data_tools.files import atomic_write, atomic_write_text
+from latent_ndm.model import LatentModel, NDMPrior
+from vae import VAE
+
+CHECKPOINT_DIR, LAST_CKPT, EXPORT_DIR = "checkpoints", "last.ckpt", "export"
+VAE_WEIGHTS, VAE_CONFIG = "ema.safetensors", "vae_config.yaml"
+NDM_WEIGHTS, NDM_CONFIG, NDM_VAE_DIR = "ndm.safetensors", "ndm_config.yaml", "vae"
+TRAIN_CONFIG, METRICS = "train_config.yaml", "metrics.yaml"
+VAE_COMMAND = "python -m latent_ndm.train stage=vae"
+
+
+def _write_yaml(path: Path, data: Any) -> None:
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    plain = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(plain, str(tmp)))
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping ({} for an empty file)."""
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+# -- the VAE export -------------------------------------------------------------------------------------------
+def save_vae(vae: VAE, folder: str | os.PathLike) -> Path:
+    """`ema.safetensors` (the state_dict of `vae`: pass the EMA copy) and `vae_config.yaml` into `folder`."""
+    folder = Path(folder)
+    config = vae.config()
+    _write_tensors(folder / VAE_WEIGHTS, vae.state_dict())
+    _write_yaml(folder / VAE_CONFIG, config)
+    return folder
+
+
+def vae_weights_file(vae_ckpt: str | os.PathLike) -> Path:
+    """The file that holds a VAE checkpoint's weights: `<folder>/ema.safetensors` for an export folder (or its
+    `.yaml`), else the file itself (`.safetensors` or a torch.save'd dict)."""
+    path = Path(vae_ckpt)
+    if path.is_dir():
+        return path / VAE_WEIGHTS
+    if path.suffix in (".yaml", ".yml"):
+        return path.parent / VAE_WEIGHTS
+    return path
+
+
+def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> VAE:
+    """A VAE export folder (or its `ema.safetensors` / `vae_config.yaml`), or a torch.save'd plain dict
+    {"vae_config": config(), "state_dict": state_dict}, in eval mode."""
+    path = Path(path)
+    is_export = path.is_dir() or not path.suffix or path.suffix in (".safetensors", ".yaml", ".yml")
+    if not is_export:
+        if not path.is_file():
+            raise FileNotFoundError(f"No VAE checkpoint file {path}; create it with `{VAE_COMMAND}`.")
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(ckpt, dict) or not {"vae_config", "state_dict"} <= set(ckpt):
+            raise ValueError(f"{path} is not a VAE checkpoint dict with 'vae_config' and 'state_dict'")
+        config, state = ckpt["vae_config"], ckpt["state_dict"]
+    else:
+        folder = path.parent if path.suffix else path
+        missing = [name for name in (VAE_WEIGHTS, VAE_CONFIG) if not (folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"No VAE export at {folder}: missing {' and '.join(missing)}; create it with `{VAE_COMMAND}`."
+            )
+        config = read_yaml(folder / VAE_CONFIG)
+        state = load_file(str(folder / VAE_WEIGHTS), device=str(map_location))
+    vae = VAE.from_config(config)
+    vae.load_state_dict(state, strict=True)
+    return vae.to(map_location).eval()
+
+
+# -- the NDM export -------------------------------------------------------------------------------------------
+def ndm_state(model: LatentModel) -> dict[str, torch.Tensor]:
+    """The NDM prior's weights as stored in `ndm.safetensors`: denoiser.* and transform.*."""
+    prior = model.prior
+    if not isinstance(prior, NDMPrior):
+        raise ValueError(f"an NDM export needs an NDMPrior, got {type(prior).__name__}")
+    parts = {"denoiser": prior.denoiser, "transform": prior.transform}
+    return {f"{part}.{k}": v for part, module in parts.items() for k, v in module.state_dict().items()}
+
+
+def save_ndm(model: LatentModel, folder: str | os.PathLike, ndm_config: dict[str, Any]) -> Path:
+    """`vae/` (the VAE export), `ndm.safetensors` and `ndm_config.yaml` into `folder`."""
+    folder = Path(folder)
+    save_vae(model.vae, folder / NDM_VAE_DIR)
+    _write_tensors(folder / NDM_WEIGHTS, ndm_state(model))
+    _write_yaml(folder / NDM_CONFIG, ndm_config)
+    return folder
+
+
+def save_run_record(folder: str | os.PathLike, run_config: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """`train_config.yaml` and `metrics.yaml` (written after the weights, so they describe them)."""
+    folder = Path(folder)
+    _write_yaml(folder / TRAIN_CONFIG, run_config)
+    _write_yaml(folder / METRICS, metrics)
+
+
+# -- reading a run ----------------------------------------------------------------------------------------------
+@dataclass
+class RunFiles:
+    """What a run's export or checkpoint holds, as plain objects: `kind` "ndm" | "vae"; the VAE (weights loaded);
+    for an NDM the resolved `ndm` config and the prior's state ({"denoiser.*", "transform.*"}); the run config;
+    `weights` "ema" | "raw"; `folder` the export or checkpoint folder."""
+
+    kind: str
+    vae: VAE
+    config: dict[str, Any]
+    ndm_config: dict[str, Any] | None
+    ndm_state: dict[str, torch.Tensor] | None
+    weights: str
+    folder: Path
+
+
+def find_export(path: Path) -> Path | None:
+    """`path` or `path/export`, whichever holds an export (NDM or VAE), else None."""
+    for candidate in (path, path / EXPORT_DIR):
+        if (candidate / NDM_WEIGHTS).is_file() or (candidate / VAE_CONFIG).is_file():
+            return candidate
+    return None
+
+
+def last_checkpoint(run_or_export: Path) -> Path:
+    """`<run>/checkpoints/last.ckpt` of a run folder or of its export folder."""
+    run = run_or_export.parent if run_or_export.name == EXPORT_DIR else run_or_export
+    return run / CHECKPOINT_DIR / LAST_CKPT
+
+
+def _required_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the export at {path.parent} is incomplete; re-export it by "
+                                "running the same `python -m latent_ndm.train ...` command again (it resumes)")
+    return read_yaml(path)
+
+
+def read_export(folder: Path) -> RunFiles:
+    """The EMA model of an export folder."""
+    config = _required_yaml(folder / TRAIN_CONFIG)
+    if (folder / NDM_WEIGHTS).is_file():
+        return RunFiles("ndm", load_vae(folder / NDM_VAE_DIR), config, _required_yaml(folder / NDM_CONFIG),
+                        load_file(str(folder / NDM_WEIGHTS)), "ema", folder)
+    return RunFiles("vae", load_vae(folder), config, None, None, "ema", folder)
+
+
+def read_checkpoint(path: Path, ema: bool = True) -> RunFiles:
+    """The EMA (or, with ema=False, the raw) model of a Lightning checkpoint written by a training stage."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-sentence message
+        raise ValueError(f"cannot read the checkpoint {path} ({err}); give another ckpt=") from err
+    config, vae_config = checkpoint.get("config"), checkpoint.get("vae_config")
+    if not isinstance(config, dict) or not isinstance(vae_config, dict):
+        raise ValueError(f"{path} is not a latent-ndm training checkpoint (it lacks the run and VAE configs)")
+    kind = config["stage"]["name"]
+    prefix = "ema.module." if ema else ("model." if kind == "ndm" else "vae.")
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    vae = VAE.from_config(vae_config)
+    vae.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("vae.")} if kind == "ndm" else state,
+                        strict=True)
+    prior_state = {k[len("prior."):]: v for k, v in state.items() if k.startswith("prior.")} if kind == "ndm" else None
+    return RunFiles(kind, vae.eval(), config, config.get("ndm") if kind == "ndm" else None, prior_state,
+                    "ema" if ema else "raw", path.parent)

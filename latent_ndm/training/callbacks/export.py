@@ -1,0 +1,46 @@
+"""`RunExport`: the EMA model exported for the next stage whenever a checkpoint is saved and at the end of fit
+(rank 0), in the format of `latent_ndm.runs.export`. Checkpoints also carry the run and VAE configs (plain dicts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from latent_ndm.model import LatentModel
+from latent_ndm.runs.export import save_ndm, save_run_record, save_vae
+
+
+class RunExport(L.Callback):
+    """Args:
+    export_dir: the folder the next stage loads.
+    run_config: the resolved run config as a plain dict.
+    """
+
+    def __init__(self, export_dir: str | Path, run_config: dict[str, Any]) -> None:
+        self.export_dir, self.run_config = Path(export_dir), run_config
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["config"] = self.run_config
+        checkpoint["vae_config"] = _vae(pl_module.ema.module).config()
+        if trainer.is_global_zero:
+            self.export(pl_module)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.export(pl_module)
+
+    def export(self, pl_module: L.LightningModule) -> Path:
+        """The weights (a VAE: `save_vae`; a latent NDM: `save_ndm`), then the run record that describes them."""
+        model = pl_module.ema.module
+        if isinstance(model, LatentModel):
+            save_ndm(model, self.export_dir, self.run_config["ndm"])
+        else:
+            save_vae(model, self.export_dir)
+        save_run_record(self.export_dir, self.run_config, {"step": int(pl_module.global_step), **pl_module.val_metrics})
+        return self.export_dir
+
+
+def _vae(model: Any) -> Any:
+    return model.vae if isinstance(model, LatentModel) else model

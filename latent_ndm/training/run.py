@@ -1,0 +1,71 @@
+"""`train(cfg)`: one training stage of latent NDM from a composed config (what `python -m latent_ndm.train` runs).
+
+Builds datamodule, model, callbacks, loggers and trainer, in that order, resumes when asked, fits, and returns the
+stage's report. Each stage (`vae_stage`, `ndm_stage`) contributes its model, callbacks, model keys and report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig
+
+from latent_ndm.errors import TrainingError
+from latent_ndm.runs.config import resolved
+from latent_ndm.runs.export import CHECKPOINT_DIR
+from latent_ndm.runs.hardware import configure_cpu_threads, select_accelerator
+from latent_ndm.training import ndm_stage, vae_stage
+from latent_ndm.training.builders import build_datamodule, build_loggers, build_trainer, resume_checkpoint
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a stage contributes to `train`: its model, its callbacks, the model's config keys, its report."""
+
+    build_model: Callable[[DictConfig, L.LightningDataModule], L.LightningModule]
+    build_callbacks: Callable[[DictConfig, Path], list[L.Callback]]
+    report: Callable[[L.Trainer, L.LightningModule, Path], dict[str, Any]]
+    model_keys: tuple[str, ...]
+
+
+STAGES: dict[str, Stage] = {
+    "vae": Stage(vae_stage.build_model, vae_stage.build_callbacks, vae_stage.report, vae_stage.MODEL_KEYS),
+    "ndm": Stage(ndm_stage.build_model, ndm_stage.build_callbacks, ndm_stage.report, ndm_stage.MODEL_KEYS),
+}
+
+
+@dataclass
+class RunResult:
+    """The outcome of `train`: the fitted trainer and module, the run folder and the stage's report."""
+
+    trainer: L.Trainer
+    module: L.LightningModule
+    run_dir: Path
+    report: dict[str, Any]
+    wall_s: float
+
+
+def train(cfg: DictConfig) -> RunResult:
+    """Build datamodule, model, callbacks, loggers and trainer from `cfg`, in that order, then fit."""
+    if cfg.stage.name not in STAGES:
+        raise TrainingError(f"stage={cfg.stage.name!r} is not available in this version; choose one of {list(STAGES)}")
+    stage = STAGES[cfg.stage.name]
+    start = time.monotonic()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    configure_cpu_threads(cfg.cpu_threads, select_accelerator(cfg.trainer.accelerator))
+    run_dir = Path(cfg.run_dir)
+    datamodule = build_datamodule(cfg.data)
+    model = stage.build_model(cfg, datamodule)
+    callbacks = stage.build_callbacks(cfg, run_dir)
+    loggers = build_loggers(cfg.logger, run_dir)
+    trainer = build_trainer(cfg.trainer, callbacks, loggers)
+    model_config = {k: resolved(cfg)[k] for k in stage.model_keys}
+    ckpt_path = resume_checkpoint(cfg.resume, run_dir / CHECKPOINT_DIR, model_config)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    report = stage.report(trainer, model, run_dir)
+    return RunResult(trainer, model, run_dir, report, time.monotonic() - start)

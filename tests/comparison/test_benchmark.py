@@ -1,0 +1,147 @@
+"""`python -m latent_ndm.benchmark`: NDM against LSGM end to end on tiny runs (CPU, 16x16 images, 3x4x4 latents)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from data_tools.synthetic import write_synthetic
+from latent_ndm.benchmark import run
+from latent_ndm.cli import run_or_exit
+from latent_ndm.comparison.report import PAPER_LABEL
+from latent_ndm.errors import EvaluationError
+from latent_ndm.evaluation import fid
+from latent_ndm.evaluation.results import read_results
+from latent_ndm.evaluation.runner import heldout_images
+from latent_ndm.runs.config import compose_config
+from latent_ndm.runs.load import load_run
+from latent_ndm.training.run import train
+from tests.support import REPO
+from tests.support.fid_stand_in import STAND_IN, register
+
+NUM_IMAGES = 48
+
+
+def tiny(data_root: Path) -> list[str]:
+    """Train overrides that shrink both stages to seconds (the tiny VAE and denoiser, 16px images)."""
+    return ["vae=tiny", f"data.root={data_root}", "data.resolution=16", f"data.num_images={NUM_IMAGES}",
+            "data.batch_size=8", "data.shuffle_buffer=8", "data.num_workers=0", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0", "logger.tensorboard=false",
+            "stage.images.num=2"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "synthetic-16"
+    return write_synthetic(root, n=NUM_IMAGES, resolution=16, shard_size=12, split="train=0.75,val=0.25",
+                           workers=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def vae_export(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    run_dir = tmp_path_factory.mktemp("vae") / "run"
+    train(compose_config("train", ["stage=vae", *tiny(data_root), f"run_dir={run_dir}", "trainer.max_steps=2",
+                                   "trainer.val_check_interval=2"]))
+    return run_dir / "export"
+
+
+def bench_cfg(out: Path, *overrides: str, train_overrides: list[str] | None = None):
+    cfg = compose_config("benchmark", [
+        f"out={out}", "nll_limit=2", "sample_num=4", "sample_batch_size=4", "step.repeats=2", "step.batch_size=4",
+        "tolerances=[1e-2,1e-3]", 'eval_overrides=["nll.rtol=1e-3","nll.atol=1e-3"]', *overrides])
+    if train_overrides is not None:
+        OmegaConf.update(cfg, "train_overrides", train_overrides)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, data_root: Path, vae_export: Path) -> tuple[Path, dict, str]:
+    """The benchmark training both priors itself (budget 2) on the tiny VAE, FID off: (train_root, report, stdout)."""
+    root = tmp_path_factory.mktemp("bench")
+    small = [*tiny(data_root), "ndm/denoiser=tiny", "ndm.latent.channels=3", "ndm.latent.resolution=4",
+             "ndm.denoiser.channel_mult=[1]", "stage.images.steps=4"]
+    cfg = bench_cfg(root / "out", f"vae_ckpt={vae_export}", "budget=2", f"train_root={root / 'runs'}",
+                    train_overrides=small)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        report = run(cfg)
+    return root, report, printed.getvalue()
+
+
+def test_benchmark_trains_both_on_the_same_vae_and_skips_fid_without_stats(trained: tuple[Path, dict, str]) -> None:
+    root, report, printed = trained
+    for kind, transform in (("ndm", "separable"), ("lsgm", "identity")):
+        run_dir = root / "runs" / f"bench-{kind}-2"
+        assert (run_dir / "export" / "ndm.safetensors").is_file()
+        model = report["models"][kind.upper()]
+        assert model["steps"] == 2 and model["transform"] == transform and model["run"] == str(run_dir)
+    assert "fid" not in report["models"]["NDM"]["evaluation"] and report["notes"]
+    table = (root / "out" / "benchmark.md").read_text()
+    assert "| — |" in table and "fid.stats=STATS_DIR" in table
+    assert "note: FID skipped" in printed and "| paper (Bartosh" in printed  # the table is printed at the end
+
+
+def test_benchmark_of_given_runs_writes_table_json_chart_with_the_paper_row_apart(
+        trained: tuple[Path, dict, str], tmp_path: Path) -> None:
+    root = trained[0]
+    runs = {name: root / "runs" / f"bench-{name.lower()}-2" for name in ("NDM", "LSGM")}
+    register()
+    images = heldout_images(load_run(runs["NDM"]), "val", None, 8)
+    stats = fid.compute_stats(images, fid.load_feature_extractor(STAND_IN)).save(tmp_path / "ref")
+    out = tmp_path / "out"
+    cfg = bench_cfg(out, f"ndm_run={runs['NDM']}", f"lsgm_run={runs['LSGM']}", "budget=2", f"fid.stats={stats}",
+                    f"fid.extractor={STAND_IN}", "fid.register=[tests.support.fid_stand_in:register]", "fid.num=8",
+                    "fid.batch_size=8", "vae_ckpt=/nowhere")  # a VAE export is needed only to train
+    report = run(cfg)
+    for name in ("md", "json", "png"):
+        assert (out / f"benchmark.{name}").stat().st_size > 0
+    assert json.loads((out / "benchmark.json").read_text()) == json.loads(json.dumps(report))
+    table = (out / "benchmark.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(rows) == 5 and rows[1].startswith("| NDM (F: separable") and rows[2].startswith("| LSGM (F: identity")
+    assert all(row.startswith(f"| {PAPER_LABEL}: ") for row in rows[3:])
+    assert "≤ 0.65 | 7.18" in rows[3] and "≤ 0.70 | 7.22" in rows[4]
+    assert "paper" not in "".join(rows[1:3])
+    for i, name in ((1, "NDM"), (2, "LSGM")):
+        written = read_results(runs[name] / "export")  # the run's evaluation.json holds the table's numbers
+        cells = [c.strip() for c in rows[i].strip("|").split("|")]
+        subset = report["models"][name]["evaluation"]["nelbo_nll_images"]
+        assert cells[1:5] == [f"{written['nelbo']['nelbo_bpd']:.4f}", f"{subset['nelbo_bpd']:.4f}",
+                              f"{written['nll']['nll_bpd']:.4f}", f"{written['fid']['fid']:.2f}"]
+        assert subset["count"] == written["nll"]["count"]  # the NELBO beside the NLL is of the same images
+        model = report["models"][name]
+        for metric in ("nelbo", "nll", "fid"):
+            assert {k: v for k, v in written[metric].items() if k != "time"} == \
+                {k: v for k, v in model["evaluation"][metric].items() if k != "time"}
+        assert cells[5:7] == [f"{s['nfe']:.0f}" for s in model["sampling"]]
+        assert cells[9] == f"{model['step']['ms']:.1f}" and model["step"]["memory_mib"] > 0
+    assert report["ratios"]["step_time"] == pytest.approx(
+        report["models"]["NDM"]["step"]["ms"] / report["models"]["LSGM"]["step"]["ms"])
+    assert "budget: 2 optimizer steps" in table and "hardware: CPU" in table
+
+
+def test_user_errors_are_one_sentence(tmp_path: Path, trained: tuple[Path, dict, str]) -> None:
+    with pytest.raises(EvaluationError, match=r"budget .* must be >= 1, got 0"):
+        run(bench_cfg(tmp_path, "budget=0"))
+    with pytest.raises(EvaluationError, match=r"no NDM run at .*nowhere \(ndm_run\)"):
+        run(bench_cfg(tmp_path, f"ndm_run={tmp_path / 'nowhere'}"))
+    lsgm = trained[0] / "runs" / "bench-lsgm-2"
+    with pytest.raises(EvaluationError, match=r"ndm_run=.* has F = identity"):
+        run(bench_cfg(tmp_path, f"ndm_run={lsgm}", f"lsgm_run={lsgm}"))
+    with pytest.raises(SystemExit):
+        run_or_exit(run, bench_cfg(tmp_path, f"vae_ckpt={tmp_path / 'novae'}"))
+
+
+def test_cli_missing_vae_export_says_how_to_make_one(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "latent_ndm.benchmark", f"vae_ckpt={tmp_path / 'novae'}",
+                           f"out={tmp_path / 'out'}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: no VAE export at {tmp_path / 'novae'} (vae_ckpt) to train the priors "
+                                  "on: run `python -m latent_ndm.train stage=vae` first")
+    assert not (tmp_path / "out").exists()
