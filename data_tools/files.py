@@ -42,6 +42,13 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def default_mode() -> int:
+    """The permissions `open()` gives a new file: 0o666 minus the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def temporary_path(path: Path) -> Path:
     """Where `atomic_write` stages `path`: ``<name>.tmp`` beside it."""
     return path.with_name(path.name + TMP_SUFFIX)
@@ -55,6 +62,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     tmp = temporary_path(path)
     try:
         write(tmp)
+        os.chmod(tmp, default_mode())  # some writers (safetensors, mkstemp) create 0600 files
         fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:

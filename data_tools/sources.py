@@ -62,47 +62,61 @@ def _split_candidates(entries: list[tuple[str, int]]) -> Listing:
     return Listing(names=names, ignored=ignored, fingerprint=digest.hexdigest())
 
 
-def _load_bytes(data_for: Any, names: list[str], indices: Sequence[int]) -> list[Image.Image | UnusableImage]:
-    results: list[Image.Image | UnusableImage] = []
-    for i in indices:
-        try:
-            results.append(decode_image(data_for(names[i])))
-        except UnusableImage as err:
-            results.append(err)
-        except OSError as err:
-            results.append(UnusableImage(f"unreadable file ({err.strerror or err})"))
-    return results
+class _FileListSource:
+    """A source whose files are named entries with a size (`_entries`) and bytes (`_read`): the listing and the
+    loading by index are the same for every kind of container."""
 
+    _names: list[str] | None = None
 
-class FolderSource:
-    """All files below a directory (recursively); relative POSIX paths are the file names."""
+    def _entries(self) -> list[tuple[str, int]]:
+        raise NotImplementedError
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self._names: list[str] | None = None
-
-    def describe(self) -> dict[str, Any]:
-        return {"type": "folder", "path": str(self.root)}
+    def _read(self, name: str) -> bytes:
+        raise NotImplementedError
 
     def listing(self) -> Listing:
-        entries = [(p.relative_to(self.root).as_posix(), p.stat().st_size)
-                   for p in self.root.rglob("*") if p.is_file()]
-        listing = _split_candidates(entries)
+        listing = _split_candidates(self._entries())
         self._names = listing.names
         return listing
 
     def load(self, indices: Sequence[int]) -> list[Image.Image | UnusableImage]:
+        """Decoded images (or the reason each one is unusable), never raising for a bad file."""
         if self._names is None:
             self.listing()
-        return _load_bytes(lambda n: (self.root / n).read_bytes(), self._names, indices)
+        results: list[Image.Image | UnusableImage] = []
+        for i in indices:
+            try:
+                results.append(decode_image(self._read(self._names[i])))
+            except UnusableImage as err:
+                results.append(err)
+            except OSError as err:
+                results.append(UnusableImage(f"unreadable file ({err.strerror or err})"))
+        return results
 
 
-class ZipSource:
+class FolderSource(_FileListSource):
+    """All files below a directory (recursively); relative POSIX paths are the file names."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._names = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "folder", "path": str(self.root)}
+
+    def _entries(self) -> list[tuple[str, int]]:
+        return [(p.relative_to(self.root).as_posix(), p.stat().st_size) for p in self.root.rglob("*") if p.is_file()]
+
+    def _read(self, name: str) -> bytes:
+        return (self.root / name).read_bytes()
+
+
+class ZipSource(_FileListSource):
     """The members of a .zip archive; opened lazily, once per process."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._names: list[str] | None = None
+        self._names = None
         self._zip: zipfile.ZipFile | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -119,23 +133,14 @@ class ZipSource:
                 raise DataToolError(f"cannot open {self.path} as a zip archive ({err})") from err
         return self._zip
 
-    def listing(self) -> Listing:
-        entries = [(i.filename, i.file_size) for i in self._archive().infolist() if not i.is_dir()]
-        listing = _split_candidates(entries)
-        self._names = listing.names
-        return listing
+    def _entries(self) -> list[tuple[str, int]]:
+        return [(i.filename, i.file_size) for i in self._archive().infolist() if not i.is_dir()]
 
-    def load(self, indices: Sequence[int]) -> list[Image.Image | UnusableImage]:
-        if self._names is None:
-            self.listing()
-
-        def read(name: str) -> bytes:
-            try:
-                return self._archive().read(name)
-            except (zipfile.BadZipFile, EOFError) as err:
-                raise UnusableImage(f"corrupt zip member ({err})") from err
-
-        return _load_bytes(read, self._names, indices)
+    def _read(self, name: str) -> bytes:
+        try:
+            return self._archive().read(name)
+        except (zipfile.BadZipFile, EOFError) as err:
+            raise UnusableImage(f"corrupt zip member ({err})") from err
 
 
 def open_source(path: Path) -> FolderSource | ZipSource:

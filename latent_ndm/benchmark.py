@@ -15,13 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from latent_ndm.cli import quiet_known_warnings, run_or_exit
+from latent_ndm.cli import hydra_command
 from latent_ndm.comparison import report
 from latent_ndm.comparison.benchmark import benchmark, write
-from latent_ndm.runs.config import CONFIG_DIR
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -35,10 +33,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="benchmark")
-def main(cfg: DictConfig) -> None:
-    quiet_known_warnings()
-    run_or_exit(run, cfg)
+main = hydra_command("benchmark", run)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""What every `python -m latent_ndm.<command>` shares: user errors become one line on stderr and exit status 1."""
+"""What every `python -m latent_ndm.<command>` shares: a Hydra entry point over `configs/<command>.yaml`, and user
+errors as one line on stderr with exit status 1."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import hydra
 from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from data_tools.errors import DataToolError
 from latent_ndm.errors import UserError
+from latent_ndm.runs.config import CONFIG_DIR
 
 USER_ERRORS = (UserError, DataToolError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException)
 T = TypeVar("T")
@@ -44,3 +48,17 @@ def run_or_exit(fn: Callable[..., T], *args: Any) -> T:
         print(f"error: {one_line(err)}", file=sys.stderr)
         print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def hydra_command(config_name: str, run: Callable[[DictConfig], Any], readonly: bool = False) -> Callable[[], None]:
+    """The `main()` of a command: Hydra composes `configs/<config_name>.yaml` with the command line's overrides
+    (unknown keys are errors), then `run(cfg)` runs under `run_or_exit`; `readonly` freezes the config first."""
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)
+    def main(cfg: DictConfig) -> None:
+        quiet_known_warnings()
+        if readonly:
+            OmegaConf.set_readonly(cfg, True)
+        run_or_exit(run, cfg)
+
+    return main

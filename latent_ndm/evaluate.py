@@ -11,13 +11,11 @@ Options: configs/evaluate.yaml.
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from latent_ndm.cli import quiet_known_warnings, run_or_exit
+from latent_ndm.cli import hydra_command
 from latent_ndm.evaluation.results import format_table, write_results
 from latent_ndm.evaluation.runner import Evaluation, evaluate
-from latent_ndm.runs.config import CONFIG_DIR
 
 
 def run(cfg: DictConfig) -> Evaluation:
@@ -32,11 +30,7 @@ def run(cfg: DictConfig) -> Evaluation:
     return out
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    quiet_known_warnings()
-    OmegaConf.set_readonly(cfg, True)
-    run_or_exit(run, cfg)
+main = hydra_command("evaluate", run, readonly=True)
 
 
 if __name__ == "__main__":

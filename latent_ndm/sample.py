@@ -13,18 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 from tqdm import tqdm
 
 from data_tools.files import atomic_write, atomic_write_text
-from latent_ndm.cli import quiet_known_warnings, run_or_exit
+from latent_ndm.cli import hydra_command
 from latent_ndm.errors import EvaluationError
 from latent_ndm.evaluation.generation import batches, generate, image_grid
 from latent_ndm.model import SamplerSpec
-from latent_ndm.runs.config import CONFIG_DIR
 from latent_ndm.runs.hardware import resolve_device
 from latent_ndm.runs.load import load_run
 
@@ -85,10 +83,7 @@ def run(cfg: DictConfig) -> SampleResult:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
-def main(cfg: DictConfig) -> None:
-    quiet_known_warnings()
-    run_or_exit(run, cfg)
+main = hydra_command("sample", run)
 
 
 if __name__ == "__main__":

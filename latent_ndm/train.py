@@ -8,11 +8,9 @@ overridden on the command line, unknown keys are errors. A run writes into `runs
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from latent_ndm.cli import quiet_known_warnings, run_or_exit
-from latent_ndm.runs.config import CONFIG_DIR
+from latent_ndm.cli import hydra_command
 from latent_ndm.training.run import RunResult, train
 
 
@@ -30,12 +28,15 @@ def format_report(cfg: DictConfig, result: RunResult) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> None:
-    quiet_known_warnings()
-    result = run_or_exit(train, cfg)
+def run(cfg: DictConfig) -> RunResult:
+    """Train, then (rank 0) print where everything went."""
+    result = train(cfg)
     if result.trainer.is_global_zero:
         print(format_report(cfg, result))
+    return result
+
+
+main = hydra_command("train", run)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Map an image in [-1, 1] (8-bit grid) to the b-bit grid, still in [-1, 1].
 
     k8 = round(255 (x + 1) / 2), k_b = floor(k8 / 2^(8 - b)), x_b = 2 k_b / (2^b - 1) - 1
-    (MATH.md at 5 bits: floor(255 x / 8) / 31 for x in [0, 1]). Off-grid input is first rounded to 8 bits.
-    Idempotent: a b-bit image is mapped to itself.
+    (docs/MATH.md section 7, at 5 bits: floor(255 x / 8) / 31 for x in [0, 1]). Off-grid input is first rounded to
+    8 bits. Idempotent: a b-bit image is mapped to itself.
     """
     if not 1 <= bits <= 8:
         raise ValueError(f"bits must be in 1..8 to quantize 8-bit data, got {bits}")

@@ -1,4 +1,4 @@
-"""Exact log-likelihood of the probability-flow ODE (MATH.md section 6).
+"""Exact log-likelihood of the probability-flow ODE (docs/MATH.md section 6).
 
 log p(z_eps) = log p_1(z_1) + integral_{t_eps}^{1} div_z v(z_t, t) dt, integrating the state (z, delta) forward
 from t_eps to 1. The divergence is exact (one backward pass per dimension, for small D) or Hutchinson's
@@ -108,7 +108,7 @@ def ode_nll_bound(process, x: torch.Tensor, t_eps: float = 1e-5, generator: torc
     """-log p(x) <= E_{q(z_eps|x)}[-log p(x | z_eps) - log p_ODE(z_eps) + log q(z_eps | x)], one z_eps per example.
 
     q(z_eps | x) = N(alpha F(x, t_eps), sigma^2 I) is the NDM forward process and p(x | z_eps) = N(z_eps / alpha,
-    sigma^2 / alpha^2 I) its reconstruction model (MATH.md section 4), so the two Gaussian terms are exact:
+    sigma^2 / alpha^2 I) its reconstruction model (docs/MATH.md section 4), so the two Gaussian terms are exact:
     E[-log p(x|z) + log q(z|x)] = -D log alpha_eps + alpha^2 ||x - F(x, t_eps)||^2 / (2 sigma^2), while -log p_ODE is
     estimated at one sample. `solver` goes to `ode_log_likelihood` (rtol, atol, exact, probe, method).
     """

@@ -3,7 +3,8 @@
 Reverse SDE (t from 1 to 0):  dz = f(z, t, x_hat) dt + g dw,  with reverse noise g^2 = k g_F^2, and
   f(z, t, x) = alpha_t dF/dt(x, t) + r z - 1/2 c(t) s(x, z, t),   s(x, z, t) = (alpha_t F(x, t) - z) / sigma_t^2,
   c(t) = d sigma^2/dt - 2 r sigma^2 + g^2.
-k = 1 is the SDE matching the forward process; k = 0 gives the probability-flow ODE v(z, t) (MATH.md section 6).
+k = 1 is the SDE matching the forward process; k = 0 gives the probability-flow ODE v(z, t)
+(NDM eq. 12-13 corrected; docs/MATH.md section 6).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Per-image likelihood bounds of a VAE with a prior over its latents (MATH.md sections 6-7), in nats.
+"""Per-image likelihood bounds of a VAE with a prior over its latents (docs/MATH.md sections 6-7), in nats.
 
 NELBO(x) = rec + neg_entropy + cross_entropy, with rec = -log p(x|z), neg_entropy = log q(z|x) and the
 cross-entropy bounded by the prior (for the NDM: its NELBO at z; for N(0, I): exact).

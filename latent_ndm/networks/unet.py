@@ -23,10 +23,10 @@ from latent_ndm.networks.unet_blocks import (
     AttentionBlock,
     Downsample,
     ResBlock,
-    Upsample,
     group_count,
     zero_module,
 )
+from vae.networks import Upsample  # the VAE decoder's block: x2 nearest-neighbour, then a 3x3 convolution
 
 
 def _run(layers: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The VAE stage's training loss and validation metrics (torch only; no Lightning here).
 
-Training loss, in nats per dimension (D = C H W), with p(z) = N(0, I) (MATH.md section 7):
+Training loss, in nats per dimension (D = C H W), with p(z) = N(0, I) (docs/MATH.md section 7):
     loss = E_x[ -log p(x|z) + beta KL(q(z|x) || N(0, I)) ] / D  +  w_lpips * E_x[ LPIPS(mean p(x|z), x) ],
 z ~ q(z|x), one reparameterised sample. beta < 1 only during KL warm-up. The reported NELBO is always the
 beta = 1 bound without the perceptual term: NELBO = rec + kl, in bits/dim = nats / (D ln 2).

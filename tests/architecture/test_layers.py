@@ -6,7 +6,7 @@ depth (inside functions too), is checked against the layer the module belongs to
     data_tools            shards: write, read, inspect         imports no other package of the project
     vae                   the first stage, a pure torch model  imports no other package of the project
     latent_ndm.diffusion  the NDM mathematics                  torch, torchdiffeq, einops, the standard library
-    latent_ndm.networks   time-conditioned networks            + the math package
+    latent_ndm.networks   time-conditioned networks            + the math package and the VAE's convolution blocks
     latent_ndm.model      the latent model (VAE + prior)       + vae (pure torch: no Lightning, Hydra or files)
     latent_ndm.data / runs / training / evaluation / comparison / toy, then the command-line modules on top.
 
@@ -43,7 +43,8 @@ LAYERS: dict[str, Layer] = {
     "data_tools": Layer(("data_tools",)),
     "vae": Layer(("vae",), third_party=MATH_LIBS),
     "latent_ndm.diffusion": Layer(("latent_ndm.diffusion",), third_party=MATH_LIBS),
-    "latent_ndm.networks": Layer(("latent_ndm.networks", "latent_ndm.diffusion"), third_party=MATH_LIBS),
+    "latent_ndm.networks": Layer(("latent_ndm.networks", "latent_ndm.diffusion", "vae.networks"),
+                                 third_party=MATH_LIBS),
     "latent_ndm.model": Layer(("latent_ndm.model", "latent_ndm.diffusion", "vae"), third_party=MATH_LIBS),
     "latent_ndm.errors": Layer(()),
     "latent_ndm.data": Layer(("latent_ndm.data", *APP)),

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from data_tools.synthetic import write_synthetic
 from latent_ndm.benchmark import run
 from latent_ndm.cli import run_or_exit
 from latent_ndm.comparison.report import PAPER_LABEL
@@ -22,7 +21,6 @@ from latent_ndm.evaluation.results import read_results
 from latent_ndm.evaluation.runner import heldout_images
 from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.load import load_run
-from latent_ndm.training.run import train
 from tests.support import REPO
 from tests.support.fid_stand_in import STAND_IN, register
 
@@ -38,18 +36,13 @@ def tiny(data_root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "synthetic-16"
-    return write_synthetic(root, n=NUM_IMAGES, resolution=16, shard_size=12, split="train=0.75,val=0.25",
-                           workers=0, progress=False)
+def data_root(tiny_data: Path) -> Path:
+    return tiny_data
 
 
 @pytest.fixture(scope="module")
-def vae_export(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
-    run_dir = tmp_path_factory.mktemp("vae") / "run"
-    train(compose_config("train", ["stage=vae", *tiny(data_root), f"run_dir={run_dir}", "trainer.max_steps=2",
-                                   "trainer.val_check_interval=2"]))
-    return run_dir / "export"
+def vae_export(tiny_vae_run: Path) -> Path:
+    return tiny_vae_run / "export"
 
 
 def bench_cfg(out: Path, *overrides: str, train_overrides: list[str] | None = None):

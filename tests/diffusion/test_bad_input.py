@@ -14,7 +14,6 @@ from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.diffusion.time_sampling import LikelihoodISTime, UniformTime
 from latent_ndm.diffusion.transforms import IdentityTransform, NeuralTransform
 from tests.support.oracle import GaussianOracleDenoiser
-from vae.units import bpd_to_nats, nats_to_bpd
 
 sch = VPSchedule()
 den = GaussianOracleDenoiser(torch.zeros(3), torch.ones(3), sch)
@@ -93,9 +92,3 @@ def test_bad_solver_and_sampler_arguments():
         ode_log_likelihood(proc.velocity, torch.zeros(2, 3), t_eps=0.0)
     with pytest.raises(ValueError, match="t_eps"):
         UniformTime(sch, t_eps=1.5)
-
-
-def test_units():
-    assert nats_to_bpd(bpd_to_nats(0.65, 3 * 256 * 256), 3 * 256 * 256) == pytest.approx(0.65)
-    with pytest.raises(ValueError):
-        nats_to_bpd(1.0, 0)

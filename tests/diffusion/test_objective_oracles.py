@@ -1,4 +1,4 @@
-"""MATH.md section 8, oracles 1-4 and 6: the NDM objective against closed forms."""
+"""docs/MATH.md section 9, oracles 1-4 and 6: the NDM objective against closed forms."""
 
 import math
 

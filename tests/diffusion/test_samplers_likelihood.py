@@ -1,4 +1,4 @@
-"""Samplers and the ODE likelihood against closed forms (MATH.md sections 6 and 8, oracle 5)."""
+"""Samplers and the ODE likelihood against closed forms (docs/MATH.md sections 6 and 9, oracles 5 and 7)."""
 
 import math
 

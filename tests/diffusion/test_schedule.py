@@ -1,4 +1,4 @@
-"""The VP schedule against its closed forms (MATH.md section 1)."""
+"""The VP schedule against its closed forms (docs/MATH.md section 1)."""
 
 import math
 

@@ -32,18 +32,17 @@ from tests.support import REPO
 from tests.support.fid_stand_in import STAND_IN, register
 from tests.support.oracle import GaussianOracleDenoiser, data_entropy
 from tests.support.oracle_setup import M, S, gaussian_data
-from tests.support.tiny_runs import compose_config, make_data, ndm_cfg, vae_cfg
+from tests.support.tiny_runs import compose_config, ndm_cfg
 from vae import DiagonalGaussian
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny data, a 2-step VAE run and a 4-step NDM run (separable F) on its latents."""
+def runs(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_vae_run: Path) -> dict[str, Path]:
+    """The session's tiny data and 2-step VAE run, and a 4-step NDM run (separable F) on its latents."""
     tmp = tmp_path_factory.mktemp("eval")
-    data = make_data(tmp / "synthetic-16")
-    train(vae_cfg(tmp / "vae", data))
-    train(ndm_cfg(tmp / "ndm", data, tmp / "vae" / "export", "trainer.max_steps=4", "trainer.val_check_interval=4"))
-    return {"data": data, "vae": tmp / "vae", "ndm": tmp / "ndm", "tmp": tmp}
+    train(ndm_cfg(tmp / "ndm", tiny_data, tiny_vae_run / "export", "trainer.max_steps=4",
+                  "trainer.val_check_interval=4"))
+    return {"data": tiny_data, "vae": tiny_vae_run, "ndm": tmp / "ndm", "tmp": tmp}
 
 
 def eval_cfg(ckpt: Path, *overrides: str):
@@ -98,7 +97,7 @@ def closed_form_nll(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_ode_nll_of_the_gaussian_oracle_matches_the_closed_form_and_the_nelbo_bounds_it() -> None:
-    """MATH.md oracle 5 through the evaluator: with the exact denoiser, the ODE NLL of each image equals
+    """docs/MATH.md oracle 5 through the evaluator: with the exact denoiser, the ODE NLL of each image equals
     -log N(x; m, S) (to the tau and t_eps gaps), and the NELBO's mean is H + 0.0013461 >= it."""
     model = oracle_model()
     x = gaussian_data(48, seed=1)
@@ -117,7 +116,7 @@ def test_ode_nll_of_the_gaussian_oracle_matches_the_closed_form_and_the_nelbo_bo
     gap = nelbo - closed_form_nll(x)
     se = gap.std().item() / math.sqrt(len(gap))
     assert gap.mean().item() > -3 * se  # the NELBO upper-bounds the NLL
-    expected = data_entropy(S) + 0.0013461  # MATH.md oracle 4 at t_eps = 1e-3
+    expected = data_entropy(S) + 0.0013461  # docs/MATH.md oracle 4 at t_eps = 1e-3
     assert abs(nelbo.mean().item() - expected) < 4 * nelbo.std().item() / math.sqrt(len(nelbo))
 
 

@@ -1,4 +1,4 @@
-"""The Gaussian-data oracle of MATH.md section 8: data x ~ N(m, diag(S)), F = identity, VP schedule.
+"""The Gaussian-data oracle of docs/MATH.md section 9: data x ~ N(m, diag(S)), F = identity, VP schedule.
 
 Everything a diffusion model can be checked against has a closed form here: the optimal denoiser
 x_hat* = m + alpha S (alpha^2 S + sigma^2)^-1 (z - alpha m), the marginals q(z_t) = N(alpha m, alpha^2 S + sigma^2),

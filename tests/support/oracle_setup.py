@@ -1,4 +1,4 @@
-"""Shared setting of MATH.md section 8: VP b0 = 0.1, b1 = 20, D = 3, data N(m, diag S), t_eps = 1e-3."""
+"""Shared setting of docs/MATH.md section 9: VP b0 = 0.1, b1 = 20, D = 3, data N(m, diag S), t_eps = 1e-3."""
 
 import torch
 

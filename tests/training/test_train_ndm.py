@@ -21,23 +21,21 @@ from latent_ndm.training import ndm_loss, ndm_module
 from latent_ndm.training import run as train_module
 from latent_ndm.training.ndm_stage import build_model
 from latent_ndm.training.run import train
-from tests.support.tiny_runs import base_overrides, compose_config, make_data, ndm_cfg, vae_cfg
+from tests.support.tiny_runs import base_overrides, compose_config, ndm_cfg
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_data(tmp_path_factory.mktemp("data") / "synthetic-16")
+def data_root(tiny_data: Path) -> Path:
+    return tiny_data
 
 
 _compose, _base = compose_config, base_overrides
 
 
 @pytest.fixture(scope="module")
-def vae_export(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
-    """A tiny VAE trained for 2 steps: (3, 16, 16) images -> (3, 4, 4) latents."""
-    run = tmp_path_factory.mktemp("vae") / "run"
-    train(vae_cfg(run, data_root))
-    return run / "export"
+def vae_export(tiny_vae_run: Path) -> Path:
+    """The session's tiny VAE: (3, 16, 16) images -> (3, 4, 4) latents."""
+    return tiny_vae_run / "export"
 
 
 @pytest.mark.parametrize(("mode", "transform", "time"), [

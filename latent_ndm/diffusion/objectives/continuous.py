@@ -1,4 +1,4 @@
-"""The continuous-time NDM objective (MATH.md section 5): NELBO = L_rec + L_diff + L_prior.
+"""The continuous-time NDM objective (NDM eq. 11, corrected; docs/MATH.md section 5): NELBO = L_rec + L_diff + L_prior.
 
 L_diff = integral_{t_eps}^1 E ||Delta||^2 / (2 g^2) dt, estimated with one t ~ r(t) per example.
 """

@@ -1,4 +1,4 @@
-"""The discrete-time NDM objective (MATH.md section 4) on the grid t_i = t_eps + (1 - t_eps) i / T.
+"""The discrete-time NDM objective (NDM eq. 9-10; docs/MATH.md section 4) on the grid t_i = t_eps + (1 - t_eps) i/T.
 
 NELBO = L_rec(t_0) + sum_{i=1}^T KL_i + L_prior, trained with one i ~ U{1..T} per example (times T).
 """

@@ -67,7 +67,7 @@ def reconstruction(x: torch.Tensor, F_x_0: torch.Tensor, sched_0: ScheduleOutput
 
 def discrete_kl(F_x_s: torch.Tensor, F_xh_s: torch.Tensor, F_x_t: torch.Tensor, F_xh_t: torch.Tensor,
                 sched_s: ScheduleOutput, sched_t: ScheduleOutput) -> torch.Tensor:
-    """KL(q(z_s | z_t, x) || q(z_s | z_t, x_hat)) with the DDPM nu^2 (MATH.md section 4):
+    """KL(q(z_s | z_t, x) || q(z_s | z_t, x_hat)) with the DDPM nu^2 (NDM eq. 10; docs/MATH.md section 4):
 
     || alpha_s (F(x,s) - F(x_hat,s)) - sqrt(sigma_s^2 - nu^2)/sigma_t alpha_t (F(x,t) - F(x_hat,t)) ||^2 / (2 nu^2).
     """
@@ -81,7 +81,7 @@ def discrete_kl(F_x_s: torch.Tensor, F_xh_s: torch.Tensor, F_x_t: torch.Tensor, 
 
 def continuous_integrand(F_x: torch.Tensor, dF_x: torch.Tensor, F_xh: torch.Tensor, dF_xh: torch.Tensor,
                          sched: ScheduleOutput) -> torch.Tensor:
-    """||Delta||^2 / (2 g^2) with g^2 = g_F^2 (MATH.md section 5):
+    """||Delta||^2 / (2 g^2) with g^2 = g_F^2 (NDM eq. 11 corrected; docs/MATH.md section 5):
 
     c = d sigma^2/dt - 2 r sigma^2 + g^2,
     Delta = alpha_t (dF/dt(x,t) - dF/dt(x_hat,t)) - alpha_t c / (2 sigma_t^2) (F(x,t) - F(x_hat,t)).
