@@ -9,14 +9,36 @@ usual permissions (0666 minus the umask), whatever wrote them.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from data_tools.errors import DataToolError
+
 TMP_SUFFIX = ".tmp"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(DataToolError, OSError):
+    """A write ran out of space (ENOSPC / EDQUOT). Nothing was replaced: the previous file, if any, is intact."""
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def disk_full(path: Path, written: int, size_hint: int | None) -> DiskFullError:
+    """The one-sentence error of a write of `path` that ran out of space after `written` bytes."""
+    free = shutil.disk_usage(path.parent).free
+    needed = f"about {_mib(size_hint)} needed" if size_hint else f"full after {_mib(written)}"
+    kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+    return DiskFullError(f"no space left in {path.parent} to write {path.name} ({needed}, {_mib(free)} free); "
+                         f"{kept}: free some space and rerun the same command")
 
 
 def fsync_dir(path: Path) -> None:
@@ -54,9 +76,13 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(path.name + TMP_SUFFIX)
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], Any], previous: str | Path | None = None,
+                 size_hint: int | None = None) -> Path:
     """Create or replace `path` atomically: `write(tmp)` writes the whole file to a temporary path in the same
-    folder, which is then flushed, renamed over `path` and its folder flushed (see the module doc). Returns `path`."""
+    folder, which is then flushed, renamed over `path` and its folder flushed (see the module doc). With `previous`,
+    the file being replaced is kept under that name (renamed once the new one is complete on disk), so that a damaged
+    new file can fall back to it. A full disk raises `DiskFullError` (`size_hint`: the bytes the file needs, for its
+    message). Returns `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
@@ -64,7 +90,15 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
         write(tmp)
         os.chmod(tmp, default_mode())  # some writers (safetensors, mkstemp) create 0600 files
         fsync_file(tmp)
+        if previous is not None and path.is_file():
+            os.replace(path, previous)
         os.replace(tmp, path)
+    except OSError as err:
+        written = tmp.stat().st_size if tmp.exists() else 0
+        tmp.unlink(missing_ok=True)
+        if err.errno in DISK_FULL:
+            raise disk_full(path, written, size_hint) from err
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

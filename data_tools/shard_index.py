@@ -127,3 +127,35 @@ def shard_info(paths: Sequence[Path]) -> ShardInfo:
         info.resolution = first_manifest.get("config", {}).get("resolution")
         info.fields = first_manifest.get("config", {}).get("fields", {})
     return info
+
+
+@dataclass
+class DamagedShard:
+    """A shard that does not match its manifest record (or cannot be read), and how many samples it should hold."""
+
+    path: Path
+    problem: str
+    count: int
+
+
+def damaged_shards(info: ShardInfo) -> list[DamagedShard]:
+    """The shards of `info` whose size differs from their manifest record (a cheap check: no shard is read).
+    Shards without a manifest record cannot be checked and are not listed."""
+    records = manifest_records(info.manifest) if info.manifest else {}
+    out = []
+    for path, count in zip(info.paths, info.counts, strict=True):
+        record = records.get(path.name)
+        if record is None or "nbytes" not in record:
+            continue
+        size = path.stat().st_size if path.is_file() else None
+        if size != record["nbytes"]:
+            found = "missing" if size is None else f"{size} bytes"
+            out.append(DamagedShard(path, f"{found}, the manifest says {record['nbytes']} bytes", int(count)))
+    return out
+
+
+def without(info: ShardInfo, dropped: Sequence[Path]) -> ShardInfo:
+    """`info` with the shards `dropped` left out."""
+    keep = [(p, c) for p, c in zip(info.paths, info.counts, strict=True) if p not in set(dropped)]
+    return ShardInfo(paths=[p for p, _ in keep], counts=[c for _, c in keep], kind=info.kind,
+                     resolution=info.resolution, fields=dict(info.fields), manifest=info.manifest)

@@ -4,12 +4,14 @@ errors as one line on stderr with exit status 1."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import hydra
+import torch
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -38,16 +40,39 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*torch.jit.script.*is deprecated")
 
 
+PEER_SIGNS = ("gloo", "NCCL", "Connection reset", "Connection closed", "Broken pipe", "timed out", "Timed out",
+              "ProcessGroup", "TCPStore")
+
+
+def peer_failure(err: BaseException) -> bool:
+    """Whether `err` says that another process of a distributed run died or stopped answering."""
+    if isinstance(err, torch.distributed.DistError):
+        return True
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return distributed and isinstance(err, RuntimeError) and any(sign in str(err) for sign in PEER_SIGNS)
+
+
+def _exit(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
+    raise SystemExit(1)
+
+
 def run_or_exit(fn: Callable[..., T], *args: Any) -> T:
-    """fn(*args); a user error prints `error: <one line>` and exits 1 (HYDRA_FULL_ERROR=1 keeps the traceback)."""
+    """fn(*args); a user error prints `error: <one line>` and exits 1, as does the failure of another process of a
+    distributed run (a dead rank stops the others instead of hanging them). HYDRA_FULL_ERROR=1 keeps the traceback."""
     try:
         return fn(*args)
     except USER_ERRORS as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
-        raise SystemExit(1) from None
+        _exit(one_line(err))
+    except RuntimeError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or not peer_failure(err):
+            raise
+        cause = re.sub(r"^\[[^\]]*\]\s*", "", one_line(err)).split(". ")[0]  # without gloo's source location
+        _exit(f"another process of this distributed run stopped or stopped answering ({cause}); this process stops "
+              "too. The last checkpoint is kept: rerun the same command on every node to resume from it")
 
 
 def hydra_command(config_name: str, run: Callable[[DictConfig], Any], readonly: bool = False) -> Callable[[], None]:

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     extractor = fid.load_feature_extractor(args.extractor, args.layer, weights, args.device)
     paths = [p for info in infos.values() for p in info.paths]
     data = ShardDataModule(train_shards=None, test_shards=paths, batch_size=args.batch_size,
-                           num_workers=args.num_workers, kind="images")
+                           num_workers=args.num_workers, kind="images", on_error="raise")
     stats = fid.compute_stats(data.test_dataloader(), extractor, batch_size=args.batch_size, limit=args.limit,
                               progress=not args.quiet)
     stats.splits, stats.source = splits, shard_sources(args.shards, infos)

@@ -25,6 +25,7 @@ def shard_datamodule(
     seed: int = 0,
     train_split: str = "train",
     val_split: str = "val",
+    on_error: str = "warn",
 ) -> ShardDataModule:
     """Image shards `<root>/*-<split>-*.tar` (as written by `python -m data_tools.shard SRC root`)."""
     return ShardDataModule(
@@ -36,6 +37,7 @@ def shard_datamodule(
         shuffle_buffer=shuffle_buffer,
         seed=seed,
         flip=flip,
+        on_error=on_error,
     )
 
 
@@ -52,8 +54,8 @@ def synthetic_datamodule(root: str | Path, num_images: int, resolution: int, dat
 
 
 def latent_datamodule(root: str | Path, batch_size: int, resolution: int | None = None, num_workers: int = 0,
-                      shuffle_buffer: int = 1000, seed: int = 0, train_split: str = "train", val_split: str = "val"
-                      ) -> ShardDataModule:
+                      shuffle_buffer: int = 1000, seed: int = 0, train_split: str = "train", val_split: str = "val",
+                      on_error: str = "warn") -> ShardDataModule:
     """Pre-encoded latent shards `<root>/*-<split>-*.tar` (written by `python -m latent_ndm.encode`).
 
     Batches are {"mean", "logvar"} of q(z|x); the module's `resolution` is that of the images they were encoded
@@ -73,6 +75,7 @@ def latent_datamodule(root: str | Path, batch_size: int, resolution: int | None 
         seed=seed,
         flip=False,  # a latent is not mirrored with its image
         kind="latents",
+        on_error=on_error,
     )
     datamodule.vae_record = record
     return datamodule

@@ -12,6 +12,7 @@ Create shards with ``python -m data_tools.synthetic`` or ``python -m data_tools.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,10 +23,20 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from data_tools.shard_index import HOW_TO_CREATE, ShardInfo, expand_shards, iter_tar_samples, shard_info
+from data_tools.shard_index import (
+    HOW_TO_CREATE,
+    ShardInfo,
+    damaged_shards,
+    expand_shards,
+    iter_tar_samples,
+    shard_info,
+    without,
+)
 from latent_ndm.data.streams import EvalStream, SampleDecoder, TrainStream
 
 ShardSpec = str | Path | Sequence[str | Path]
+ON_ERROR = ("warn", "raise")
+log = logging.getLogger(__name__)
 
 
 def read_shard_info(shards: ShardSpec) -> ShardInfo:
@@ -97,23 +108,28 @@ class ShardDataModule(L.LightningDataModule):
         multiprocessing_context: start method of the loader workers ("fork", "spawn", ...); None: torch's
             default. Under ``strategy="ddp_spawn"`` that default is spawn, which re-imports everything per
             worker; "fork" avoids that on Linux.
+        on_error: a damaged shard (its size differs from the manifest's record, or it cannot be read while training)
+            is named in a warning and left out ("warn"), or stops the run ("raise"). Evaluation passes "raise": it
+            never reports a number over fewer samples than the manifest promises.
     """
 
     def __init__(self, train_shards: ShardSpec | None, val_shards: ShardSpec | None = None,
                  test_shards: ShardSpec | None = None, batch_size: int = 64, num_workers: int = 0,
                  resolution: int | None = None, batches_per_epoch: int | None = None, shuffle_buffer: int = 1000,
                  seed: int = 0, flip: bool = True, kind: str = "images", return_meta: bool = False,
-                 multiprocessing_context: str | None = None) -> None:
+                 multiprocessing_context: str | None = None, on_error: str = "warn") -> None:
         super().__init__()
         if kind not in ("images", "latents"):
             raise ValueError(f"kind must be 'images' or 'latents', got {kind!r}")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"data.on_error must be one of {ON_ERROR}, got {on_error!r}")
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
         self.specs = {"train": train_shards, "val": val_shards, "test": test_shards}
         self.batch_size, self.num_workers, self.resolution = batch_size, num_workers, resolution
         self.batches_per_epoch, self.shuffle_buffer, self.seed = batches_per_epoch, shuffle_buffer, seed
         self.flip, self.kind, self.return_meta = flip, kind, return_meta
-        self.multiprocessing_context = multiprocessing_context
+        self.multiprocessing_context, self.on_error = multiprocessing_context, on_error
         self.info: dict[str, ShardInfo] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -124,7 +140,7 @@ class ShardDataModule(L.LightningDataModule):
                 self.info[split] = self._checked_info(split)
 
     def _checked_info(self, split: str) -> ShardInfo:
-        info = read_shard_info(self.specs[split])
+        info = self._intact(split, read_shard_info(self.specs[split]))
         if info.kind != self.kind:
             raise ValueError(f"{split} shards {self.specs[split]!s} hold {info.kind}, but kind={self.kind!r}")
         if self.kind == "images":
@@ -134,6 +150,25 @@ class ShardDataModule(L.LightningDataModule):
                 raise ValueError(f"{split} shards {self.specs[split]!s} are {info.resolution}px but resolution="
                                  f"{self.resolution}; reshard or pass resolution={info.resolution}")
         return info
+
+    def _intact(self, split: str, info: ShardInfo) -> ShardInfo:
+        """`info` without the shards whose size differs from the manifest (each named in a warning), or an error
+        with on_error="raise" (or when no shard is left)."""
+        damaged = damaged_shards(info)
+        if not damaged:
+            return info
+        role = {"train": "training", "val": "validation", "test": "evaluation"}[split]
+        names = ", ".join(f"{d.path} ({d.problem})" for d in damaged)
+        fix = (f"re-create them (`python -m data_tools.shard ...`), or check every shard with `python -m "
+               f"data_tools.inspect {damaged[0].path.parent} --verify`")
+        if self.on_error == "raise" or len(damaged) == len(info.paths):
+            raise ValueError(f"damaged {role} shards: {names}; {fix}")
+        lost = sum(d.count for d in damaged)
+        for d in damaged:
+            warnings.warn(f"damaged {role} shard {d.path} ({d.problem}): going on without its {d.count} samples "
+                          f"(data.on_error=raise stops instead); {fix}", stacklevel=2)
+        log.warning("%d damaged %s shard(s) left out, %d of %d samples", len(damaged), role, lost, info.total)
+        return without(info, [d.path for d in damaged])
 
     def _placement(self) -> tuple[int, int]:
         """(rank, world size) from the trainer, else torch.distributed, else (0, 1)."""
@@ -173,7 +208,7 @@ class ShardDataModule(L.LightningDataModule):
                           "streams", stacklevel=2)
         stream = TrainStream([str(p) for p in info.paths], SampleDecoder(self.kind, self.resolution),
                              self.batch_size, self.train_batches_per_epoch(), self.shuffle_buffer, self.seed,
-                             self.flip, rank, world, self.return_meta)
+                             self.flip, rank, world, self.return_meta, self.on_error)
         return self._loader(stream)
 
     def _eval_loader(self, split: str) -> DataLoader:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import math
 import random
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -126,8 +127,9 @@ class TrainStream(IterableDataset):
 
     def __init__(self, paths: list[str], decoder: SampleDecoder, batch_size: int, batches_per_epoch: int,
                  shuffle_buffer: int, seed: int, flip: bool, rank: int = 0, world_size: int = 1,
-                 return_meta: bool = False) -> None:
+                 return_meta: bool = False, on_error: str = "raise") -> None:
         super().__init__()
+        self.on_error = on_error
         self.paths, self.decoder = [str(p) for p in paths], decoder
         self.batch_size, self.batches_per_epoch = batch_size, batches_per_epoch
         self.shuffle_buffer, self.seed, self.flip = shuffle_buffer, seed, flip
@@ -151,11 +153,26 @@ class TrainStream(IterableDataset):
     def __len__(self) -> int:
         return self.batches_per_epoch
 
-    @staticmethod
-    def _resampled(rng: random.Random, shards: list[str]) -> Iterator[dict[str, Any]]:
-        """Samples of shards drawn with replacement, forever."""
+    def _resampled(self, rng: random.Random, shards: list[str]) -> Iterator[dict[str, Any]]:
+        """Samples of shards drawn with replacement, forever. A shard that cannot be read stops the stream
+        (on_error="raise") or is named in one warning and passed over from then on ("warn"); the samples read
+        before the damage are kept. The same damage gives the same stream, so resuming stays exact."""
+        bad: set[str] = set()
         while True:
-            yield from iter_samples(rng.choice(shards))
+            path = rng.choice(shards)
+            if path in bad:
+                if len(bad) == len(set(shards)):
+                    raise ValueError(f"none of the training shards {sorted(bad)} can be read; re-create them")
+                continue
+            try:
+                yield from iter_samples(path)
+            except (ValueError, OSError) as err:
+                if self.on_error == "raise":
+                    raise ValueError(f"training shard {path} cannot be read ({err}); data.on_error=warn goes on "
+                                     "without it") from err
+                bad.add(path)
+                warnings.warn(f"training shard {path} cannot be read ({err}); going on without the rest of it",
+                              stacklevel=2)
 
     def _samples(self, rng: random.Random, shards: list[str]) -> Iterator[dict[str, Any]]:
         samples = self._resampled(rng, shards)

@@ -52,7 +52,7 @@ def heldout_images(run: LoadedRun, split: str, shards: str | None, batch_size: i
             raise EvaluationError(f"the run's data config has no {split!r} split; give shards=<image shard folder>")
     batch_size = batch_size or int(run.config["data"]["batch_size"])
     module = ShardDataModule(train_shards=None, test_shards=spec, batch_size=batch_size, kind="images",
-                             resolution=run.resolution)
+                             resolution=run.resolution, on_error="raise")
     try:
         module.setup("test")
     except ValueError as err:

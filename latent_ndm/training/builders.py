@@ -3,25 +3,28 @@ shares, trainer, resume checkpoint, and where a finished run put its outputs."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig
 
 from data_tools.errors import DataToolError
 from latent_ndm.errors import TrainingError
+from latent_ndm.runs.checkpoints import find_resume_point, read_checkpoint
 from latent_ndm.runs.config import resolved
 from latent_ndm.runs.export import CHECKPOINT_DIR, EXPORT_DIR, LAST_CKPT
 from latent_ndm.runs.hardware import configure_backends, select_accelerator, select_precision
-from latent_ndm.training.callbacks.checkpoint import LastCheckpoint
+from latent_ndm.training.callbacks.checkpoint import AtomicCheckpointIO, LastCheckpoint
 from latent_ndm.training.callbacks.export import RunExport
 from latent_ndm.training.callbacks.non_finite import NonFiniteGuard
 
@@ -82,25 +85,53 @@ def run_places(trainer: L.Trainer, run_dir: Path) -> dict[str, Path]:
     return {k: p for k, p in places.items() if p is not None and p.exists()}
 
 
-def build_trainer(cfg: DictConfig, callbacks: Sequence[L.Callback], loggers: Sequence[Logger]) -> L.Trainer:
-    """`cfg.trainer` with accelerator/precision 'auto' resolved (bf16-mixed on GPU, 32-true on CPU)."""
+def build_strategy(strategy: Any, timeout_s: float) -> Any:
+    """A DDP strategy named in Lightning's registry ("ddp", "ddp_spawn", ...), built with a collective timeout of
+    `timeout_s` seconds, so that a process waiting on a stuck peer fails instead of hanging; anything else as given."""
+    if isinstance(strategy, str) and strategy in StrategyRegistry and strategy.startswith("ddp"):
+        entry = StrategyRegistry[strategy]
+        if "timeout" in inspect.signature(entry["strategy"]).parameters:
+            return entry["strategy"](**entry["init_params"], timeout=timedelta(seconds=float(timeout_s)))
+    return strategy
+
+
+def build_trainer(cfg: DictConfig, callbacks: Sequence[L.Callback], loggers: Sequence[Logger],
+                  ddp_timeout_s: float = 1800.0) -> L.Trainer:
+    """`cfg.trainer` with accelerator/precision 'auto' resolved (bf16-mixed on GPU, 32-true on CPU), a DDP timeout
+    and atomic checkpoint writes."""
     accelerator = select_accelerator(cfg.accelerator)
     configure_backends(accelerator)
     return instantiate(cfg, accelerator=accelerator, precision=select_precision(cfg.precision, accelerator),
-                       callbacks=list(callbacks), logger=list(loggers) or False, _convert_="all")
+                       strategy=build_strategy(cfg.strategy, ddp_timeout_s), callbacks=list(callbacks),
+                       logger=list(loggers) or False, plugins=[AtomicCheckpointIO()], _convert_="all")
 
 
 def resume_checkpoint(resume: str | None, ckpt_dir: Path, model_config: dict[str, Any]) -> str | None:
-    """The checkpoint to resume from: `resume` = 'auto' (`<ckpt_dir>/last.ckpt` when present), 'never'/None, or a
-    path. A checkpoint of a different model (its stored config differs in `model_config`'s keys) is refused."""
+    """The checkpoint to resume from: `resume` = 'auto' (the newest intact one of `<ckpt_dir>`: last.ckpt, else
+    previous.ckpt; none: start), 'never'/None, or a path. A checkpoint of a different model (its stored config
+    differs in `model_config`'s keys) is refused; damaged checkpoints are named, and none intact is an error."""
     if resume in (None, "never", False):
         return None
-    path = ckpt_dir / LAST_CKPT if resume == "auto" else Path(str(resume))
-    if resume == "auto" and not path.is_file():
-        return None
-    if not path.is_file():
-        raise TrainingError(f"cannot resume: no checkpoint at {path}; give resume=auto, resume=never or a .ckpt path")
-    stored = torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("config", {})
+    if resume == "auto":
+        point = find_resume_point(ckpt_dir)
+        if point.path is None and point.damaged:
+            causes = "; ".join(f"{p.name}: {cause}" for p, cause in point.damaged)
+            raise TrainingError(f"cannot resume: no checkpoint in {ckpt_dir} loads ({causes}); start this run over "
+                                "with resume=never, or start a new one with name=<new name>")
+        if point.path is None:
+            return None
+        path, checkpoint = point.path, point.checkpoint
+    else:
+        path = Path(str(resume))
+        if not path.is_file():
+            raise TrainingError(f"cannot resume: no checkpoint at {path}; give resume=auto, resume=never or a .ckpt "
+                                "path")
+        try:
+            checkpoint = read_checkpoint(path)
+        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-sentence message
+            raise TrainingError(f"cannot resume from {path}: it does not load ({' '.join(str(err).split())}); "
+                                "give another resume=<.ckpt path>, or resume=never") from err
+    stored = checkpoint.get("config", {})
     changed = sorted(_diff({k: stored.get(k) for k in model_config}, model_config))
     if changed:
         raise TrainingError(

@@ -130,11 +130,6 @@ class NDMValidationMetrics:
         return out
 
 
-def step_seed(seed: int, rank: int, step: int, batch_idx: int) -> int:
-    """A seed for the noise of one training micro-batch, the same after a resume (no generator state to save)."""
-    return int((((seed * 1_000_003 + rank) * 1_000_003 + step) * 1_009 + batch_idx) % (2**63 - 1))
-
-
 def pixel_dims(image_channels: int, resolution: int) -> int:
     """D = C H W of square images."""
     return math.prod((image_channels, resolution, resolution))

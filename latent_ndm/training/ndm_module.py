@@ -18,7 +18,8 @@ from latent_ndm.model import LatentModel, NDMPrior
 from latent_ndm.model.latent import ndm_parameters
 from latent_ndm.training.callbacks.non_finite import check_finite_metrics
 from latent_ndm.training.ema import EMA
-from latent_ndm.training.ndm_loss import NDMTrainingLoss, NDMValidationMetrics, step_seed
+from latent_ndm.training.ndm_loss import NDMTrainingLoss, NDMValidationMetrics
+from latent_ndm.training.step_noise import seeded_step
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]  # param groups -> optimizer (a Hydra `_partial_`)
 SchedulerFactory = Callable[..., Any]  # optimizer -> LR scheduler stepped every batch
@@ -59,12 +60,9 @@ class NDMModule(L.LightningModule):
             self.model.vae.eval()  # frozen: no dropout, no norm-statistics updates
         return self
 
-    def generator(self, batch_idx: int) -> torch.Generator:
-        seed = step_seed(self.seed, self.global_rank, self.global_step, batch_idx)
-        return torch.Generator(device=self.device).manual_seed(seed)
-
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        out = self.loss(self.model, batch, self.generator(batch_idx))
+        with seeded_step(self.seed, self.global_rank, self.global_step, batch_idx, self.device) as generator:
+            out = self.loss(self.model, batch, generator)
         self.last_terms = {**{k: v.detach() for k, v in out.terms.items()}, "loss": out.loss.detach()}
         size = _batch_size(batch)
         self.log("train/loss_bpd", out.loss / math.log(2.0), prog_bar=True, batch_size=size)

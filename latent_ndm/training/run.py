@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from latent_ndm.errors import TrainingError
 from latent_ndm.runs.config import resolved
@@ -60,10 +60,13 @@ def train(cfg: DictConfig) -> RunResult:
     configure_cpu_threads(cfg.cpu_threads, select_accelerator(cfg.trainer.accelerator))
     run_dir = Path(cfg.run_dir)
     datamodule = build_datamodule(cfg.data)
+    if cfg.data.get("resolution") is None and getattr(datamodule, "resolution", None):
+        with open_dict(cfg):  # the manifest's resolution, for everything that interpolates ${data.resolution}
+            cfg.data.resolution = int(datamodule.resolution)
     model = stage.build_model(cfg, datamodule)
     callbacks = stage.build_callbacks(cfg, run_dir)
     loggers = build_loggers(cfg.logger, run_dir)
-    trainer = build_trainer(cfg.trainer, callbacks, loggers)
+    trainer = build_trainer(cfg.trainer, callbacks, loggers, cfg.ddp_timeout_s)
     model_config = {k: resolved(cfg)[k] for k in stage.model_keys}
     ckpt_path = resume_checkpoint(cfg.resume, run_dir / CHECKPOINT_DIR, model_config)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)

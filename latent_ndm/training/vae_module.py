@@ -16,6 +16,7 @@ from torch import nn
 from latent_ndm.training.callbacks.non_finite import check_finite_metrics
 from latent_ndm.training.ema import EMA
 from latent_ndm.training.schedules import KLWarmup
+from latent_ndm.training.step_noise import seeded_step
 from latent_ndm.training.vae_loss import ValidationMetrics, vae_loss
 from vae import VAE
 
@@ -34,6 +35,8 @@ class VAEModule(L.LightningModule):
     lpips_weight: weight of the LPIPS term in the training loss (never in the reported NELBO).
     ema_decay, ema_warmup: see `EMA`.
     active_threshold: nats of KL above which a latent channel counts as active.
+    seed: seeds the noise of every step (with rank, step and micro-batch), so that a resumed run draws what the
+        uninterrupted run drew.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class VAEModule(L.LightningModule):
         ema_decay: float = 0.999,
         ema_warmup: bool = True,
         active_threshold: float = 0.1,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if lpips_weight < 0 or (lpips_weight > 0 and lpips is None):
@@ -55,7 +59,7 @@ class VAEModule(L.LightningModule):
         self.ema = EMA(vae, ema_decay, ema_warmup)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.kl_warmup = kl_warmup or KLWarmup(warmup_steps=0)
-        self.lpips_weight, self.active_threshold = lpips_weight, active_threshold
+        self.lpips_weight, self.active_threshold, self.seed = lpips_weight, active_threshold, seed
         self._lpips = (lpips,) if lpips is not None else ()  # a tuple: not a submodule, not saved
         self.last_terms: dict[str, torch.Tensor] = {}
         self.val_metrics: dict[str, float] = {}
@@ -73,7 +77,8 @@ class VAEModule(L.LightningModule):
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
         beta = self.kl_warmup(self.global_step)
-        out = vae_loss(self.vae, x, beta, self.lpips, self.lpips_weight)
+        with seeded_step(self.seed, self.global_rank, self.global_step, batch_idx, self.device) as generator:
+            out = vae_loss(self.vae, x, beta, self.lpips, self.lpips_weight, generator)
         self.last_terms = out.terms()
         metrics = {"train/loss": out.loss, "train/rec_bpd": out.bpd(out.rec), "train/kl_bpd": out.bpd(out.kl),
                    "train/kl_beta": beta}

@@ -53,6 +53,7 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> VAEModule
         ema_decay=s.ema.decay,
         ema_warmup=s.ema.warmup,
         active_threshold=s.active_threshold,
+        seed=cfg.seed,
     )
 
 

@@ -59,14 +59,20 @@ def test_inspect_reports_verifies_and_writes_a_grid(tmp_path: Path, capsys: pyte
     grid = tmp_path / "grid.png"
     assert inspect_cli.main([str(root), "--grid", str(grid), "--n", "16"]) == 0
     out = capsys.readouterr().out
-    assert "train: 30 samples in 4 shards (manifest: 30)" in out and "6/6 shards verified" in out
+    assert "train: 30 samples in 4 shards (manifest: 30)" in out and "6/6 shards match the manifest" in out
     assert "resolution: 16" in out and Image.open(grid).size == (4 * 18 + 2, 4 * 18 + 2)
     victim = root / "synthetic-val-000000.tar"
     data = bytearray(victim.read_bytes())
     data[600] ^= 0xFF  # inside the first member's data
     victim.write_bytes(bytes(data))
-    assert inspect_cli.main([str(root / "*-val-*.tar"), "--n", "0"]) == 1
+    assert inspect_cli.main([str(root / "*-val-*.tar"), "--n", "0"]) == 0  # a flipped byte keeps size and count
+    capsys.readouterr()
+    assert inspect_cli.main([str(root / "*-val-*.tar"), "--n", "0", "--verify"]) == 1
     assert "sha256 mismatch" in capsys.readouterr().out
+    cut = root / "synthetic-train-000001.tar"
+    cut.write_bytes(cut.read_bytes()[:1536])  # cut inside the second sample
+    assert inspect_cli.main([str(root / "*-train-*.tar"), "--n", "0"]) == 1
+    assert "synthetic-train-000001.tar: unreadable" in capsys.readouterr().out
     assert inspect_cli.main([str(tmp_path / "nothing-*.tar")]) == 1
     assert "python -m data_tools.synthetic" in capsys.readouterr().err
 

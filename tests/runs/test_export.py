@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_tools.files import atomic_write, atomic_write_text
+from data_tools.files import DiskFullError, atomic_write, atomic_write_text
 from latent_ndm.runs.export import VAE_CONFIG as CONFIG_NAME
 from latent_ndm.runs.export import VAE_WEIGHTS as WEIGHTS_NAME
 from latent_ndm.runs.export import load_vae, save_vae, vae_weights_file
@@ -66,7 +66,8 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path: Path) ->
         tmp.write_text("half")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFullError, match=r"no space left in .*a to write metrics.yaml \(full after 0.0 MiB, "
+                                            r".* free\); the previous metrics.yaml is intact"):
         atomic_write(path, failing)
     assert path.read_text() == "old\n"
     assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.yaml"]  # the temporary file is gone

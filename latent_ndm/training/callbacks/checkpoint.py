@@ -1,12 +1,27 @@
-"""`LastCheckpoint`: the run's resume point, `<run>/checkpoints/last.ckpt`."""
+"""The run's resume point: `LastCheckpoint` decides when `<run>/checkpoints/last.ckpt` is written, and
+`AtomicCheckpointIO` (Lightning's checkpoint-IO plugin) how: in the destination folder, flushed, renamed into place,
+the one before kept as `previous.ckpt` (`latent_ndm.runs.checkpoints.save_checkpoint`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from latent_ndm.runs.checkpoints import save_checkpoint
 from latent_ndm.runs.export import LAST_CKPT
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO with a truly atomic save (Lightning's own stages the file in the system temp
+    folder and copies it across filesystems, which a full disk or a kill can leave half-written)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        save_checkpoint(checkpoint, Path(path))
 
 
 class LastCheckpoint(L.Callback):

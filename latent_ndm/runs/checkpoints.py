@@ -1,0 +1,106 @@
+"""The resume points of a run: `<run>/checkpoints/last.ckpt` and the one before it, `previous.ckpt`.
+
+Writing (`save_checkpoint`): the checkpoint is serialised into `last.ckpt.tmp` beside them and flushed to disk; only
+then is the old `last.ckpt` renamed to `previous.ckpt` and the new file renamed into place
+(`data_tools.files.atomic_write`). A write that fails or is killed leaves both older files as they were; a full disk
+stops with one sentence naming the folder and the bytes needed.
+
+Reading (`find_resume_point`): `last.ckpt`, else `previous.ckpt`; each one that does not load is reported with its
+cause and moved aside to `<name>.damaged` (so that the next save does not keep it as `previous.ckpt`), and a damaged
+latest checkpoint falls back to the one before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data_tools.files import atomic_write
+from latent_ndm.runs.export import LAST_CKPT
+
+PREVIOUS_CKPT = "previous.ckpt"
+DAMAGED_SUFFIX = ".damaged"
+log = logging.getLogger(__name__)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of every tensor in a nested checkpoint (a lower bound on its file size)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
+    """Write `checkpoint` to `path` atomically; a `last.ckpt` being replaced is kept as `previous.ckpt`."""
+    path = Path(path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a Python file object, so that a full disk raises OSError(ENOSPC)
+            torch.save(checkpoint, f)
+
+    previous = path.with_name(PREVIOUS_CKPT) if path.name == LAST_CKPT else None
+    return atomic_write(path, write, previous=previous, size_hint=tensor_bytes(checkpoint))
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint at `path` (tensors memory-mapped); raises whatever a damaged file raises."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError("it is not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def _cause(err: BaseException) -> str:
+    """The first sentence of an error, on one line."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    text = text.split(". ")[0]
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+@dataclass
+class ResumePoint:
+    """The checkpoint to resume from (None: none found), its contents, and the damaged files passed over."""
+
+    path: Path | None
+    checkpoint: dict[str, Any] | None
+    damaged: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def find_resume_point(ckpt_dir: Path) -> ResumePoint:
+    """The newest intact checkpoint of a run: `last.ckpt`, else `previous.ckpt`. Each damaged one is logged in one
+    line (file, cause), listed, and moved aside to `<name>.damaged`."""
+    damaged: list[tuple[Path, str]] = []
+    for name in (LAST_CKPT, PREVIOUS_CKPT):
+        path = ckpt_dir / name
+        if not path.is_file():
+            continue
+        try:
+            checkpoint = read_checkpoint(path)
+        except Exception as err:  # noqa: BLE001 - a damaged file may fail in many ways; each is reported alike
+            damaged.append((path, _cause(err)))
+            log.warning("the checkpoint %s does not load (%s); it is kept aside as %s", path, _cause(err),
+                        path.name + DAMAGED_SUFFIX)
+            _move_aside(path)
+            continue
+        if damaged:
+            log.warning("resuming from %s (step %s) instead of the damaged %s", path, checkpoint.get("global_step"),
+                        damaged[0][0].name)
+        return ResumePoint(path, checkpoint, damaged)
+    return ResumePoint(None, None, damaged)
+
+
+def _move_aside(path: Path) -> None:
+    """`path` -> `path.damaged` (another process of the run may have moved it already)."""
+    try:
+        os.replace(path, path.with_name(path.name + DAMAGED_SUFFIX))
+    except FileNotFoundError:
+        pass
