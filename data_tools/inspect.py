@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from data_tools.errors import DataToolError, run_cli
-from data_tools.files import sha256_file
+from data_tools.files import atomic_write, sha256_file
 from data_tools.manifest import PREVIEW_NAME
 from data_tools.shard_index import HOW_TO_CREATE, expand_shards, iter_tar_samples, manifest_records, shard_info
 
@@ -75,7 +75,7 @@ def preview_grid(paths: list[Path], n: int) -> np.ndarray | None:
     return grid
 
 
-def report(spec: list[str], grid_path: Path | None, n_preview: int, verify: bool = False) -> int:
+def report(spec: list[str], preview: Path | None, n_preview: int, verify: bool = False) -> int:
     """Print the report for the shards named by `spec`; return the exit status."""
     paths = expand_shards(spec)
     if not paths:
@@ -103,7 +103,7 @@ def report(spec: list[str], grid_path: Path | None, n_preview: int, verify: bool
     skipped = (info.manifest or {}).get("skipped", [])
     if skipped:
         print(f"skipped at sharding: {len(skipped)} files, e.g. {skipped[0]['file']}: {skipped[0]['reason']}")
-    _write_preview(paths, info.kind, grid_path or paths[0].parent / PREVIEW_NAME, n_preview)
+    _write_preview(paths, info.kind, preview or Path(PREVIEW_NAME), n_preview)
     return 1 if bad else 0
 
 
@@ -112,7 +112,7 @@ def _write_preview(paths: list[Path], kind: str, grid_path: Path, n: int) -> Non
         return
     grid = preview_grid(paths, n)
     if grid is not None:
-        Image.fromarray(grid).save(grid_path)
+        atomic_write(grid_path, lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"))
         print(f"preview of the first {n} images: {grid_path}")
 
 
@@ -120,15 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data_tools.inspect",
                                 description="Counts, resolution, checksum verification and a preview grid of shards.")
     p.add_argument("shards", nargs="+", help="shard directory, glob or brace pattern")
-    p.add_argument("--grid", type=Path, default=None, help=f"preview PNG (default: <shard dir>/{PREVIEW_NAME})")
-    p.add_argument("--n", type=int, default=64, help="images in the preview grid (0: none)")
+    p.add_argument("--preview", type=Path, default=None,
+                   help=f"where the preview grid PNG goes (default: {PREVIEW_NAME} in the working directory; never "
+                        "into the dataset)")
+    p.add_argument("--preview-images", type=int, default=64, help="images in the preview grid (0: no preview)")
     p.add_argument("--verify", action="store_true", help="also compare every shard's sha256 with the manifest")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: report(args.shards, args.grid, args.n, args.verify))
+    return run_cli(lambda: report(args.shards, args.preview, args.preview_images, args.verify))
 
 
 if __name__ == "__main__":

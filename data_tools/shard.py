@@ -10,6 +10,7 @@ Rerunning the same command after an interruption resumes: complete, verified sha
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from data_tools.errors import DataToolError, run_cli
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("src", type=Path, help="folder (searched recursively) or .zip of JPEG/PNG images")
     p.add_argument("out", type=Path, help="output directory (created; must be empty or hold this dataset)")
-    p.add_argument("--name", default="celebahq256", help="dataset name, the shard file prefix")
+    p.add_argument("--name", default=None, help="dataset name, the shard file prefix (default: the source's name)")
     p.add_argument("--resolution", type=int, default=256, help="output side length in pixels")
     p.add_argument("--shard-size", type=int, default=1000, help="images per shard")
     p.add_argument("--split", default=DEFAULT_SPLIT, help="NAME=COUNT or NAME=FRACTION, comma-separated")
@@ -39,12 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def dataset_name(src: Path) -> str:
+    """The default dataset name: the source folder's (or zip's) name, with other characters than letters, digits,
+    '_' and '-' replaced by '_'."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", src.resolve().stem if src.suffix == ".zip" else src.resolve().name)
+    return name.strip("_-") or "images"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        options = ShardOptions(name=args.name, resolution=args.resolution, shard_size=args.shard_size,
-                               split=args.split, seed=args.seed, min_size=args.min_size,
+        options = ShardOptions(name=args.name or dataset_name(args.src), resolution=args.resolution,
+                               shard_size=args.shard_size, split=args.split, seed=args.seed, min_size=args.min_size,
                                workers=args.workers, strict=args.strict, progress=not args.quiet)
         source = open_source(args.src)
         if args.src.is_dir() and args.out.resolve().is_relative_to(args.src.resolve()):

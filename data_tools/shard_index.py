@@ -22,7 +22,7 @@ from data_tools.tarread import iter_samples
 
 _SHARD = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)-(?P<split>[A-Za-z0-9_]+)-\d{6,}\.tar$")
 
-HOW_TO_CREATE = ("create shards with `python -m data_tools.synthetic data/synthetic-64` (embedded default set) "
+HOW_TO_CREATE = ("create shards with `python -m data_tools.synthetic data/synthetic-32` (embedded default set) "
                  "or `python -m data_tools.shard SRC OUT` (your images)")
 
 

@@ -23,9 +23,9 @@ from data_tools.images_to_shards import ShardOptions, default_workers, shard_ima
 from data_tools.manifest import read_manifest, shard_is_intact
 from data_tools.sources import Listing
 
-DEFAULT_ROOT = Path("data/synthetic-64")
+DEFAULT_ROOT = Path("data/synthetic-32")  # where `python -m latent_ndm.train` (data=synthetic) looks
 DEFAULT_N = 4096
-DEFAULT_RESOLUTION = 64
+DEFAULT_RESOLUTION = 32
 DEFAULT_SPLIT = "train=0.9,val=0.1"
 
 
@@ -148,10 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("out", type=Path, nargs="?", default=DEFAULT_ROOT, help="output directory")
-    p.add_argument("--n", type=int, default=DEFAULT_N, help="number of images")
+    p.add_argument("--num-images", "--n", type=int, default=DEFAULT_N, help="number of images")
     p.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, help="side length in pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of the pictures and of the split")
-    p.add_argument("--shard-size", type=int, default=None, help="images per shard (default: n // 16, 16 to 512)")
+    p.add_argument("--shard-size", type=int, default=None,
+                   help="images per shard (default: num_images // 16, 16 to 512)")
     p.add_argument("--split", default=DEFAULT_SPLIT, help="NAME=COUNT or NAME=FRACTION, comma-separated")
     p.add_argument("--workers", type=int, default=default_workers(), help="parallel processes (<= 1: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -162,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        write_synthetic(args.out, n=args.n, resolution=args.resolution, seed=args.seed, shard_size=args.shard_size,
-                        split=args.split, workers=args.workers, progress=not args.quiet)
+        write_synthetic(args.out, n=args.num_images, resolution=args.resolution, seed=args.seed,
+                        shard_size=args.shard_size, split=args.split, workers=args.workers, progress=not args.quiet)
         manifest = read_manifest(args.out)
         counts = {s: v["count"] for s, v in manifest["splits"].items()}
         print(f"wrote {args.out}: " + ", ".join(f"{s}={c}" for s, c in counts.items()))

@@ -13,19 +13,23 @@ from typing import Any, NoReturn, TypeVar
 import hydra
 import torch
 from hydra.errors import HydraException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from data_tools.errors import DataToolError
 from latent_ndm.errors import UserError
 from latent_ndm.runs.config import CONFIG_DIR
 
-USER_ERRORS = (UserError, DataToolError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException)
+USER_ERRORS = (UserError, DataToolError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException,
+               MisconfigurationException)  # Lightning's configuration errors (e.g. a budget a checkpoint exceeds)
 T = TypeVar("T")
 
 
 def one_line(err: BaseException) -> str:
     """The message of a user-facing error on one line (DataLoader workers wrap it in a traceback)."""
+    if isinstance(err, MissingMandatoryValue) and getattr(err, "full_key", None):
+        return f"{err.full_key} is required: give {err.full_key}=... on the command line"
     text = str(err).strip() or type(err).__name__
     if "Original Traceback" in text:
         text = text.splitlines()[-1].split(": ", 1)[-1]

@@ -1,4 +1,5 @@
 """``python -m latent_ndm.encode vae_ckpt=VAE shards=IMAGES [out=OUT] [batch_size=64] [device=auto] [splits=[a,b]]``
+(options: configs/encode.yaml)
 
 Encodes every image of the image shards in IMAGES with the frozen VAE (images snapped to the VAE's bit depth, as
 the NDM stage does) and writes the encoder posteriors q(z|x) as latent shards ``OUT/{name}-{split}-*.tar`` (fields
@@ -10,7 +11,6 @@ the NDM stage does) and writes the encoder posteriors q(z|x) as latent shards ``
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,24 +18,24 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
-from data_tools.errors import DataToolError, run_cli
+from data_tools.errors import DataToolError
 from data_tools.latent_shards import vae_record, write_latent_shards
 from data_tools.manifest import read_manifest
 from data_tools.shard_index import HOW_TO_CREATE, shards_by_split
 from data_tools.tarread import iter_samples
+from latent_ndm.cli import hydra_command
 from latent_ndm.data.module import read_shard_info
 from latent_ndm.data.streams import SampleDecoder, collate
 from latent_ndm.model import LatentModel
 from latent_ndm.runs.export import load_vae, vae_weights_file
 from latent_ndm.runs.hardware import resolve_device
 
-USAGE = __doc__.split("\n\n")[0].strip("`")
-
 
 @dataclass
 class EncodeOptions:
-    """The command's key=value arguments (see the module doc)."""
+    """What to encode (configs/encode.yaml): see the module doc."""
 
     vae_ckpt: Path
     shards: Path
@@ -48,33 +48,12 @@ class EncodeOptions:
     def out_dir(self) -> Path:
         return self.out if self.out is not None else self.shards.parent / f"{self.shards.name}-latents"
 
-
-KEYS = tuple(EncodeOptions.__dataclass_fields__)
-
-
-def parse_args(argv: list[str]) -> EncodeOptions:
-    """key=value arguments (Hydra-override style; ``splits=[train,val]`` or ``splits=train,val``)."""
-    values: dict[str, Any] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise DataToolError(f"arguments are key=value (e.g. vae_ckpt=runs/vae/default/export), got {arg!r}")
-        if key not in KEYS:
-            raise DataToolError(f"unknown argument {key!r}; choose from {', '.join(KEYS)}")
-        values[key] = value
-    missing = [k for k in ("vae_ckpt", "shards") if k not in values]
-    if missing:
-        raise DataToolError(f"missing {' and '.join(f'{k}=...' for k in missing)}; usage: {USAGE.strip()}")
-    try:
-        batch_size = int(values.get("batch_size", 64))
-    except ValueError:
-        raise DataToolError(f"batch_size must be an integer, got {values['batch_size']!r}") from None
-    if batch_size < 1:
-        raise DataToolError(f"batch_size must be >= 1, got {batch_size}")
-    splits = [s.strip() for s in values.get("splits", "").strip("[]").split(",") if s.strip()]
-    out = values.get("out")
-    return EncodeOptions(Path(values["vae_ckpt"]), Path(values["shards"]), Path(out) if out else None, batch_size,
-                         values.get("device", "auto"), splits)
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> EncodeOptions:
+        if int(cfg.batch_size) < 1:
+            raise DataToolError(f"batch_size must be >= 1, got {cfg.batch_size}")
+        return cls(Path(cfg.vae_ckpt), Path(cfg.shards), Path(cfg.out) if cfg.out else None, int(cfg.batch_size),
+                   str(cfg.device), [str(s) for s in cfg.splits or []])
 
 
 def image_splits(shards: Path, wanted: list[str]) -> tuple[str, dict[str, list[Path]]]:
@@ -138,22 +117,18 @@ def encode_shards(options: EncodeOptions) -> dict[str, Any]:
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Encode as `cfg` says, then print what was written."""
+    options = EncodeOptions.from_config(cfg)
+    manifest = encode_shards(options)
+    counts = ", ".join(f"{s}={v['count']}" for s, v in manifest["splits"].items())
+    shape = "x".join(str(n) for n in manifest["config"]["vae"]["latent_shape"])
+    print(f"wrote {shape} latents to {options.out_dir}: {counts}")
+    return manifest
 
-    def body() -> int:
-        options = parse_args(argv)
-        manifest = encode_shards(options)
-        counts = ", ".join(f"{s}={v['count']}" for s, v in manifest["splits"].items())
-        shape = "x".join(str(n) for n in manifest["config"]["vae"]["latent_shape"])
-        print(f"wrote {shape} latents to {options.out_dir}: {counts}")
-        return 0
 
-    return run_cli(body)
+main = hydra_command("encode", run)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -1,16 +1,21 @@
 """`python -m latent_ndm.train stage=vae [key=value ...]`: train one stage of latent NDM (Hydra + Lightning).
 
-Configs live in the repository's `configs/` folder (`train.yaml` and one group per built object); every key can be
-overridden on the command line, unknown keys are errors. A run writes into `runs/<stage>/<name>/`:
-`checkpoints/last.ckpt` (resumed automatically by the same command), `export/` (what the next stage loads:
-`ema.safetensors`, `vae_config.yaml`, `train_config.yaml`, `metrics.yaml`), `images/`, `tensorboard/`, `csv/`.
+Configs live in `configs/` (`train.yaml` and one group per built object); every key can be overridden on the command
+line, unknown keys are errors. A run writes into `runs/<stage>/<name>/` (a sweep's job into `.../<job number>/`), once
+it really starts: `checkpoints/last.ckpt` (resumed automatically by the same command), `export/` (what the next stage
+loads), `images/`, `tensorboard/`, `csv/`, `train.log` and `.hydra/` (the config and overrides it was started with).
 """
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
 
 from latent_ndm.cli import hydra_command
+from latent_ndm.runs.folders import remove_if_empty
 from latent_ndm.training.run import RunResult, train
 
 
@@ -29,8 +34,17 @@ def format_report(cfg: DictConfig, result: RunResult) -> str:
 
 
 def run(cfg: DictConfig) -> RunResult:
-    """Train, then (rank 0) print where everything went."""
-    result = train(cfg)
+    """Train, then (rank 0) print where everything went. Each job of a sweep (-m) gets its own folder,
+    `<run_dir>/<job number>`; a job that fails before it starts leaves no folder behind."""
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN:
+        with open_dict(cfg):
+            cfg.run_dir = str(Path(cfg.run_dir) / str(hydra.job.num))
+    try:
+        result = train(cfg, list(hydra.overrides.task))
+    except BaseException:
+        remove_if_empty(Path(cfg.run_dir))  # e.g. the folder Hydra made for a sweep job that never started
+        raise
     if result.trainer.is_global_zero:
         print(format_report(cfg, result))
     return result

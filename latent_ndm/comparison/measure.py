@@ -53,7 +53,7 @@ def train_run(overrides: Sequence[str]) -> Path:
             cfg.trainer.val_check_interval = int(cfg.trainer.max_steps)  # validate at least at the end
     threads = torch.get_num_threads()
     try:
-        return Path(train(cfg).run_dir)
+        return Path(train(cfg, list(overrides)).run_dir)
     finally:
         torch.set_num_threads(threads)
 

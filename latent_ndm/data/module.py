@@ -147,8 +147,9 @@ class ShardDataModule(L.LightningDataModule):
             if self.resolution is None:
                 self.resolution = info.resolution
             elif info.resolution is not None and info.resolution != self.resolution:
-                raise ValueError(f"{split} shards {self.specs[split]!s} are {info.resolution}px but resolution="
-                                 f"{self.resolution}; reshard or pass resolution={info.resolution}")
+                raise ValueError(f"{split} shards {self.specs[split]!s} are {info.resolution}px but data.resolution="
+                                 f"{self.resolution}; reshard them, or set data.resolution={info.resolution} (or null: "
+                                 "the manifest's)")
         return info
 
     def _intact(self, split: str, info: ShardInfo) -> ShardInfo:

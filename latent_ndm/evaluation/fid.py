@@ -218,7 +218,7 @@ class FeatureStats:
         for p in (manifest, npz):
             if not p.is_file():
                 raise FileNotFoundError(f"FID statistics file {p} does not exist; create it with "
-                                        "`python -m latent_ndm.fid_stats --shards DATA_DIR --out DIR`")
+                                        "`python -m latent_ndm.fid_stats shards=DATA_DIR out=DIR`")
         try:
             meta = json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

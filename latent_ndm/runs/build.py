@@ -33,6 +33,12 @@ def latent_shape(ndm: NDMConfig) -> tuple[int, int, int]:
     return (c, r, r)
 
 
+def configured_latent_shape(ndm: NDMConfig) -> tuple[int | None, int | None, int | None]:
+    """The latent shape an `ndm` config asks for, None where it leaves it to the VAE (`null`)."""
+    c, r = ndm["latent"]["channels"], ndm["latent"]["resolution"]
+    return (None if c is None else int(c), None if r is None else int(r), None if r is None else int(r))
+
+
 def transform_kind(ndm: NDMConfig) -> str:
     """The kind of forward transform F of an `ndm` config: identity (LSGM), separable or neural."""
     target = str(ndm["transform"]["_target_"])
@@ -85,10 +91,11 @@ def build_ndm_prior(ndm: NDMConfig, state: Mapping[str, torch.Tensor] | None = N
     return NDMPrior(denoiser, transform, schedule, objective, shape, t_eps=float(n.t_eps), eval_t_eps=eval_t_eps)
 
 
-def checked_vae(vae_ckpt: str | Path | None, resolution: int, shape: tuple[int, int, int],
+def checked_vae(vae_ckpt: str | Path | None, resolution: int, shape: tuple[int | None, ...],
                 scratch: Callable[[], VAE] | None = None) -> VAE:
     """The VAE export at `vae_ckpt` (or `scratch()` when it is None), refused unless it encodes `resolution`-px
-    images to latents of `shape` (the shape the NDM is configured for) and has a valid latent scale."""
+    images to latents of `shape` (the shape the NDM is configured for; None entries: whatever the VAE gives) and has
+    a valid latent scale."""
     if vae_ckpt is None:
         if scratch is None:
             raise TrainingError(f"stage=ndm with ndm.mode=disjoint needs a trained VAE: run `{VAE_COMMAND}` first, "
@@ -107,12 +114,13 @@ def checked_vae(vae_ckpt: str | Path | None, resolution: int, shape: tuple[int, 
         found = tuple(vae.latent_shape(resolution))
     except ValueError as err:
         raise TrainingError(f"the VAE {vae_ckpt} does not fit {resolution}px images: {err}") from err
-    if found != tuple(shape):
+    if any(want is not None and int(want) != got for want, got in zip(shape, found, strict=True)):
         c, r = found[0], found[1]
+        asked = tuple("any" if v is None else int(v) for v in shape)
         raise TrainingError(
             f"the VAE checkpoint {vae_ckpt} encodes {resolution}px images to latents of shape {found}, but the NDM is "
-            f"configured for {tuple(shape)}; set ndm.latent.channels={c} ndm.latent.resolution={r}, or give "
-            "a matching vae_ckpt"
+            f"configured for {asked}; set ndm.latent.channels={c} ndm.latent.resolution={r} (or null: the VAE's), or "
+            "give a matching vae_ckpt"
         )
     if not torch.isfinite(vae.latent_scale) or vae.latent_scale <= 0:
         raise TrainingError(f"the VAE checkpoint {vae_ckpt} has an invalid latent scale {vae.latent_scale.item()}")

@@ -5,15 +5,17 @@ then is the old `last.ckpt` renamed to `previous.ckpt` and the new file renamed 
 (`data_tools.files.atomic_write`). A write that fails or is killed leaves both older files as they were; a full disk
 stops with one sentence naming the folder and the bytes needed.
 
-Reading (`find_resume_point`): `last.ckpt`, else `previous.ckpt`; each one that does not load is reported with its
-cause and moved aside to `<name>.damaged` (so that the next save does not keep it as `previous.ckpt`), and a damaged
-latest checkpoint falls back to the one before it.
+Reading (`find_resume_point`): the newest intact one of `last.ckpt`, `previous.ckpt` and a SLURM requeue's
+`hpc_ckpt_<n>.ckpt`; each one that does not load is reported with its cause and moved aside to `<name>.damaged` (so
+that the next save does not keep it as `previous.ckpt`), and a damaged latest checkpoint falls back to the one
+before it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,12 +77,15 @@ class ResumePoint:
     damaged: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def find_resume_point(ckpt_dir: Path) -> ResumePoint:
-    """The newest intact checkpoint of a run: `last.ckpt`, else `previous.ckpt`. Each damaged one is logged in one
-    line (file, cause), listed, and moved aside to `<name>.damaged`."""
+def find_resume_point(ckpt_dir: Path, requeue_dir: Path | None = None) -> ResumePoint:
+    """The newest intact checkpoint of a run, by training step: `last.ckpt`, `previous.ckpt`, and the
+    `hpc_ckpt_<n>.ckpt` that Lightning writes into `requeue_dir` (the run folder) when SLURM preempts and requeues a
+    job. Each damaged one is logged in one line (file, cause), listed, and moved aside to `<name>.damaged`."""
+    candidates = [ckpt_dir / LAST_CKPT, ckpt_dir / PREVIOUS_CKPT]
+    candidates += requeue_checkpoints(requeue_dir) if requeue_dir is not None else []
     damaged: list[tuple[Path, str]] = []
-    for name in (LAST_CKPT, PREVIOUS_CKPT):
-        path = ckpt_dir / name
+    best: tuple[Path, dict[str, Any]] | None = None
+    for path in candidates:
         if not path.is_file():
             continue
         try:
@@ -89,18 +94,37 @@ def find_resume_point(ckpt_dir: Path) -> ResumePoint:
             damaged.append((path, _cause(err)))
             log.warning("the checkpoint %s does not load (%s); it is kept aside as %s", path, _cause(err),
                         path.name + DAMAGED_SUFFIX)
-            _move_aside(path)
+            _move_aside(path, DAMAGED_SUFFIX)
             continue
-        if damaged:
-            log.warning("resuming from %s (step %s) instead of the damaged %s", path, checkpoint.get("global_step"),
-                        damaged[0][0].name)
-        return ResumePoint(path, checkpoint, damaged)
-    return ResumePoint(None, None, damaged)
+        if best is None or int(checkpoint.get("global_step", -1)) > int(best[1].get("global_step", -1)):
+            best = (path, checkpoint)
+    if best is None:
+        return ResumePoint(None, None, damaged)
+    if damaged:
+        log.warning("resuming from %s (step %s) instead of the damaged %s", best[0], best[1].get("global_step"),
+                    ", ".join(p.name for p, _ in damaged))
+    return ResumePoint(best[0], best[1], damaged)
 
 
-def _move_aside(path: Path) -> None:
-    """`path` -> `path.damaged` (another process of the run may have moved it already)."""
+def requeue_checkpoints(run_dir: Path) -> list[Path]:
+    """The `hpc_ckpt_<n>.ckpt` files Lightning's SLURM auto-requeue wrote into a run folder, oldest first."""
+    found = [(int(m.group(1)), p) for p in run_dir.glob("hpc_ckpt_*.ckpt")
+             if (m := re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def set_aside_requeue_checkpoints(run_dir: Path) -> list[Path]:
+    """Rename SLURM requeue checkpoints to `<name>.unused`, so that a run started over does not pick them up."""
+    moved = requeue_checkpoints(run_dir)
+    for path in moved:
+        _move_aside(path, ".unused")
+        log.warning("starting over: the requeue checkpoint %s is kept aside as %s.unused", path, path.name)
+    return moved
+
+
+def _move_aside(path: Path, suffix: str) -> None:
+    """`path` -> `<path><suffix>` (another process of the run may have moved it already)."""
     try:
-        os.replace(path, path.with_name(path.name + DAMAGED_SUFFIX))
+        os.replace(path, path.with_name(path.name + suffix))
     except FileNotFoundError:
         pass

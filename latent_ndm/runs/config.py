@@ -10,7 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+# the package's configs/ (in the repository a link to the top-level configs/ folder; in a wheel, a copy of it)
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
 
 def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
@@ -25,3 +26,37 @@ def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain, resolved Python containers (what checkpoints and exports store)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+# Keys that do not shape the model, the data or the optimisation: where a run is, its budget (more steps continue it),
+# how it is logged, checkpointed and validated, and on what hardware it runs. Everything else must match to resume.
+NOT_SHAPING = (
+    "name", "run_dir", "resume", "cpu_threads", "logger", "ddp_timeout_s", "checkpoints",
+    "trainer._target_", "trainer.max_steps", "trainer.max_epochs", "trainer.val_check_interval",
+    "trainer.check_val_every_n_epoch", "trainer.limit_val_batches", "trainer.num_sanity_val_steps",
+    "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.fast_dev_run", "trainer.enable_checkpointing", "trainer.accelerator", "trainer.strategy",
+    "trainer.deterministic", "trainer.default_root_dir", "data.num_workers", "data.on_error", "stage.images",
+    "stage.non_finite", "stage.max_skips", "stage.lpips.backbone_path",
+)
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every leaf that differs between two plain nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [(prefix.rstrip("."), old, new)] if old != new else []
+
+
+def shaping_differences(stored: dict[str, Any], current: DictConfig) -> list[tuple[str, Any, Any]]:
+    """The keys that shape the model, the data or the optimisation and differ between the config a checkpoint was
+    trained with (`stored`, resolved) and `current`. `current` is resolved with the stored budget
+    (trainer.max_steps), so that values derived from it (a schedule's length) do not count as changes."""
+    probe = OmegaConf.create(OmegaConf.to_container(current, resolve=False))
+    steps = (stored.get("trainer") or {}).get("max_steps")
+    if steps is not None and "trainer" in probe:
+        probe.trainer.max_steps = steps
+    now = OmegaConf.to_container(probe, resolve=True)
+    return [d for d in _differences(stored, now)
+            if not any(d[0] == k or d[0].startswith(k + ".") for k in NOT_SHAPING)]

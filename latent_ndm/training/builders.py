@@ -1,4 +1,4 @@
-"""Stage-independent builders used by `latent_ndm.train.train`: datamodule, loggers, the callbacks every stage
+"""Stage-independent builders used by `latent_ndm.training.run.train`: datamodule, loggers, the callbacks every stage
 shares, trainer, resume checkpoint, and where a finished run put its outputs."""
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ from typing import Any
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig
 
 from data_tools.errors import DataToolError
 from latent_ndm.errors import TrainingError
-from latent_ndm.runs.checkpoints import find_resume_point, read_checkpoint
-from latent_ndm.runs.config import resolved
+from latent_ndm.runs.checkpoints import find_resume_point, read_checkpoint, set_aside_requeue_checkpoints
+from latent_ndm.runs.config import resolved, shaping_differences
 from latent_ndm.runs.export import CHECKPOINT_DIR, EXPORT_DIR, LAST_CKPT
 from latent_ndm.runs.hardware import configure_backends, select_accelerator, select_precision
-from latent_ndm.training.callbacks.checkpoint import AtomicCheckpointIO, LastCheckpoint
+from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC, AtomicCheckpointIO, LastCheckpoint
 from latent_ndm.training.callbacks.export import RunExport
 from latent_ndm.training.callbacks.non_finite import NonFiniteGuard
 
@@ -45,31 +45,55 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return datamodule
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
-    """TensorBoard (`<run_dir>/tensorboard`, appended to on resume) and CSV (`<run_dir>/csv/version_<k>`)."""
-    loggers: list[Logger] = []
-    if cfg.tensorboard:
-        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="",
-                                         default_hp_metric=False))
-    if cfg.csv:
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv"))
-    return loggers
+def build_loggers(cfg: DictConfig | None) -> list[Logger]:
+    """The loggers of the `logger` group (tensorboard, csv, wandb: each an entry of `cfg`; none: no logger)."""
+    if not cfg:
+        return []
+    try:
+        return [instantiate(entry, _convert_="all") for entry in cfg.values()]
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ModuleNotFoundError | ImportError):
+            raise TrainingError(f"a logger of logger={list(cfg)} cannot be built ({cause}); install what it needs "
+                                "or choose others, e.g. logger=[tensorboard,csv]") from err
+        raise
+
+
+def log_hyperparameters(loggers: Sequence[Logger], cfg: DictConfig) -> None:
+    """The resolved run config as every logger's hyperparameters."""
+    config = resolved(cfg)
+    for logger in loggers:
+        logger.log_hyperparams(config)
 
 
 def run_callbacks(cfg: DictConfig, run_dir: Path, images: L.Callback, non_finite: str = "stop", max_skips: int = 100,
                   hint: str = "") -> list[L.Callback]:
-    """The callbacks of every stage, in order: the non-finite guard, `checkpoints/last.ckpt`, the `export/`, the stage's
-    image grids, and the learning-rate monitor when a logger is on."""
+    """The callbacks of every stage, in order: the non-finite guard, `checkpoints/last.ckpt`, the periodic and best
+    checkpoints asked for in `cfg.checkpoints`, the `export/`, the stage's image grids, and the learning-rate monitor
+    when a logger is on."""
     checkpoints = LastCheckpoint(run_dir / CHECKPOINT_DIR)
-    callbacks: list[L.Callback] = [
-        NonFiniteGuard(checkpoints.path, non_finite, max_skips, hint),
-        checkpoints,
-        RunExport(run_dir / EXPORT_DIR, resolved(cfg)),
-        images,
-    ]
-    if cfg.logger.tensorboard or cfg.logger.csv:
+    callbacks: list[L.Callback] = [NonFiniteGuard(checkpoints.path, non_finite, max_skips, hint), checkpoints,
+                                   *kept_checkpoints(cfg.get("checkpoints"), run_dir / CHECKPOINT_DIR),
+                                   RunExport(run_dir / EXPORT_DIR, resolved(cfg)), images]
+    if cfg.get("logger"):
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     return callbacks
+
+
+def kept_checkpoints(cfg: DictConfig | None, ckpt_dir: Path) -> list[ModelCheckpoint]:
+    """Lightning `ModelCheckpoint`s beside last.ckpt: every `every_n_steps` optimizer steps (`step<N>.ckpt`, the
+    newest `keep` of them, -1: all) and the best validation bound so far (`best.ckpt`)."""
+    if not cfg:
+        return []
+    out = []
+    if cfg.get("every_n_steps"):
+        out.append(ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
+                                   every_n_train_steps=int(cfg.every_n_steps), save_top_k=int(cfg.get("keep", -1)),
+                                   monitor="step", mode="max", save_on_train_epoch_end=False))
+    if cfg.get("best"):
+        out.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=BOUND_METRIC, mode="min", save_top_k=1,
+                                   enable_version_counter=False, auto_insert_metric_name=False))
+    return out
 
 
 def run_places(trainer: L.Trainer, run_dir: Path) -> dict[str, Path]:
@@ -95,25 +119,30 @@ def build_strategy(strategy: Any, timeout_s: float) -> Any:
     return strategy
 
 
-def build_trainer(cfg: DictConfig, callbacks: Sequence[L.Callback], loggers: Sequence[Logger],
+def build_trainer(cfg: DictConfig, callbacks: Sequence[L.Callback], loggers: Sequence[Logger], run_dir: Path,
                   ddp_timeout_s: float = 1800.0) -> L.Trainer:
-    """`cfg.trainer` with accelerator/precision 'auto' resolved (bf16-mixed on GPU, 32-true on CPU), a DDP timeout
-    and atomic checkpoint writes."""
+    """`cfg.trainer` with accelerator/precision 'auto' resolved (bf16-mixed on GPU, 32-true on CPU), the run folder
+    as Lightning's root (a SLURM requeue checkpoint lands there), a DDP timeout and atomic checkpoint writes."""
     accelerator = select_accelerator(cfg.accelerator)
     configure_backends(accelerator)
+    periodic = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     return instantiate(cfg, accelerator=accelerator, precision=select_precision(cfg.precision, accelerator),
                        strategy=build_strategy(cfg.strategy, ddp_timeout_s), callbacks=list(callbacks),
-                       logger=list(loggers) or False, plugins=[AtomicCheckpointIO()], _convert_="all")
+                       logger=list(loggers) or False, plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir),
+                       enable_checkpointing=periodic, _convert_="all")
 
 
-def resume_checkpoint(resume: str | None, ckpt_dir: Path, model_config: dict[str, Any]) -> str | None:
-    """The checkpoint to resume from: `resume` = 'auto' (the newest intact one of `<ckpt_dir>`: last.ckpt, else
-    previous.ckpt; none: start), 'never'/None, or a path. A checkpoint of a different model (its stored config
-    differs in `model_config`'s keys) is refused; damaged checkpoints are named, and none intact is an error."""
+def resume_checkpoint(resume: str | None, run_dir: Path, cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: `resume` = 'auto' (the newest intact one of the run folder: last.ckpt,
+    previous.ckpt or a SLURM requeue's hpc_ckpt; none: start), 'never'/None (start over), or a path. A checkpoint
+    trained with another configuration (a key that shapes the model, the data or the optimisation differs) is
+    refused in one sentence naming the keys; damaged checkpoints are named, and none intact is an error."""
     if resume in (None, "never", False):
+        set_aside_requeue_checkpoints(run_dir)  # Lightning would load them on SLURM
         return None
+    ckpt_dir = run_dir / CHECKPOINT_DIR
     if resume == "auto":
-        point = find_resume_point(ckpt_dir)
+        point = find_resume_point(ckpt_dir, run_dir)
         if point.path is None and point.damaged:
             causes = "; ".join(f"{p.name}: {cause}" for p, cause in point.damaged)
             raise TrainingError(f"cannot resume: no checkpoint in {ckpt_dir} loads ({causes}); start this run over "
@@ -131,19 +160,19 @@ def resume_checkpoint(resume: str | None, ckpt_dir: Path, model_config: dict[str
         except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-sentence message
             raise TrainingError(f"cannot resume from {path}: it does not load ({' '.join(str(err).split())}); "
                                 "give another resume=<.ckpt path>, or resume=never") from err
-    stored = checkpoint.get("config", {})
-    changed = sorted(_diff({k: stored.get(k) for k in model_config}, model_config))
+    changed = shaping_differences(checkpoint.get("config") or {}, cfg)
     if changed:
-        raise TrainingError(
-            f"cannot resume from {path}: it holds a different model ({', '.join(changed[:3])} changed); choose a new "
-            "run with name=<new name>, or start this one over with resume=never"
-        )
+        shown = ", ".join(f"{k}: {_short(old)} -> {_short(new)}" for k, old, new in changed[:5])
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        raise TrainingError(f"cannot resume from {path}: it was trained with another configuration ({shown}{more}); "
+                            "start a new run with name=<new name>, or start this one over with resume=never")
     log.info("resuming from %s", path)
     return str(path)
 
 
-def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two plain nested dicts."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in set(old) | set(new) for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
-    return [prefix.rstrip(".")] if old != new else []
+def _short(value: Any) -> str:
+    """A config value for a one-line message: short reprs as they are, containers and long ones cut."""
+    if isinstance(value, dict):
+        return "{...}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -16,6 +16,7 @@ import torch
 
 from latent_ndm.model import LatentModel, NDMPrior
 from latent_ndm.model.latent import ndm_parameters
+from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC
 from latent_ndm.training.callbacks.non_finite import check_finite_metrics
 from latent_ndm.training.ema import EMA
 from latent_ndm.training.ndm_loss import NDMTrainingLoss, NDMValidationMetrics
@@ -109,6 +110,7 @@ class NDMModule(L.LightningModule):
         self.val_metrics = {"step": self.global_step, **metrics}
         main = "nelbo_bpd" if "nelbo_bpd" in metrics else "kl_bpd"  # kl: pre-encoded latents, no rec term
         self.log(f"val/{main}", metrics[main], prog_bar=True, sync_dist=True)  # values already reduced
+        self.log(BOUND_METRIC, metrics[main], sync_dist=True)
         self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != main}, sync_dist=True)
 
     def configure_optimizers(self) -> Any:

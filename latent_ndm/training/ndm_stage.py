@@ -8,12 +8,12 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from data_tools.latent_shards import check_same_vae
 from latent_ndm.errors import TrainingError
 from latent_ndm.model import LatentModel
-from latent_ndm.runs.build import build_ndm_prior, checked_vae, latent_shape, objective_at
+from latent_ndm.runs.build import build_ndm_prior, checked_vae, configured_latent_shape, objective_at
 from latent_ndm.runs.export import vae_weights_file
 from latent_ndm.training.builders import run_callbacks, run_places
 from latent_ndm.training.callbacks.images import NDMSampleGrids
@@ -21,7 +21,6 @@ from latent_ndm.training.ndm_loss import MODES, NDMTrainingLoss, pixel_dims
 from latent_ndm.training.ndm_module import NDMModule
 
 log = logging.getLogger(__name__)
-MODEL_KEYS = ("ndm",)  # config sections that define the checkpointed model (checked on resume)
 
 
 def build_latent_model(cfg: DictConfig, resolution: int) -> LatentModel:
@@ -31,7 +30,10 @@ def build_latent_model(cfg: DictConfig, resolution: int) -> LatentModel:
     if n.mode not in MODES:
         raise TrainingError(f"ndm.mode must be one of {list(MODES)}, got {n.mode!r}")
     scratch = (lambda: instantiate(cfg.vae, _convert_="all")) if n.mode == "joint" else None
-    vae = checked_vae(cfg.vae_ckpt, resolution, latent_shape(n), scratch=scratch)
+    vae = checked_vae(cfg.vae_ckpt, resolution, configured_latent_shape(n), scratch=scratch)
+    c, r, _ = vae.latent_shape(resolution)
+    with open_dict(cfg):  # a null latent shape is the VAE's, for every ${ndm.latent.*} the networks interpolate
+        n.latent.channels, n.latent.resolution = int(c), int(r)
     return LatentModel(vae, build_ndm_prior(n, t_eps=n.t_eps))
 
 

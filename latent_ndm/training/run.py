@@ -1,13 +1,13 @@
 """`train(cfg)`: one training stage of latent NDM from a composed config (what `python -m latent_ndm.train` runs).
 
 Builds datamodule, model, callbacks, loggers and trainer, in that order, resumes when asked, fits, and returns the
-stage's report. Each stage (`vae_stage`, `ndm_stage`) contributes its model, callbacks, model keys and report.
+stage's report. Each stage (`vae_stage`, `ndm_stage`) contributes its model, callbacks and report.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,26 +16,30 @@ import lightning as L
 from omegaconf import DictConfig, open_dict
 
 from latent_ndm.errors import TrainingError
-from latent_ndm.runs.config import resolved
-from latent_ndm.runs.export import CHECKPOINT_DIR
+from latent_ndm.runs.folders import record_run, run_log, use_throwaway_folder
 from latent_ndm.runs.hardware import configure_cpu_threads, select_accelerator
 from latent_ndm.training import ndm_stage, vae_stage
-from latent_ndm.training.builders import build_datamodule, build_loggers, build_trainer, resume_checkpoint
+from latent_ndm.training.builders import (
+    build_datamodule,
+    build_loggers,
+    build_trainer,
+    log_hyperparameters,
+    resume_checkpoint,
+)
 
 
 @dataclass(frozen=True)
 class Stage:
-    """What a stage contributes to `train`: its model, its callbacks, the model's config keys, its report."""
+    """What a stage contributes to `train`: its model, its callbacks and its report."""
 
     build_model: Callable[[DictConfig, L.LightningDataModule], L.LightningModule]
     build_callbacks: Callable[[DictConfig, Path], list[L.Callback]]
     report: Callable[[L.Trainer, L.LightningModule, Path], dict[str, Any]]
-    model_keys: tuple[str, ...]
 
 
 STAGES: dict[str, Stage] = {
-    "vae": Stage(vae_stage.build_model, vae_stage.build_callbacks, vae_stage.report, vae_stage.MODEL_KEYS),
-    "ndm": Stage(ndm_stage.build_model, ndm_stage.build_callbacks, ndm_stage.report, ndm_stage.MODEL_KEYS),
+    "vae": Stage(vae_stage.build_model, vae_stage.build_callbacks, vae_stage.report),
+    "ndm": Stage(ndm_stage.build_model, ndm_stage.build_callbacks, ndm_stage.report),
 }
 
 
@@ -50,14 +54,17 @@ class RunResult:
     wall_s: float
 
 
-def train(cfg: DictConfig) -> RunResult:
-    """Build datamodule, model, callbacks, loggers and trainer from `cfg`, in that order, then fit."""
+def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> RunResult:
+    """Build datamodule, model, callbacks, loggers and trainer from `cfg`, in that order, decide what to resume, then
+    record the run (`.hydra/`, `train.log`: only now is the run folder written) and fit. `overrides` (the command
+    line's) go into the record."""
     if cfg.stage.name not in STAGES:
         raise TrainingError(f"stage={cfg.stage.name!r} is not available in this version; choose one of {list(STAGES)}")
     stage = STAGES[cfg.stage.name]
     start = time.monotonic()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     configure_cpu_threads(cfg.cpu_threads, select_accelerator(cfg.trainer.accelerator))
+    use_throwaway_folder(cfg)
     run_dir = Path(cfg.run_dir)
     datamodule = build_datamodule(cfg.data)
     if cfg.data.get("resolution") is None and getattr(datamodule, "resolution", None):
@@ -65,10 +72,12 @@ def train(cfg: DictConfig) -> RunResult:
             cfg.data.resolution = int(datamodule.resolution)
     model = stage.build_model(cfg, datamodule)
     callbacks = stage.build_callbacks(cfg, run_dir)
-    loggers = build_loggers(cfg.logger, run_dir)
-    trainer = build_trainer(cfg.trainer, callbacks, loggers, cfg.ddp_timeout_s)
-    model_config = {k: resolved(cfg)[k] for k in stage.model_keys}
-    ckpt_path = resume_checkpoint(cfg.resume, run_dir / CHECKPOINT_DIR, model_config)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    loggers = build_loggers(cfg.get("logger"))
+    trainer = build_trainer(cfg.trainer, callbacks, loggers, run_dir, cfg.ddp_timeout_s)
+    ckpt_path = resume_checkpoint(cfg.resume, run_dir, cfg)
+    record_run(run_dir, cfg, overrides)
+    with run_log(run_dir):
+        log_hyperparameters(loggers, cfg)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     report = stage.report(trainer, model, run_dir)
     return RunResult(trainer, model, run_dir, report, time.monotonic() - start)

@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC
 from latent_ndm.training.callbacks.non_finite import check_finite_metrics
 from latent_ndm.training.ema import EMA
 from latent_ndm.training.schedules import KLWarmup
@@ -108,6 +109,7 @@ class VAEModule(L.LightningModule):
             vae.set_latent_scale(metrics["latent_scale"])
         self.val_metrics = {"step": self.global_step, **metrics}
         self.log("val/nelbo_bpd", metrics["nelbo_bpd"], prog_bar=True, sync_dist=True)  # values already reduced
+        self.log(BOUND_METRIC, metrics["nelbo_bpd"], sync_dist=True)
         self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != "nelbo_bpd"}, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

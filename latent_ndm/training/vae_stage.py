@@ -19,7 +19,6 @@ from latent_ndm.training.vae_module import VAEModule
 from vae import VAE
 
 log = logging.getLogger(__name__)
-MODEL_KEYS = ("vae",)  # config sections that define the checkpointed model (checked on resume)
 
 
 def build_lpips(cfg: DictConfig) -> LPIPS | None:

@@ -31,7 +31,7 @@ def tiny(data_root: Path) -> list[str]:
     """Train overrides that shrink both stages to seconds (the tiny VAE and denoiser, 16px images)."""
     return ["vae=tiny", f"data.root={data_root}", "data.resolution=16", f"data.num_images={NUM_IMAGES}",
             "data.batch_size=8", "data.shuffle_buffer=8", "data.num_workers=0", "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0", "logger.tensorboard=false",
+            "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0", "logger=[csv]",
             "stage.images.num=2"]
 
 

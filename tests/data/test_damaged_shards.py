@@ -80,7 +80,7 @@ def test_training_goes_on_without_the_damaged_shard(tmp_path: Path, damaged: Pat
     cfg = compose_config("train", ["stage=vae", "vae=tiny", "data=shards", f"data.root={damaged}", "data.batch_size=8",
                           "data.num_workers=0", "data.shuffle_buffer=8", f"run_dir={tmp_path / 'run'}",
                           "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
-                          "logger.tensorboard=false", "stage.images.num=2"])
+                          "logger=[csv]", "stage.images.num=2"])
     with pytest.warns(UserWarning, match="synthetic-train-000001.tar"):
         result = train(cfg)
     assert result.trainer.global_step == 2

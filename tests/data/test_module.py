@@ -83,7 +83,7 @@ def test_setup_errors_are_clear(shards: Path, tmp_path: Path) -> None:
     missing = str(tmp_path / "nothing-*.tar")
     with pytest.raises(ValueError, match=r"no shards match .*nothing-\*\.tar.*python -m data_tools\.synthetic"):
         ShardDataModule(missing).setup("fit")
-    with pytest.raises(ValueError, match="are 16px but resolution=32"):
+    with pytest.raises(ValueError, match="are 16px but data.resolution=32"):
         ShardDataModule(split_pattern(shards, "train"), resolution=32).setup("fit")
     bad = tmp_path / "odd-train-000000.tar"
     with wds.TarWriter(str(bad)) as writer:

@@ -109,6 +109,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
     argv = [str(tmp_path / "src"), str(tmp_path / "out"), "--quiet", "--workers", "0", "--split", "train=1.0"]
     assert shard_cli.main([*argv, "--resolution", "16"]) == 0
     assert "train: 4 images in 1 shards" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "out").glob("*.tar")] == ["src-train-000000.tar"]  # named after the source
     assert shard_cli.main([*argv, "--resolution", "8"]) == 1
     err = capsys.readouterr().err
     assert "different dataset" in err and "resolution" in err and err.count("\n") == 1

@@ -54,10 +54,11 @@ def test_ensure_default_dataset_creates_on_first_use(tmp_path: Path, monkeypatch
     assert (root / "manifest.json").is_file() and len(list(root.glob("synthetic-*.tar"))) == 3  # 22 + 2, 16 per shard
 
 
-def test_inspect_reports_verifies_and_writes_a_grid(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_inspect_reports_verifies_and_writes_a_grid(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     root = tiny_synthetic(tmp_path / "syn", n=40, resolution=16, shard_size=8)
     grid = tmp_path / "grid.png"
-    assert inspect_cli.main([str(root), "--grid", str(grid), "--n", "16"]) == 0
+    assert inspect_cli.main([str(root), "--preview", str(grid), "--preview-images", "16"]) == 0
     out = capsys.readouterr().out
     assert "train: 30 samples in 4 shards (manifest: 30)" in out and "6/6 shards match the manifest" in out
     assert "resolution: 16" in out and Image.open(grid).size == (4 * 18 + 2, 4 * 18 + 2)
@@ -65,19 +66,22 @@ def test_inspect_reports_verifies_and_writes_a_grid(tmp_path: Path, capsys: pyte
     data = bytearray(victim.read_bytes())
     data[600] ^= 0xFF  # inside the first member's data
     victim.write_bytes(bytes(data))
-    assert inspect_cli.main([str(root / "*-val-*.tar"), "--n", "0"]) == 0  # a flipped byte keeps size and count
+    before = sorted(p.name for p in root.iterdir())
+    monkeypatch.chdir(tmp_path)
+    assert inspect_cli.main([str(root / "*-val-*.tar"), "--preview-images", "4"]) == 0  # a flipped byte: same size
+    assert (tmp_path / "preview.png").is_file() and sorted(p.name for p in root.iterdir()) == before
     capsys.readouterr()
-    assert inspect_cli.main([str(root / "*-val-*.tar"), "--n", "0", "--verify"]) == 1
+    assert inspect_cli.main([str(root / "*-val-*.tar"), "--preview-images", "0", "--verify"]) == 1
     assert "sha256 mismatch" in capsys.readouterr().out
     cut = root / "synthetic-train-000001.tar"
     cut.write_bytes(cut.read_bytes()[:1536])  # cut inside the second sample
-    assert inspect_cli.main([str(root / "*-train-*.tar"), "--n", "0"]) == 1
+    assert inspect_cli.main([str(root / "*-train-*.tar"), "--preview-images", "0"]) == 1
     assert "synthetic-train-000001.tar: unreadable" in capsys.readouterr().out
     assert inspect_cli.main([str(tmp_path / "nothing-*.tar")]) == 1
     assert "python -m data_tools.synthetic" in capsys.readouterr().err
 
 
 def test_synthetic_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    argv = [str(tmp_path / "cli"), "--n", "20", "--resolution", "16", "--workers", "0", "--quiet"]
+    argv = [str(tmp_path / "cli"), "--num-images", "20", "--resolution", "16", "--workers", "0", "--quiet"]
     assert synthetic.main(argv) == 0
     assert "train=18, val=2" in capsys.readouterr().out

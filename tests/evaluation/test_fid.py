@@ -22,6 +22,7 @@ from latent_ndm.data.streams import to_unit_range
 from latent_ndm.evaluation import fid
 from tests.support.data_fixtures import read_shards, tiny_synthetic
 from tests.support.fid_stand_in import STAND_IN, StandInExtractor, register
+from tests.support.tiny_runs import command
 
 
 class ImageSet(Dataset):
@@ -181,8 +182,8 @@ def test_fid_stats_cli_end_to_end(stand_in: fid.FeatureExtractor, tmp_path: Path
     root = tiny_synthetic(tmp_path / "data", n=48, resolution=16, shard_size=8)
     out = tmp_path / "stats"
     argv = [f"shards={root}", f"out={out}", f"extractor={STAND_IN}", "batch_size=20", "device=cpu",
-            "--register", "tests.support.fid_stand_in:register", "--quiet"]
-    assert fid_stats.main(argv) == 0, capsys.readouterr().err
+            "register=[tests.support.fid_stand_in:register]", "progress=false"]
+    assert command("fid_stats", fid_stats.run, argv) == 0, capsys.readouterr().err
     manifest = json.loads((out / "fid_stats.json").read_text())
     assert manifest["n"] == 48 and manifest["splits"] == ["train", "val"] and manifest["extractor"] == STAND_IN
     assert manifest["source"]["counts"] == {"train": 36, "val": 12}
@@ -197,26 +198,26 @@ def test_fid_stats_cli_end_to_end(stand_in: fid.FeatureExtractor, tmp_path: Path
     np.testing.assert_allclose(written.mu, direct.mu, rtol=1e-9, atol=1e-12)
     assert abs(fid.fid_from_stats(direct, written)) < 1e-6
 
-    assert fid_stats.main(argv) == 1 and "--force" in capsys.readouterr().err
-    assert fid_stats.main([*argv, "--force", "--splits", "val"]) == 0
+    assert command("fid_stats", fid_stats.run, argv) == 1 and "force=true" in capsys.readouterr().err
+    assert command("fid_stats", fid_stats.run, [*argv, "force=true", "splits=[val]"]) == 0
     assert fid.FeatureStats.load(out).n == 12
 
 
 def test_fid_stats_cli_fails_on_missing_weights_before_reading_data(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
-    code = fid_stats.main(["--shards", str(tmp_path / "no_data"), "--out", str(tmp_path / "out")])
+    code = command("fid_stats", fid_stats.run, [f"shards={tmp_path / 'no_data'}", f"out={tmp_path / 'out'}"])
     err = capsys.readouterr().err
     assert code == 1 and fid.INCEPTION_WEIGHTS_FILE in err and "no_data" not in err
-    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    assert len(err.strip().splitlines()) == 2 and not (tmp_path / "out").exists()
 
     register()
-    code = fid_stats.main(["--shards", str(tmp_path / "no_data"), "--out", str(tmp_path / "out"),
-                           "--extractor", STAND_IN])
+    code = command("fid_stats", fid_stats.run, [f"shards={tmp_path / 'no_data'}", f"out={tmp_path / 'out'}",
+                                                f"extractor={STAND_IN}"])
     assert code == 1 and "shard directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    code = fid_stats.main(["--shards", str(tmp_path / "empty"), "--out", str(tmp_path / "out"),
-                           "--extractor", STAND_IN])
+    code = command("fid_stats", fid_stats.run, [f"shards={tmp_path / 'empty'}", f"out={tmp_path / 'out'}",
+                                                f"extractor={STAND_IN}"])
     assert code == 1 and "no shards match" in capsys.readouterr().err
 
 

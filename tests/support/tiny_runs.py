@@ -28,7 +28,7 @@ def base_overrides(run_dir: Path, data_root: Path) -> list[str]:
         "vae=tiny", f"data.root={data_root}", "data.resolution=16", f"data.num_images={NUM_IMAGES}",
         "data.batch_size=8", "data.shuffle_buffer=8", "data.num_workers=0", f"run_dir={run_dir}",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0",
-        "trainer.log_every_n_steps=1", "logger.tensorboard=false",
+        "trainer.log_every_n_steps=1", "logger=[csv]",
     ]
 
 
@@ -48,3 +48,15 @@ def ndm_cfg(run_dir: Path, data_root: Path, vae_export: Path | None, *overrides:
         "stage.images.num=2", "stage.images.steps=4", f"ndm/objective={time}",
         *(["ndm.objective.T=10"] if time == "discrete" else []), *overrides,
     ])
+
+
+def command(name: str, run: object, overrides: list[str]) -> int:
+    """Run a command's `run(cfg)` in-process on `configs/<name>.yaml` with `overrides`, as its `main` does: the
+    exit status (0, or 1 for a one-line user error)."""
+    from latent_ndm.cli import run_or_exit
+
+    try:
+        run_or_exit(run, compose_config(overrides, name=name))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0

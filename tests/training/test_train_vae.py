@@ -47,7 +47,7 @@ def tiny_cfg(run_dir: Path, data_root: Path, *overrides: str, data: str = "synth
         "stage=vae", "vae=tiny", f"data={data}", f"data.root={data_root}", "data.resolution=16",
         "data.batch_size=8", "data.shuffle_buffer=8", "data.num_workers=0", f"run_dir={run_dir}",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0",
-        "trainer.log_every_n_steps=1", "logger.tensorboard=false", "stage.images.num=4",
+        "trainer.log_every_n_steps=1", "logger=[csv]", "stage.images.num=4",
         "stage.kl_warmup.warmup_steps=2",
     ]
     if data == "synthetic":
@@ -58,11 +58,12 @@ def tiny_cfg(run_dir: Path, data_root: Path, *overrides: str, data: str = "synth
 
 def test_fast_dev_run_writes_an_export_that_reloads_identically(tmp_path: Path, data_root: Path) -> None:
     result = train(tiny_cfg(tmp_path / "run", data_root, "trainer.fast_dev_run=true"))
-    export = tmp_path / "run" / "export"
+    assert not (tmp_path / "run").exists() and result.run_dir != tmp_path / "run"  # a throwaway folder
+    export = result.run_dir / "export"
     for name in (WEIGHTS_NAME, CONFIG_NAME, TRAIN_CONFIG_NAME, METRICS_NAME):
         assert (export / name).is_file(), name
-    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
-    assert (tmp_path / "run" / "images" / "recon_final.png").is_file()
+    assert (result.run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (result.run_dir / "images" / "recon_final.png").is_file()
     ema, loaded = result.module.ema.module.eval(), load_vae(export)
     assert loaded.latent_scale.item() == pytest.approx(result.report["metrics"]["latent_scale"])
     assert loaded.latent_scale.item() != 1.0
@@ -71,7 +72,7 @@ def test_fast_dev_run_writes_an_export_that_reloads_identically(tmp_path: Path, 
         q_a, q_b = ema.encode(x), loaded.encode(x)
         assert torch.equal(q_a.mean, q_b.mean) and torch.equal(q_a.logvar, q_b.logvar)
         assert torch.equal(ema.decoder(q_a.mean), loaded.decoder(q_b.mean))
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(result.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["config"]["vae"]["bits"] == 8 and ckpt["vae_config"] == loaded.config()
 
 
@@ -91,8 +92,12 @@ def test_resume_from_last_ckpt_continues_at_the_same_step(tmp_path: Path, data_r
     third = train(tiny_cfg(run, data_root, "trainer.max_steps=8"))  # a finished run: nothing to do, same report
     assert third.trainer.global_step == 8 and third.report["metrics"] == second.report["metrics"]
     assert "nelbo_bpd" in yaml.safe_load((run / "export" / METRICS_NAME).read_text())
-    with pytest.raises(TrainingError, match="different model"):
+    with pytest.raises(TrainingError, match=r"another configuration \(vae.decoder.latent_channels: 3 -> 2, "
+                                            r"vae.encoder.latent_channels: 3 -> 2\); start a new run with name="):
         train(tiny_cfg(run, data_root, "trainer.max_steps=10", "vae.encoder.latent_channels=2"))
+    for changed in ("optim.optimizer.lr=1e-4", "data.batch_size=4", "seed=1", "stage.kl_warmup.warmup_steps=5"):
+        with pytest.raises(TrainingError, match=rf"another configuration \(.*{changed.split('=')[0]}: "):
+            train(tiny_cfg(run, data_root, "trainer.max_steps=10", changed))
 
 
 def test_non_finite_loss_stops_naming_the_term_and_keeps_the_last_checkpoint(
@@ -136,7 +141,7 @@ def test_a_shard_path_without_shards_fails_before_training(tmp_path: Path, data_
 
 
 def test_images_of_the_wrong_size_are_named(tmp_path: Path, data_root: Path) -> None:
-    with pytest.raises(TrainingError, match="are 16px but resolution=32"):
+    with pytest.raises(TrainingError, match="are 16px but data.resolution=32; reshard them, or set data.resolution=16"):
         train(tiny_cfg(tmp_path / "a", data_root, "data.resolution=32", data="shards"))
     shards = tmp_path / "shards"
     _write_tar(shards / "x-train-000000.tar", [16, 16, 16, 24, 16, 16, 16, 16])
@@ -189,7 +194,7 @@ def test_two_process_ddp_run_on_cpu(tmp_path: Path, data_root: Path) -> None:
     cmd = [sys.executable, "-m", "latent_ndm.train", "stage=vae", "vae=tiny", f"data.root={data_root}",
            f"data.num_images={NUM_IMAGES}", "data.resolution=16", "data.batch_size=4", f"run_dir={tmp_path / 'run'}",
            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=4",
-           "trainer.val_check_interval=2", "trainer.enable_progress_bar=false", "logger.tensorboard=false"]
+           "trainer.val_check_interval=2", "trainer.enable_progress_bar=false", "logger=[csv]"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "finished at step 4" in proc.stdout

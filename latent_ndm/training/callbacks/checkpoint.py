@@ -13,6 +13,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from latent_ndm.runs.checkpoints import save_checkpoint
 from latent_ndm.runs.export import LAST_CKPT
 
+BOUND_METRIC = "val/bound_bpd"  # every stage also logs its validation bound under this name (for best.ckpt)
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's torch checkpoint IO with a truly atomic save (Lightning's own stages the file in the system temp
