@@ -7,8 +7,8 @@ Each step is forward + backward + Adam. Timings alternate between the models so 
 Memory is measured per model in a fresh process: on CUDA max_memory_allocated over a few steps; on CPU the
 bytes of the distinct tensors autograd saves for backward in one step (the activation memory).
 
-    python benchmarks/ndm_step_time.py                        # CPU-sized default (4x16x16 latents, batch 8)
-    python benchmarks/ndm_step_time.py --resolution 32 --channels 4 --base 128 --batch 32 --device cuda
+    python -m benchmarks.ndm_step_time                        # CPU-sized default (4x16x16 latents, batch 8)
+    python -m benchmarks.ndm_step_time --resolution 32 --channels 4 --base 128 --batch 32 --device cuda
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ N(m, S) data, F = identity) in randomly rotated coordinates (so the Jacobian is 
 has variance), so both solve the same well-defined ODE and the exact log-density is known: the printout gives
 time per sample, NFE, and the error against the closed form, and their ratios.
 
-    python benchmarks/ode_likelihood.py --dim 768 --batch 16 --repeats 3
+    python -m benchmarks.ode_likelihood --dim 768 --batch 16 --repeats 3
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Both loaders use the same PNG files' bytes, the same PIL decode, the same conver
 [-1, 1] per batch), a random horizontal flip, the same batch size and number of worker processes; both shuffle.
 They are measured alternately in one run; the script prints images/s for each and the ratio.
 
-    python benchmarks/shard_throughput.py --n 2048 --workers 2
+    python -m benchmarks.shard_throughput --n 2048 --workers 2
 
 By default the images are the embedded synthetic set (written to a temporary directory); ``--shards DIR``
 uses an existing shard directory instead (its ``train`` split). By default files are read from the page cache

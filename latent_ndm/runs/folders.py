@@ -54,9 +54,13 @@ def record_run(run_dir: Path, cfg: DictConfig, overrides: Sequence[str]) -> Path
     return record
 
 
+LOGGERS = ("", "lightning.pytorch", "lightning.fabric")  # the root, and Lightning's (which do not propagate)
+
+
 @contextmanager
 def run_log(run_dir: Path) -> Iterator[Path]:
-    """Everything logged while the run trains also goes to `<run_dir>/train.log` (appended; rank 0)."""
+    """Everything logged while the run trains (ours and Lightning's) also goes to `<run_dir>/train.log` (appended;
+    rank 0)."""
     path = run_dir / LOG_NAME
     if not is_main_process():
         yield path
@@ -64,12 +68,15 @@ def run_log(run_dir: Path) -> Iterator[Path]:
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
+    loggers = [logging.getLogger(name) for name in LOGGERS]
+    attached = [lg for lg in loggers if lg is logging.getLogger() or not lg.propagate]
+    for lg in attached:
+        lg.addHandler(handler)
     try:
         yield path
     finally:
-        root.removeHandler(handler)
+        for lg in attached:
+            lg.removeHandler(handler)
         handler.close()
 
 

@@ -6,6 +6,7 @@ stage's report. Each stage (`vae_stage`, `ndm_stage`) contributes its model, cal
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from latent_ndm.training.builders import (
     log_hyperparameters,
     resume_checkpoint,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,12 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> RunResult:
     ckpt_path = resume_checkpoint(cfg.resume, run_dir, cfg)
     record_run(run_dir, cfg, overrides)
     with run_log(run_dir):
+        log.info("started: stage=%s name=%s in %s%s", cfg.stage.name, cfg.name, run_dir,
+                 f", resuming from {ckpt_path}" if ckpt_path else "")
         log_hyperparameters(loggers, cfg)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    report = stage.report(trainer, model, run_dir)
+        report = stage.report(trainer, model, run_dir)
+        log.info("finished at step %d: %s", trainer.global_step,
+                 {k: v for k, v in (report.get("metrics") or report.get("ndm_metrics") or {}).items()
+                  if k.endswith("_bpd") or k in ("psnr", "lpips")})
     return RunResult(trainer, model, run_dir, report, time.monotonic() - start)
