@@ -1,4 +1,4 @@
-"""Parameterisations of the reverse model's data prediction x_hat_theta(z_t, t).
+"""Parameterisations of the reverse model's data prediction x_hat_theta(z_t, t) (docs/MATH.md section 3).
 
 Each is a small swappable object `(net_out, z_t, sched) -> x_hat`; `Denoiser` wraps a backbone with one.
 - EpsilonPrediction: x_hat = (z_t - sigma_t eps_hat) / alpha_t  (DDPM/LSGM; estimates F(x,t) when F is learnable)

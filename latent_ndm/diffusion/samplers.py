@@ -1,4 +1,5 @@
-"""Samplers of the NDM reverse process: discrete posterior (eta), reverse SDE (Euler-Maruyama), ODE (torchdiffeq).
+"""Samplers of the NDM reverse process: discrete posterior (eta; the paper's Algorithm 2), reverse SDE
+(Euler-Maruyama on NDM eq. 12), probability-flow ODE (torchdiffeq); docs/MATH.md section 6.
 
 All start from z_1 ~ N(0, I) (or a given z_1), stop at t_eps and return x = z_{t_eps} / alpha_{t_eps}, the mean
 of the reconstruction model p(x | z_0) = N(z_0 / alpha_0, sigma_0^2 / alpha_0^2 I); each counts network calls.

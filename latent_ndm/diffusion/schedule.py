@@ -1,4 +1,5 @@
-"""The variance-preserving (VP) noise schedule of DDPM/LSGM, with its time derivatives.
+"""The variance-preserving (VP) noise schedule of DDPM/LSGM, with its time derivatives (NDM eq. 6; docs/MATH.md
+section 1).
 
 beta(t) = b0 + (b1 - b0) t,  log alpha_t = -b0 t / 2 - (b1 - b0) t^2 / 4,  sigma_t^2 = 1 - alpha_t^2,
 r(t) = d log alpha_t / dt = -beta(t) / 2,  g_F^2(t) = d sigma_t^2/dt - 2 r(t) sigma_t^2 = beta(t).

@@ -1,4 +1,5 @@
-"""Time samplers for the continuous-time objective: t ~ r(t) on [t_eps, 1], estimate = integrand / r(t).
+"""Time samplers for the continuous-time objective (docs/MATH.md section 5): t ~ r(t) on [t_eps, 1], estimate =
+integrand / r(t).
 
 - UniformTime:        r = 1 / (1 - t_eps)
 - LikelihoodISTime:   sigma_t^2 log-uniform on [sigma^2(t_eps), sigma^2(1)] (LSGM `ll_iw`);

@@ -1,4 +1,5 @@
-"""Forward transforms F(x, t) of the NDM forward process q(z_t | x) = N(alpha_t F(x, t), sigma_t^2 I).
+"""Forward transforms F(x, t) of the NDM forward process q(z_t | x) = N(alpha_t F(x, t), sigma_t^2 I) (NDM eq. 7;
+docs/MATH.md section 2).
 
 Each transform returns F and its partial time derivative dF/dt together (`F_and_dF_dt`), the latter
 in one forward-mode pass. dF/dt is the partial in t with x held fixed: for F(x_hat, t) the caller passes

@@ -1,4 +1,4 @@
-"""`python -m data_tools.encode`: image shards -> latent shards of a frozen VAE, and `stage=ndm data=latents`."""
+"""`python -m latent_ndm.encode`: image shards -> latent shards of a frozen VAE, and `stage=ndm data=latents`."""
 
 from __future__ import annotations
 
