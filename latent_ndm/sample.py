@@ -15,15 +15,15 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torchvision.utils import save_image
 from tqdm import tqdm
 
-from data_tools.files import atomic_write, atomic_write_text
+from data_tools.files import atomic_write_text
 from latent_ndm.cli import hydra_command
 from latent_ndm.errors import EvaluationError
-from latent_ndm.evaluation.generation import batches, generate, image_grid
+from latent_ndm.evaluation.generation import batches, generate
 from latent_ndm.model import SamplerSpec
 from latent_ndm.runs.hardware import resolve_device
+from latent_ndm.runs.images import image_grid, save_png, to_unit
 from latent_ndm.runs.load import load_run
 
 
@@ -39,10 +39,6 @@ class SampleResult:
     @property
     def images_per_s(self) -> float:
         return self.num / max(self.seconds, 1e-9)
-
-
-def _save_png(image: torch.Tensor, path: Path) -> None:
-    atomic_write(path, lambda tmp: save_image(image, tmp, format="png"))
 
 
 def sample(cfg: DictConfig) -> SampleResult:
@@ -61,10 +57,10 @@ def sample(cfg: DictConfig) -> SampleResult:
             seconds += out.seconds
             nfes.append(out.nfe)
             for i, image in zip(chunk, out.images.cpu(), strict=True):
-                _save_png((image.float() + 1.0) / 2.0, out_dir / f"{i:06d}.png")
+                save_png(to_unit(image), out_dir / f"{i:06d}.png")
             images.append(out.images.cpu())
             bar.update(len(chunk))
-    _save_png(image_grid(torch.cat(images)[: cfg.grid_row * cfg.grid_row], cfg.grid_row), out_dir / "grid.png")
+    save_png(image_grid(torch.cat(images)[: cfg.grid_row * cfg.grid_row], cfg.grid_row), out_dir / "grid.png")
     result = SampleResult(out_dir, cfg.num, nfes, seconds)
     info: dict[str, Any] = {"ckpt": str(cfg.ckpt), "weights": run.weights, "sampler": spec.describe(),
                             "settings": OmegaConf.to_container(cfg, resolve=True), "num": cfg.num,

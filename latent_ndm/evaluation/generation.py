@@ -8,13 +8,11 @@ index)). `rank_indices` splits N samples across processes so that each is genera
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from torchvision.utils import make_grid
 
 from latent_ndm.model import SamplerSpec
 from latent_ndm.runs.load import LoadedRun
@@ -79,9 +77,3 @@ def generate(run: LoadedRun, indices: Sequence[int], spec: SamplerSpec, seed: in
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return GeneratedBatch(images=images, latents=z, nfe=nfe, seconds=time.perf_counter() - start)
-
-
-def image_grid(images: torch.Tensor, row: int | None = None) -> torch.Tensor:
-    """A (3, H', W') grid in [0, 1] of images in [-1, 1], `row` per row (default: about square)."""
-    row = row or max(1, math.isqrt(images.shape[0] - 1) + 1)
-    return make_grid((images.float().cpu() + 1.0) / 2.0, nrow=row, padding=2, pad_value=1.0)

@@ -9,20 +9,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from torchvision.utils import make_grid, save_image
 
-from data_tools.files import atomic_write
 from latent_ndm.model import SamplerSpec
-
-
-def to_grid(images: torch.Tensor, row: int) -> torch.Tensor:
-    """[-1, 1] images -> a [0, 1] float grid (C, H, W) on the CPU, `row` images per row."""
-    return make_grid(images.float().cpu().add(1).div(2).clamp(0, 1), nrow=row, padding=2, pad_value=1.0)
-
-
-def save_png(grid: torch.Tensor, path: Path) -> Path:
-    """A [0, 1] image or grid (C, H, W) as a PNG, written atomically."""
-    return atomic_write(path, lambda tmp: save_image(grid, tmp, format="png"))
+from latent_ndm.runs.images import image_grid, save_png
 
 
 def publish(trainer: L.Trainer, out_dir: Path, name: str, tag: str, grid: torch.Tensor) -> Path:
@@ -102,7 +91,7 @@ class ImageGrids(PeriodicImages):
         pairs = [_pad(t[i : i + self.row], self.row) for i in range(0, len(x), self.row) for t in (x, x_hat)]
         g = torch.Generator(device="cpu").manual_seed(self.seed)
         z = torch.randn((self.num_images, *vae.latent_shape(x.shape[-1])), generator=g).to(x.device)
-        grids = {"recon": to_grid(torch.cat(pairs), self.row), "prior": to_grid(vae.decode(z).mean(), self.row)}
+        grids = {"recon": image_grid(torch.cat(pairs), self.row), "prior": image_grid(vae.decode(z).mean(), self.row)}
         return {name: publish(trainer, self.out_dir, name, tag, grid) for name, grid in grids.items()}
 
 
@@ -120,7 +109,7 @@ class NDMSampleGrids(PeriodicImages):
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         z_1 = torch.randn((self.num_images, *model.latent_shape), generator=generator, device=pl_module.device)
         z, _ = model.sample(z_1, self.spec, generator)
-        return {"samples": publish(trainer, self.out_dir, "samples", tag, to_grid(model.decode_mean(z), self.row))}
+        return {"samples": publish(trainer, self.out_dir, "samples", tag, image_grid(model.decode_mean(z), self.row))}
 
 
 def _first_images(trainer: L.Trainer, num: int) -> torch.Tensor | None:
