@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -23,7 +22,7 @@ from data_tools.shard_index import iter_tar_samples
 from data_tools.synthetic import write_synthetic
 from latent_ndm import encode
 from latent_ndm.errors import TrainingError
-from latent_ndm.runs.config import CONFIG_DIR
+from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.export import load_vae, save_vae
 from latent_ndm.training.run import train
 from tests.support import REPO
@@ -34,8 +33,7 @@ NUM_IMAGES = 40  # 30 train, 10 val, 16x16
 
 
 def _compose(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose_config("train", overrides)
 
 
 def _tiny_vae_export(folder: Path, seed: int, latent_scale: float) -> Path:

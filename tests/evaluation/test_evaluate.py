@@ -25,6 +25,7 @@ from latent_ndm.evaluation.generation import rank_indices
 from latent_ndm.evaluation.results import RESULTS_NAME
 from latent_ndm.evaluation.runner import evaluate
 from latent_ndm.model import LatentModel, NDMPrior, StandardNormalPrior
+from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.load import load_run
 from latent_ndm.sample import sample
 from latent_ndm.training.run import train
@@ -32,7 +33,7 @@ from tests.support import REPO
 from tests.support.fid_stand_in import STAND_IN, register
 from tests.support.oracle import GaussianOracleDenoiser, data_entropy
 from tests.support.oracle_setup import M, S, gaussian_data
-from tests.support.tiny_runs import compose_config, ndm_cfg
+from tests.support.tiny_runs import ndm_cfg
 from vae import DiagonalGaussian
 
 
@@ -46,7 +47,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_vae_run
 
 
 def eval_cfg(ckpt: Path, *overrides: str):
-    return compose_config([f"ckpt={ckpt}", "progress=false", "accelerator=cpu", *overrides], name="evaluate")
+    return compose_config("evaluate", [f"ckpt={ckpt}", "progress=false", "accelerator=cpu", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +146,8 @@ def test_evaluator_nelbo_repeats_the_training_validation(runs: dict[str, Path], 
 
 def test_sample_writes_reproducible_pngs_and_a_grid(runs: dict[str, Path], tmp_path: Path) -> None:
     for name in ("a", "b"):
-        cfg = compose_config([f"ckpt={runs['ndm']}", "num=5", "batch_size=2", "sampler=discrete", "steps=4",
-                              f"out={tmp_path / name}", "progress=false", "device=cpu"], name="sample")
+        cfg = compose_config("sample", [f"ckpt={runs['ndm']}", "num=5", "batch_size=2", "sampler=discrete",
+                                        "steps=4", f"out={tmp_path / name}", "progress=false", "device=cpu"])
         result = sample(cfg)
         assert result.nfe_per_batch == [4, 4, 4] and result.images_per_s > 0
     pngs = sorted(p.name for p in (tmp_path / "a").glob("0*.png"))
@@ -163,8 +164,8 @@ def test_sample_writes_reproducible_pngs_and_a_grid(runs: dict[str, Path], tmp_p
 def test_ode_sample_of_an_index_does_not_depend_on_the_batch(runs: dict[str, Path], tmp_path: Path) -> None:
     images = {}
     for bs in (1, 3):
-        cfg = compose_config([f"ckpt={runs['ndm']}", "num=3", f"batch_size={bs}", "method=rk4", "steps=5",
-                              f"out={tmp_path / str(bs)}", "progress=false", "device=cpu"], name="sample")
+        cfg = compose_config("sample", [f"ckpt={runs['ndm']}", "num=3", f"batch_size={bs}", "method=rk4",
+                                        "steps=5", f"out={tmp_path / str(bs)}", "progress=false", "device=cpu"])
         sample(cfg)
         images[bs] = [(tmp_path / str(bs) / f"{i:06d}.png").read_bytes() for i in range(3)]
     assert images[1] == images[3]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from data_tools.synthetic import write_synthetic
-from latent_ndm.runs.config import CONFIG_DIR
+from latent_ndm.runs.config import compose_config
 
 NUM_IMAGES = 48  # 36 train images (4 batches of 8 per epoch) and 12 val images
 
@@ -16,11 +15,6 @@ NUM_IMAGES = 48  # 36 train images (4 batches of 8 per epoch) and 12 val images
 def make_data(root: Path) -> Path:
     return write_synthetic(root, n=NUM_IMAGES, resolution=16, shard_size=12, split="train=0.75,val=0.25",
                            workers=0, progress=False)
-
-
-def compose_config(overrides: list[str], name: str = "train") -> DictConfig:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(name, overrides=overrides)
 
 
 def base_overrides(run_dir: Path, data_root: Path) -> list[str]:
@@ -34,7 +28,7 @@ def base_overrides(run_dir: Path, data_root: Path) -> list[str]:
 
 def vae_cfg(run_dir: Path, data_root: Path, *overrides: str) -> DictConfig:
     """A tiny VAE for 2 steps: (3, 16, 16) images -> (3, 4, 4) latents."""
-    return compose_config(["stage=vae", *base_overrides(run_dir, data_root), "trainer.max_steps=2",
+    return compose_config("train", ["stage=vae", *base_overrides(run_dir, data_root), "trainer.max_steps=2",
                            "trainer.val_check_interval=2", "stage.images.num=2", *overrides])
 
 
@@ -42,7 +36,7 @@ def ndm_cfg(run_dir: Path, data_root: Path, vae_export: Path | None, *overrides:
             time: str = "continuous") -> DictConfig:
     """stage=ndm shrunk to seconds: a tiny denoiser (and F_phi of its sizes) on 3x4x4 latents, 4-step sample grids;
     `time="discrete"` uses T = 10 steps."""
-    return compose_config([
+    return compose_config("train", [
         "stage=ndm", *base_overrides(run_dir, data_root), f"vae_ckpt={vae_export}", "ndm/denoiser=tiny",
         "ndm.latent.channels=3", "ndm.latent.resolution=4", "ndm.denoiser.channel_mult=[1]",
         "stage.images.num=2", "stage.images.steps=4", f"ndm/objective={time}",
@@ -56,7 +50,7 @@ def command(name: str, run: object, overrides: list[str]) -> int:
     from latent_ndm.cli import run_or_exit
 
     try:
-        run_or_exit(run, compose_config(overrides, name=name))
+        run_or_exit(run, compose_config(name, overrides))
     except SystemExit as exit_:
         return int(exit_.code or 0)
     return 0

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from latent_ndm.diffusion import schedule, time_sampling, transforms
 from latent_ndm.errors import NonFiniteLossError, TrainingError
 from latent_ndm.networks import UNet
+from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.export import NDM_CONFIG as NDM_CONFIG_NAME
 from latent_ndm.runs.export import NDM_WEIGHTS as NDM_WEIGHTS_NAME
 from latent_ndm.runs.export import load_vae
@@ -21,7 +22,7 @@ from latent_ndm.training import ndm_loss, ndm_module
 from latent_ndm.training import run as train_module
 from latent_ndm.training.ndm_stage import build_model
 from latent_ndm.training.run import train
-from tests.support.tiny_runs import base_overrides, compose_config, ndm_cfg
+from tests.support.tiny_runs import base_overrides, ndm_cfg
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def data_root(tiny_data: Path) -> Path:
     return tiny_data
 
 
-_compose, _base = compose_config, base_overrides
+_base = base_overrides
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_missing_or_mismatched_vae_checkpoint_is_one_clear_error(tmp_path: Path,
                                             r"configured for \(4, 4, 4\); set ndm.latent.channels=3"):
         train(ndm_cfg(tmp_path / "b", data_root, vae_export, "ndm.latent.channels=4"))
     assert not (tmp_path / "b" / "checkpoints").exists()
-    cfg = _compose(["stage=ndm"])
+    cfg = compose_config("train", ["stage=ndm"])
     assert cfg.vae_ckpt == "runs/vae/default/export" and cfg.ndm.mode == "disjoint"
 
 
@@ -154,7 +155,7 @@ def test_non_finite_term_stops_naming_it_or_is_skipped(tmp_path: Path, data_root
 
 def test_paper_experiments_differ_only_in_the_transform() -> None:
     def resolved(name: str) -> dict:
-        cfg = _compose([f"experiment={name}", "data.root=/data/celebahq256"])
+        cfg = compose_config("train", [f"experiment={name}", "data.root=/data/celebahq256"])
         return OmegaConf.to_container(cfg, resolve=True)
 
     ndm, lsgm = resolved("celebahq256_ndm"), resolved("celebahq256_lsgm")

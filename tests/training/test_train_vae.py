@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from PIL import Image
@@ -20,7 +19,7 @@ from PIL import Image
 from data_tools.synthetic import write_synthetic
 from latent_ndm.cli import one_line
 from latent_ndm.errors import NonFiniteLossError, TrainingError
-from latent_ndm.runs.config import CONFIG_DIR
+from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.export import METRICS as METRICS_NAME
 from latent_ndm.runs.export import TRAIN_CONFIG as TRAIN_CONFIG_NAME
 from latent_ndm.runs.export import VAE_CONFIG as CONFIG_NAME
@@ -52,8 +51,7 @@ def tiny_cfg(run_dir: Path, data_root: Path, *overrides: str, data: str = "synth
     ]
     if data == "synthetic":
         base.append(f"data.num_images={NUM_IMAGES}")
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[*base, *overrides])
+    return compose_config("train", [*base, *overrides])
 
 
 def test_fast_dev_run_writes_an_export_that_reloads_identically(tmp_path: Path, data_root: Path) -> None:
@@ -165,9 +163,8 @@ def test_lpips_term_trains_and_is_reported_separately(tmp_path: Path, data_root:
 
 
 def test_paper_experiment_composes() -> None:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["stage=vae", "experiment=celebahq256", "data.root=/data/celebahq256",
-                                          "vae.encoder.base_channels=32"])
+    cfg = compose_config("train", ["stage=vae", "experiment=celebahq256", "data.root=/data/celebahq256",
+                                   "vae.encoder.base_channels=32"])
     assert (cfg.data.resolution, cfg.vae.bits, cfg.vae.likelihood_kwargs.num_mix) == (256, 5, 10)
     assert cfg.data.batch_size * cfg.trainer.devices == 64 and cfg.optim.optimizer.lr == 1e-2
     assert cfg.run_dir == "runs/vae/celebahq256" and cfg.stage.kl_warmup.warmup_steps == cfg.trainer.max_steps
