@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from data_tools.files import atomic_write
-from latent_ndm.runs.export import LAST_CKPT
+from latent_ndm.runs.export import LAST_CKPT, read_checkpoint
 
 PREVIOUS_CKPT = "previous.ckpt"
 DAMAGED_SUFFIX = ".damaged"
@@ -51,14 +51,6 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
 
     previous = path.with_name(PREVIOUS_CKPT) if path.name == LAST_CKPT else None
     return atomic_write(path, write, previous=previous, size_hint=tensor_bytes(checkpoint))
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint at `path` (tensors memory-mapped); raises whatever a damaged file raises."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError("it is not a Lightning checkpoint (no state_dict)")
-    return checkpoint
 
 
 def _cause(err: BaseException) -> str:

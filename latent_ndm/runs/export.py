@@ -167,10 +167,18 @@ def read_export(folder: Path) -> RunFiles:
     return RunFiles("vae", load_vae(folder), config, None, None, "ema", folder)
 
 
-def read_checkpoint(path: Path, ema: bool = True) -> RunFiles:
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The Lightning checkpoint at `path` (tensors memory-mapped); raises whatever a damaged file raises."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError("it is not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def read_run_checkpoint(path: Path, ema: bool = True) -> RunFiles:
     """The EMA (or, with ema=False, the raw) model of a Lightning checkpoint written by a training stage."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = read_checkpoint(path)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-sentence message
         raise ValueError(f"cannot read the checkpoint {path} ({err}); give another ckpt=") from err
     config, vae_config = checkpoint.get("config"), checkpoint.get("vae_config")

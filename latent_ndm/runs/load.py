@@ -21,8 +21,8 @@ from latent_ndm.runs.export import (
     RunFiles,
     find_export,
     last_checkpoint,
-    read_checkpoint,
     read_export,
+    read_run_checkpoint,
 )
 
 TRAIN_HINT = "train one with `python -m latent_ndm.train stage=ndm` (or stage=vae)"
@@ -68,7 +68,7 @@ def load_run(ckpt: str | Path, ema: bool = True) -> LoadedRun:
         if not checkpoint.is_file():
             raise EvaluationError(f"ema=false needs the run's raw weights in {checkpoint}, which does not exist; "
                                   "use ema=true (the export) or give ckpt=<a .ckpt file>")
-        return _model(_read(read_checkpoint, checkpoint, ema), checkpoint)
+        return _model(_read(read_run_checkpoint, checkpoint, ema), checkpoint)
     if export is None:
         raise EvaluationError(f"{path} holds no export (ndm.safetensors or vae_config.yaml, directly or in "
                               f"export/): {TRAIN_HINT}, or give ckpt=<a run folder>")

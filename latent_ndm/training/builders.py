@@ -20,9 +20,9 @@ from omegaconf import DictConfig
 
 from data_tools.errors import DataToolError
 from latent_ndm.errors import TrainingError
-from latent_ndm.runs.checkpoints import find_resume_point, read_checkpoint, set_aside_requeue_checkpoints
+from latent_ndm.runs.checkpoints import find_resume_point, set_aside_requeue_checkpoints
 from latent_ndm.runs.config import resolved, shaping_differences
-from latent_ndm.runs.export import CHECKPOINT_DIR, EXPORT_DIR, LAST_CKPT
+from latent_ndm.runs.export import CHECKPOINT_DIR, EXPORT_DIR, LAST_CKPT, read_checkpoint
 from latent_ndm.runs.hardware import configure_backends, select_accelerator, select_precision
 from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC, AtomicCheckpointIO, LastCheckpoint
 from latent_ndm.training.callbacks.export import RunExport
