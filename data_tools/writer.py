@@ -16,7 +16,7 @@ from typing import Any
 
 import webdataset as wds
 
-from data_tools.files import TMP_SUFFIX, fsync_dir, sha256_file
+from data_tools.files import TMP_SUFFIX, fsync_dir, fsync_file, sha256_file
 
 # Fixed tar header fields: 2000-01-01T00:00:00Z, a neutral owner, read-only files. The mtime must be an int:
 # a float mtime makes tarfile add a PAX header to every member, doubling the headers readers must parse.
@@ -104,8 +104,7 @@ class AtomicShardWriter:
         if self._count == 0:
             tmp.unlink(missing_ok=True)
             return
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        fsync_file(tmp)
         final = tmp.with_name(tmp.name.removesuffix(TMP_SUFFIX))
         record = ShardRecord(file=final.name, count=self._count, sha256=sha256_file(tmp), nbytes=tmp.stat().st_size,
                              first_key=self._first_key, last_key=self._last_key,
