@@ -106,8 +106,9 @@ class ShardDataModule(L.LightningDataModule):
         kind: "images" or "latents".
         return_meta: yield dict batches with "key" and "shard" lists besides the tensors.
         multiprocessing_context: start method of the loader workers ("fork", "spawn", ...); None: torch's
-            default. Under ``strategy="ddp_spawn"`` that default is spawn, which re-imports everything per
-            worker; "fork" avoids that on Linux.
+            default (fork on Linux). "spawn" re-imports everything per worker, but is the safe choice in a
+            process that already runs threads (a DDP rank's gloo threads): a forked child can deadlock on a lock
+            one of them held.
         on_error: a damaged shard (its size differs from the manifest's record, or it cannot be read while training)
             is named in a warning and left out ("warn"), or stops the run ("raise"). Evaluation passes "raise": it
             never reports a number over fewer samples than the manifest promises.

@@ -192,7 +192,7 @@ def test_two_process_ddp_averages_gradients_identically(tmp_path: Path, data_roo
         stage.report))
     train(ndm_cfg(tmp_path / "run", data_root, vae_export, "ndm/transform=neural", "trainer.accelerator=cpu",
                   "trainer.devices=2", "trainer.strategy=ddp_spawn", "trainer.max_steps=2",
-                  "trainer.val_check_interval=2", "trainer.limit_val_batches=1"))
+                  "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "ddp_timeout_s=120"))
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
     for step in (0, 1):
         r0, r1 = (torch.load(tmp_path / f"rank{r}_step{step}.pt") for r in (0, 1))

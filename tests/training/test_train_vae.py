@@ -191,7 +191,7 @@ def test_two_process_ddp_run_on_cpu(tmp_path: Path, data_root: Path) -> None:
     cmd = [sys.executable, "-m", "latent_ndm.train", "stage=vae", "vae=tiny", f"data.root={data_root}",
            f"data.num_images={NUM_IMAGES}", "data.resolution=16", "data.batch_size=4", f"run_dir={tmp_path / 'run'}",
            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=4",
-           "trainer.val_check_interval=2", "trainer.enable_progress_bar=false", "logger=[csv]"]
+           "trainer.val_check_interval=2", "trainer.enable_progress_bar=false", "logger=[csv]", "ddp_timeout_s=120"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "finished at step 4" in proc.stdout
