@@ -26,6 +26,9 @@ def run(cfg: DictConfig) -> Evaluation:
         path = write_results(out.run.out_dir, out.results, info)
         title = f"{out.run.kind.upper()} run {cfg.ckpt} ({out.run.weights} weights, {out.hardware})"
         print(format_table(out.results, title))
+        collapse = out.results.get("nelbo", {}).get("collapse")
+        if collapse:
+            print(f"  WARNING: {collapse}")
         print(f"  results: {path}")
     return out
 

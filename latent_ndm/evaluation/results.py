@@ -54,6 +54,11 @@ def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
     if "nelbo" in results:
         r = results["nelbo"]
         rows.append(("NELBO", f"{r['nelbo_bpd']:.4f}", "bits/dim", f"{_parts(r, 'nelbo')}; {int(r['count'])} images"))
+    if results.get("nelbo", {}).get("latent"):
+        u = results["nelbo"]["latent"]
+        rows.append(("VAE latent", f"{u['active_units']:.0f}/{u['latent_units']:.0f}", "active",
+                     f"units (Var_x E_q[z_u] > 0.01); KL {u['kl_unit_nats']:.3f} nats/unit; decoder-mean PSNR "
+                     f"{u['psnr']:.2f} dB, {u['psnr_gain']:+.2f} over each image's mean colour"))
     if "nll" in results:
         r = results["nll"]
         s = r["settings"]

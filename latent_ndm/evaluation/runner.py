@@ -29,6 +29,8 @@ from latent_ndm.evaluation.parallel import Processes
 from latent_ndm.model import SamplerSpec
 from latent_ndm.runs.hardware import describe
 from latent_ndm.runs.load import LoadedRun, load_run
+from vae import VAE
+from vae.diagnostics import LatentUsage, collapse_verdict
 
 METRICS = ("nelbo", "nll", "fid")
 
@@ -91,12 +93,26 @@ def num_dims(run: LoadedRun) -> int:
     return int(run.model.vae.image_channels) * run.resolution**2
 
 
+@torch.no_grad()
+def update_latent_usage(usage: LatentUsage, vae: VAE, x: torch.Tensor) -> None:
+    """Add a batch of images to the collapse watch of `vae` (posterior statistics, decoder-mean reconstruction)."""
+    x = vae.quantize(x)
+    q = vae.encode(x)
+    usage.update(q, x, vae.decode(q.mode()).mean())
+
+
 def eval_nelbo(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str, Any]:
-    sums, start = TermSums(), _timed(procs)
+    """The NELBO of the held-out images, and the collapse watch of the run's VAE on them (`latent`, and `collapse`:
+    a sentence when the latent carries almost nothing, else None)."""
+    sums, usage, start = TermSums(), LatentUsage(), _timed(procs)
     loader = heldout_images(run, cfg.split, cfg.shards, cfg.batch_size)
     for batch_idx, x in _limited(loader, cfg.limit, procs, "NELBO", cfg.progress):
         sums.update(nelbo_terms(run.model, x, cfg.k, batch_generator(cfg.seed, batch_idx, procs.device)))
+        update_latent_usage(usage, run.model.vae, x)
     out = sums.compute(num_dims(run), procs.sum)
+    out["latent"] = usage.compute(procs.sum)
+    verdict = collapse_verdict(out["latent"])
+    out["collapse"] = verdict.sentence(f"the VAE of {cfg.ckpt}") if verdict else None
     t_eps = getattr(run.model.prior, "eval_t_eps", None)
     out.update(seconds=_timed(procs) - start, settings={"k": cfg.k, "split": cfg.split, "limit": cfg.limit,
                                                         "seed": cfg.seed, "t_eps": t_eps})

@@ -14,11 +14,12 @@ from data_tools.latent_shards import check_same_vae
 from latent_ndm.errors import TrainingError
 from latent_ndm.model import LatentModel
 from latent_ndm.runs.build import build_ndm_prior, checked_vae, configured_latent_shape, objective_at
-from latent_ndm.runs.export import vae_weights_file
+from latent_ndm.runs.export import METRICS, read_yaml, vae_weights_file
 from latent_ndm.training.builders import run_callbacks, run_places
 from latent_ndm.training.callbacks.images import NDMSampleGrids
 from latent_ndm.training.ndm_loss import MODES, NDMTrainingLoss, pixel_dims
 from latent_ndm.training.ndm_module import NDMModule
+from vae.diagnostics import collapse_verdict
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,28 @@ def build_latent_model(cfg: DictConfig, resolution: int) -> LatentModel:
     return LatentModel(vae, build_ndm_prior(n, t_eps=n.t_eps))
 
 
+COLLAPSED_VAE = ("refuse", "warn")
+
+
+def check_vae_informative(vae_ckpt: str | Path | None, policy: str) -> None:
+    """Refuse (or, with policy "warn", warn about) a VAE export whose recorded validation metrics (`metrics.yaml`,
+    written by `stage=vae`) show a collapsed latent: the prior would have nothing to learn. Exports without those
+    metrics (a plain weights file, or one written before the collapse watch) pass unchecked."""
+    if policy not in COLLAPSED_VAE:
+        raise TrainingError(f"stage.collapsed_vae must be one of {list(COLLAPSED_VAE)}, got {policy!r}")
+    if vae_ckpt is None:
+        return
+    metrics_file = vae_weights_file(vae_ckpt).parent / METRICS
+    metrics = read_yaml(metrics_file) if metrics_file.is_file() else {}
+    verdict = collapse_verdict(metrics)
+    if verdict is None:
+        return
+    sentence = verdict.sentence(f"the VAE export {vae_ckpt}")
+    if policy == "refuse":
+        raise TrainingError(f"{sentence}; or set stage.collapsed_vae=warn to train the prior anyway")
+    log.warning(sentence)
+
+
 def check_latent_data(cfg: DictConfig, datamodule: L.LightningDataModule | None, model: LatentModel) -> None:
     """Pre-encoded latents (`data=latents`) train the disjoint stage only, and only on the VAE that encoded them."""
     record = getattr(datamodule, "vae_record", None)
@@ -51,6 +74,7 @@ def check_latent_data(cfg: DictConfig, datamodule: L.LightningDataModule | None,
 
 def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> NDMModule:
     resolution = getattr(datamodule, "resolution", None) or cfg.data.resolution
+    check_vae_informative(cfg.vae_ckpt, cfg.stage.collapsed_vae)
     model = build_latent_model(cfg, resolution)
     check_latent_data(cfg, datamodule, model)
     n, s = cfg.ndm, cfg.stage

@@ -1,9 +1,12 @@
 """The VAE stage's training loss and validation metrics (torch only; no Lightning here).
 
 Training loss, in nats per dimension (D = C H W), with p(z) = N(0, I) (docs/MATH.md section 7):
-    loss = E_x[ -log p(x|z) + beta KL(q(z|x) || N(0, I)) ] / D  +  w_lpips * E_x[ LPIPS(mean p(x|z), x) ],
-z ~ q(z|x), one reparameterised sample. beta < 1 only during KL warm-up. The reported NELBO is always the
-beta = 1 bound without the perceptual term: NELBO = rec + kl, in bits/dim = nats / (D ln 2).
+    loss = E_x[ -log p(x|z) ] / D  +  beta KL_train / D  +  w_lpips * E_x[ LPIPS(mean p(x|z), x) ],
+z ~ q(z|x), one reparameterised sample. beta < 1 only during KL warm-up. KL_train = E_x KL(q(z|x) || N(0, I)), or
+with free bits lambda > 0 (Kingma et al. 2016, "Improved variational inference with inverse autoregressive flow",
+eq. 15, here per latent unit u): KL_train = sum_u max(lambda, E_batch KL(q(z_u|x) || N(0, 1))), so that no unit is
+pushed below lambda nats. The reported NELBO is always the beta = 1 bound without free bits or the perceptual term:
+NELBO = rec + kl, in bits/dim = nats / (D ln 2).
 """
 
 from __future__ import annotations
@@ -15,9 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vae import VAE, DiagonalGaussian, nats_to_bpd
-
-PEAK_TO_PEAK = 2.0  # images live in [-1, 1]
+from vae import VAE, nats_to_bpd
+from vae.diagnostics import LatentUsage, kl_per_unit
 
 
 @dataclass
@@ -49,14 +51,19 @@ def vae_loss(
     lpips: nn.Module | None = None,
     lpips_weight: float = 0.0,
     generator: torch.Generator | None = None,
+    free_bits: float = 0.0,
 ) -> VAELoss:
-    """The training loss of the module docstring for a batch x (B, C, H, W) in [-1, 1]."""
+    """The training loss of the module docstring for a batch x (B, C, H, W) in [-1, 1]; `free_bits` = lambda in
+    nats per latent unit (0: the plain KL)."""
+    if free_bits < 0:
+        raise ValueError(f"free_bits must be >= 0 nats, got {free_bits}")
     x = vae.quantize(x)
     q = vae.encode(x)
     p_x = vae.decode(q.sample(generator))
     rec, kl = -p_x.log_prob(x), q.kl()
     num_dims = math.prod(x.shape[1:])
-    loss = (rec + beta_kl * kl).mean() / num_dims
+    kl_train = kl_per_unit(q).mean(0).clamp_min(free_bits).sum() if free_bits > 0 else kl.mean()
+    loss = (rec.mean() + beta_kl * kl_train) / num_dims
     perceptual = None
     if lpips is not None and lpips_weight > 0:
         perceptual = lpips(p_x.mean(), x).mean()
@@ -64,29 +71,19 @@ def vae_loss(
     return VAELoss(loss=loss, rec=rec.mean(), kl=kl.mean(), lpips=perceptual, num_dims=num_dims)
 
 
-def kl_per_channel(q: DiagonalGaussian) -> torch.Tensor:
-    """KL(q || N(0, I)) of each latent channel, summed over positions: (B, C, H, W) -> (B, C), nats."""
-    return (0.5 * (q.mean**2 + q.var - 1.0 - q.logvar)).sum(dim=(2, 3))
-
-
-def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB for images in [-1, 1]: 10 log10(2^2 / MSE), shape (B,)."""
-    mse = (x_hat.float() - x.float()).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-    return 10.0 * torch.log10(PEAK_TO_PEAK**2 / mse)
-
-
 class ValidationMetrics:
     """Sums over a validation pass of the EMA VAE; `compute` reduces them (e.g. across ranks) into floats.
 
-    Metrics: nelbo_bpd = rec_bpd + kl_bpd (beta = 1, one z sample per image), psnr (dB, reconstruction =
-    decoder mean at the posterior mean), lpips (when a model is given), kl_channel_<c> (nats per image, summed over
-    positions), active_channels (channels with KL above `active_threshold` nats: the posterior-collapse watch,
-    LSGM's 0.1), latent_scale (std of encoder samples z ~ q(z|x) over all elements).
+    Metrics: nelbo_bpd = rec_bpd + kl_bpd (beta = 1, no free bits, one z sample per image), kl_share (the KL's part
+    of the NELBO), lpips (when a model is given), latent_scale (std of encoder samples z ~ q(z|x) over all
+    elements), and the collapse watch of `vae.diagnostics.LatentUsage`: active units (Burda et al.'s per-unit
+    criterion), KL per latent unit and per channel, PSNR of the decoder mean at the posterior mean and its gain over
+    each image's mean colour.
     """
 
-    def __init__(self, active_threshold: float = 0.1) -> None:
-        self.active_threshold = active_threshold
+    def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
+        self.usage = LatentUsage()
         self.num_dims = 0
 
     def _add(self, name: str, value: torch.Tensor) -> None:
@@ -101,13 +98,11 @@ class ValidationMetrics:
         z = q.sample(generator)
         rec = -vae.decode(z).log_prob(x)
         x_hat = vae.decode(q.mode()).mean()
-        kl_c = kl_per_channel(q)
+        self.usage.update(q, x, x_hat)
         self.num_dims = math.prod(x.shape[1:])
         self._add("count", torch.tensor(float(x.shape[0]), device=x.device))
         self._add("rec", rec.sum())
-        self._add("kl", kl_c.sum())
-        self._add("kl_channel", kl_c.sum(0))
-        self._add("psnr", psnr(x_hat, x).sum())
+        self._add("kl", q.kl().sum())
         if lpips is not None:
             self._add("lpips", lpips(x_hat, x).sum())
         self._add("z_count", torch.tensor(float(z.numel()), device=x.device))
@@ -126,11 +121,9 @@ class ValidationMetrics:
             "nelbo_bpd": nats_to_bpd(rec + kl, self.num_dims),
             "rec_bpd": nats_to_bpd(rec, self.num_dims),
             "kl_bpd": nats_to_bpd(kl, self.num_dims),
-            "psnr": s["psnr"] / n,
-            "active_channels": (s["kl_channel"] / n > self.active_threshold).sum(),
+            "kl_share": kl / (rec + kl),
             "latent_scale": (s["z_sq"] / s["z_count"] - mean_z**2).clamp_min(0).sqrt(),
         }
         if "lpips" in s:
             out["lpips"] = s["lpips"] / n
-        out.update({f"kl_channel_{c}": v for c, v in enumerate(s["kl_channel"] / n)})
-        return {k: float(v) for k, v in out.items()}
+        return {**{k: float(v) for k, v in out.items()}, **self.usage.compute(reduce_sum)}

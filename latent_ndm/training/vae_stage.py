@@ -17,6 +17,7 @@ from latent_ndm.training.lpips_loader import LPIPS, load_lpips, lpips_available
 from latent_ndm.training.schedules import KLWarmup
 from latent_ndm.training.vae_module import VAEModule
 from vae import VAE
+from vae.diagnostics import collapse_verdict
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> VAEModule
         lpips_weight=s.lpips.weight,
         ema_decay=s.ema.decay,
         ema_warmup=s.ema.warmup,
-        active_threshold=s.active_threshold,
+        free_bits=s.free_bits,
         seed=cfg.seed,
     )
 
@@ -61,12 +62,22 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     return run_callbacks(cfg, run_dir, images)
 
 
+def summarize(m: dict[str, Any]) -> str:
+    """One line of the VAE's validation metrics: the bound, its parts, and how much the latent carries."""
+    line = (f"val NELBO {m['nelbo_bpd']:.4f} bits/dim (rec {m['rec_bpd']:.4f} + KL {m['kl_bpd']:.4f}, KL share "
+            f"{100 * m['kl_share']:.1f}%), PSNR {m['psnr']:.2f} dB ({m['psnr_gain']:+.2f} over each image's mean "
+            "colour)" + (f", LPIPS {m['lpips']:.4f}" if "lpips" in m else ""))
+    return line + (f", active latent units {m['active_units']:.0f} of {m['latent_units']:.0f}, KL per unit "
+                   f"{m['kl_unit_nats']:.3f} nats, latent scale {m['latent_scale']:.4f}")
+
+
 def report(trainer: L.Trainer, module: VAEModule, run_dir: Path) -> dict[str, Any]:
-    """The last validation metrics and where the outputs are (paths that exist)."""
+    """The last validation metrics, where the outputs are (paths that exist), and the collapse verdict (a warning
+    sentence, or None)."""
     m = module.val_metrics
-    summary = (
-        f"val NELBO {m['nelbo_bpd']:.4f} bits/dim (rec {m['rec_bpd']:.4f} + KL {m['kl_bpd']:.4f}), "
-        f"PSNR {m['psnr']:.2f} dB" + (f", LPIPS {m['lpips']:.4f}" if "lpips" in m else "")
-        + f", active latent channels {m['active_channels']:.0f}, latent scale {m['latent_scale']:.4f}"
-    ) if m else None
-    return {"step": trainer.global_step, "metrics": dict(m), "summary": summary, **run_places(trainer, run_dir)}
+    verdict = collapse_verdict(m) if m else None
+    collapse = verdict.sentence("this VAE") if verdict else None
+    if collapse:
+        log.warning(collapse)
+    return {"step": trainer.global_step, "metrics": dict(m), "summary": summarize(m) if m else None,
+            "collapse": collapse, **run_places(trainer, run_dir)}

@@ -119,8 +119,8 @@ def _latent_cfg(setup: dict[str, Path], run_dir: Path, vae: Path, *overrides: st
         "stage=ndm", "data=latents", f"data.root={setup['latents']}", "data.batch_size=8", "data.shuffle_buffer=8",
         f"run_dir={run_dir}", f"vae_ckpt={vae}", "ndm/denoiser=tiny", "ndm.latent.channels=3",
         "ndm.latent.resolution=4", "ndm.denoiser.channel_mult=[1]", "stage.images.num=2", "stage.images.steps=4",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0",
-        "logger=[csv]", *overrides,
+        "stage.collapsed_vae=warn", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        "trainer.num_sanity_val_steps=0", "logger=[csv]", *overrides,
     ])
 
 

@@ -20,8 +20,8 @@ def test_two_process_ddp_sees_disjoint_train_shards_and_all_val_once(tmp_path: P
     root = tiny_synthetic(tmp_path / "syn", n=96, resolution=16, shard_size=8)  # 9 train shards, 3 val shards
     dm = ShardDataModule(split_pattern(root, "train"), split_pattern(root, "val"), batch_size=4, num_workers=1,
                          batches_per_epoch=3, shuffle_buffer=8, return_meta=True, multiprocessing_context="spawn")
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=build_strategy("ddp_spawn", 120), max_epochs=1, num_sanity_val_steps=0,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=build_strategy("ddp_spawn", 120), max_epochs=1,
+                        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
     trainer.fit(KeyRecorder(str(tmp_path)), datamodule=dm)
 

@@ -139,6 +139,23 @@ def test_evaluator_nelbo_repeats_the_training_validation(runs: dict[str, Path], 
     logged = yaml.safe_load((runs[kind] / "export" / "metrics.yaml").read_text())["nelbo_bpd"]
     assert out.results["nelbo"]["nelbo_bpd"] == pytest.approx(logged, rel=1e-6)
     assert out.results["nelbo"]["count"] == 12  # every validation image, once
+    for key in ("active_units", "latent_units", "kl_unit_nats", "psnr", "psnr_gain"):  # the collapse watch ...
+        assert out.results["nelbo"]["latent"][key] == pytest.approx(logged_watch(runs["vae"])[key], rel=1e-5)
+
+
+def logged_watch(vae_run: Path) -> dict[str, float]:
+    """The VAE stage's own validation record of the latent (the same 12 images as the evaluator's)."""
+    return yaml.safe_load((vae_run / "export" / "metrics.yaml").read_text())
+
+
+def test_evaluate_repeats_the_collapse_verdict_of_the_vae(runs: dict[str, Path], capsys) -> None:
+    """The 2-step VAE of the tiny runs reconstructs no better than each image's mean colour: evaluate says so."""
+    from latent_ndm.evaluate import run as run_cli
+
+    out = run_cli(eval_cfg(runs["ndm"], "metrics=[nelbo]"))
+    printed = capsys.readouterr().out
+    assert out.results["nelbo"]["collapse"].startswith(f"the VAE of {runs['ndm']} has a collapsed latent (")
+    assert "VAE latent" in printed and f"WARNING: the VAE of {runs['ndm']} has a collapsed latent" in printed
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -35,11 +35,12 @@ def vae_cfg(run_dir: Path, data_root: Path, *overrides: str) -> DictConfig:
 def ndm_cfg(run_dir: Path, data_root: Path, vae_export: Path | None, *overrides: str,
             time: str = "continuous") -> DictConfig:
     """stage=ndm shrunk to seconds: a tiny denoiser (and F_phi of its sizes) on 3x4x4 latents, 4-step sample grids;
-    `time="discrete"` uses T = 10 steps."""
+    `time="discrete"` uses T = 10 steps. The 2-step VAE is collapsed by design, so the stage warns instead of
+    refusing it (tests of that refusal override `stage.collapsed_vae`)."""
     return compose_config("train", [
         "stage=ndm", *base_overrides(run_dir, data_root), f"vae_ckpt={vae_export}", "ndm/denoiser=tiny",
         "ndm.latent.channels=3", "ndm.latent.resolution=4", "ndm.denoiser.channel_mult=[1]",
-        "stage.images.num=2", "stage.images.steps=4", f"ndm/objective={time}",
+        "stage.images.num=2", "stage.images.steps=4", "stage.collapsed_vae=warn", f"ndm/objective={time}",
         *(["ndm.objective.T=10"] if time == "discrete" else []), *overrides,
     ])
 

@@ -8,14 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from hydra.utils import instantiate
 
 from latent_ndm.errors import TrainingError
+from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.hardware import select_precision
 from latent_ndm.training.ema import EMA
 from latent_ndm.training.lpips_loader import BACKBONE_FILES, LPIPSWeightsMissing, load_lpips
 from latent_ndm.training.schedules import KLWarmup, warmup_cosine
-from latent_ndm.training.vae_loss import ValidationMetrics, kl_per_channel, psnr
-from vae import DiagonalGaussian
+from latent_ndm.training.vae_loss import ValidationMetrics, vae_loss
+from vae.diagnostics import flat_images, kl_per_unit, psnr
 
 
 def test_kl_warmup_holds_rises_linearly_and_saturates() -> None:
@@ -57,18 +59,50 @@ def test_ema_follows_the_update_rule_with_warmup() -> None:
 
 
 def test_validation_metrics_match_their_definitions() -> None:
-    q = DiagonalGaussian(torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2))
-    torch.testing.assert_close(kl_per_channel(q).sum(1), q.kl())
-    x = torch.rand(2, 3, 4, 4) * 2 - 1
-    assert psnr(x + 0.2, x) == pytest.approx(torch.full((2,), 10 * math.log10(4 / 0.04)), rel=1e-5)
-    metrics = ValidationMetrics(active_threshold=0.5)
+    metrics = ValidationMetrics()
     metrics.num_dims = 12
     metrics.sums = {"count": torch.tensor(2.0), "rec": torch.tensor(10.0), "kl": torch.tensor(4.0),
-                    "kl_channel": torch.tensor([3.0, 1.0]), "psnr": torch.tensor(40.0),
                     "z_count": torch.tensor(4.0), "z_sum": torch.tensor(0.0), "z_sq": torch.tensor(16.0)}
     out = metrics.compute()
     assert out["nelbo_bpd"] == pytest.approx(7.0 / (12 * math.log(2)))
-    assert out["active_channels"] == 1 and out["kl_channel_0"] == 1.5 and out["latent_scale"] == 2.0
+    assert out["kl_share"] == pytest.approx(4 / 14) and out["latent_scale"] == 2.0
+
+
+def test_validation_metrics_carry_the_collapse_watch_of_a_real_vae() -> None:
+    """A tiny VAE through `update`: the per-unit watch counts units of (C, H, W) and its PSNR is the decoder mean's."""
+    torch.manual_seed(0)
+    vae = instantiate(compose_config("train", ["vae=tiny", "data.resolution=16"]).vae, _convert_="all").eval()
+    x = torch.rand(6, 3, 16, 16) * 2 - 1
+    metrics = ValidationMetrics()
+    metrics.update(vae, x, generator=torch.Generator().manual_seed(0))
+    out = metrics.compute()
+    c, h, w = vae.latent_shape(16)
+    assert out["latent_units"] == c * h * w and 0 <= out["active_units"] <= c * h * w
+    x_q = vae.quantize(x)
+    x_hat = vae.decode(vae.encode(x_q).mode()).mean()
+    assert out["psnr"] == pytest.approx(psnr(x_hat, x_q).mean().item(), rel=1e-5)
+    assert out["psnr_gain"] == pytest.approx(out["psnr"] - psnr(flat_images(x_q), x_q).mean().item(), rel=1e-5)
+    assert out["kl_bpd"] == pytest.approx(out["kl_unit_nats"] * c * h * w / (3 * 16 * 16 * math.log(2)), rel=1e-5)
+
+
+def test_free_bits_leave_units_below_lambda_alone_and_never_change_the_reported_bound() -> None:
+    torch.manual_seed(0)
+    vae = instantiate(compose_config("train", ["vae=tiny", "data.resolution=16"]).vae, _convert_="all")
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    plain = vae_loss(vae, x, generator=torch.Generator().manual_seed(1))
+    free = vae_loss(vae, x, generator=torch.Generator().manual_seed(1), free_bits=0.5)
+    q = vae.encode(vae.quantize(x))
+    kl_train = kl_per_unit(q).mean(0).clamp_min(0.5).sum()  # sum_u max(lambda, E_batch KL_u)
+    assert torch.equal(plain.kl, free.kl) and torch.equal(plain.rec, free.rec)  # the reported terms
+    torch.testing.assert_close(free.loss, (free.rec + kl_train) / plain.num_dims)
+    huge = vae_loss(vae, x, generator=torch.Generator().manual_seed(1), free_bits=1e6)  # every unit below lambda:
+    grads = torch.autograd.grad(huge.loss, list(vae.parameters()), allow_unused=True)
+    rec_only = vae_loss(vae, x, beta_kl=0.0, generator=torch.Generator().manual_seed(1)).loss
+    expected = torch.autograd.grad(rec_only, list(vae.parameters()), allow_unused=True)
+    for g, e in zip(grads, expected, strict=True):  # the KL sends no gradient, the reconstruction all of it
+        assert (g is None and e is None) or torch.allclose(g, e, atol=1e-7)
+    with pytest.raises(ValueError, match="free_bits"):
+        vae_loss(vae, x, free_bits=-1.0)
 
 
 def test_precision_is_fp32_on_cpu() -> None:

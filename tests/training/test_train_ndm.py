@@ -258,3 +258,20 @@ def test_bf16_mixed_keeps_schedule_transform_and_weights_in_fp32(tmp_path: Path,
         assert seen[name] == {torch.float32}, (name, seen[name])
     assert all(math.isfinite(v) for v in result.report["ndm_metrics"].values())
     assert all(torch.isfinite(v).all() for v in result.module.last_terms.values())
+
+
+def test_a_collapsed_vae_export_is_refused_by_name_and_numbers(tmp_path: Path, data_root: Path,
+                                                               vae_export: Path, caplog) -> None:
+    """The session's 2-step VAE decodes no better than each image's mean colour: stage=ndm refuses it in one
+    sentence naming the export and its numbers (nothing is written), or warns with stage.collapsed_vae=warn."""
+    with pytest.raises(TrainingError) as err:
+        train(ndm_cfg(tmp_path / "run", data_root, vae_export, "stage.collapsed_vae=refuse"))
+    message = str(err.value)
+    assert message.startswith(f"the VAE export {vae_export} has a collapsed latent (") and "\n" not in message
+    assert "dB better than each image's mean colour" in message and "stage.collapsed_vae=warn" in message
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(TrainingError, match=r"stage.collapsed_vae must be one of \['refuse', 'warn'\]"):
+        train(ndm_cfg(tmp_path / "run", data_root, vae_export, "stage.collapsed_vae=maybe"))
+    with caplog.at_level("WARNING"):
+        train(ndm_cfg(tmp_path / "run", data_root, vae_export, "trainer.fast_dev_run=true"))
+    assert any("has a collapsed latent" in r.getMessage() for r in caplog.records)

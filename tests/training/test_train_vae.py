@@ -121,6 +121,21 @@ def test_non_finite_loss_stops_naming_the_term_and_keeps_the_last_checkpoint(
     assert load_vae(run / "export").latent_scale.isfinite()
 
 
+def test_a_collapsed_vae_is_named_as_collapsed_at_the_end_of_its_run(tmp_path: Path, data_root: Path) -> None:
+    """Two steps teach the decoder nothing: the run's last lines say the latent is collapsed and how to fix it,
+    the export records the per-unit watch, and the old per-channel count ("4 of 4 active") is gone."""
+    from latent_ndm.train import format_report
+
+    cfg = tiny_cfg(tmp_path / "run", data_root, "trainer.max_steps=2", "trainer.val_check_interval=2")
+    result = train(cfg)
+    m = yaml.safe_load((tmp_path / "run" / "export" / METRICS_NAME).read_text())
+    assert {"active_units", "latent_units", "kl_unit_nats", "kl_share", "psnr_gain"} <= set(m)
+    assert "active_channels" not in m and m["latent_units"] == 3 * 4 * 4
+    printed = format_report(cfg, result)
+    assert "WARNING: this VAE has a collapsed latent (" in printed and "stage.free_bits" in printed
+    assert f"active latent units {m['active_units']:.0f} of 48" in printed
+
+
 def test_unknown_config_key_is_one_clear_error(tmp_path: Path, data_root: Path) -> None:
     with pytest.raises(ConfigCompositionException, match="Could not override 'vae.encoder.bse_channels'"):
         tiny_cfg(tmp_path, data_root, "vae.encoder.bse_channels=3")

@@ -1,0 +1,104 @@
+"""Real-image sets that install from the package registries: the pictures scikit-learn ships inside its wheel.
+
+    python -m data_tools.real_images digits OUT --size 32    # 1,797 scanned handwritten digits
+    python -m data_tools.real_images photos OUT --size 32    # 848 tiles of two colour photographs
+
+- ``digits``: the UCI optical-recognition digits (8x8 pixels, 17 grey levels), upscaled (bicubic) to ``size``,
+  written as RGB PNGs ``OUT/<label>/<index>.png``.
+- ``photos``: the two sample photographs (``china.jpg``, ``flower.jpg``, 427x640), each at scales 1, 2/3 and 1/2,
+  cut into non-overlapping ``size`` x ``size`` tiles (no two tiles of one scale share a pixel), written as
+  ``OUT/<photo>/s<scale>_<row>_<col>.png``: natural texture.
+
+Then ``python -m data_tools.shard OUT SHARDS --resolution 32`` shards the folder like any other. Needs scikit-learn
+(``pip install -e '.[real]'``); nothing is downloaded. Rerunning keeps the files already written.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from data_tools.errors import DataToolError, run_cli
+from data_tools.files import atomic_write
+
+DIGITS_SIZE = 8
+DIGITS_MAX_LEVEL = 16  # the digits' grey levels are 0..16
+PHOTO_SCALES = (1.0, 2 / 3, 0.5)
+
+
+def _sklearn_datasets():  # noqa: ANN202 (a module)
+    try:
+        from sklearn import datasets
+    except ImportError as err:
+        raise DataToolError("the real-image sets come from scikit-learn, which is not installed; run "
+                            "`pip install -e '.[real]'` (or `pip install scikit-learn`)") from err
+    return datasets
+
+
+def digit_images(size: int) -> Iterator[tuple[str, Image.Image]]:
+    """(relative name, RGB image) of every digit, upscaled from 8x8 to `size` (bicubic: smooth strokes)."""
+    if size < DIGITS_SIZE:
+        raise DataToolError(f"--size must be at least {DIGITS_SIZE} for the digits, got {size}")
+    digits = _sklearn_datasets().load_digits()
+    pixels = np.rint(np.asarray(digits.images) * (255.0 / DIGITS_MAX_LEVEL)).astype(np.uint8)
+    width = len(str(len(pixels) - 1))
+    for i, (image, label) in enumerate(zip(pixels, digits.target, strict=True)):
+        grey = Image.fromarray(image, mode="L").resize((size, size), Image.Resampling.BICUBIC)
+        yield f"{label}/{i:0{width}d}.png", grey.convert("RGB")
+
+
+def photo_tiles(size: int) -> Iterator[tuple[str, Image.Image]]:
+    """(relative name, tile) of the sample photographs at each of `PHOTO_SCALES`, cut into non-overlapping tiles."""
+    if size < 8:
+        raise DataToolError(f"--size must be at least 8, got {size}")
+    photos = _sklearn_datasets().load_sample_images()
+    for path, pixels in zip(photos.filenames, photos.images, strict=True):
+        photo = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
+        for scale in PHOTO_SCALES:
+            w, h = round(photo.width * scale), round(photo.height * scale)
+            scaled = photo if scale == 1.0 else photo.resize((w, h), Image.Resampling.LANCZOS)
+            for row in range(h // size):
+                for col in range(w // size):
+                    box = (col * size, row * size, (col + 1) * size, (row + 1) * size)
+                    yield f"{Path(path).stem}/s{scale:.2f}_{row:02d}_{col:02d}.png", scaled.crop(box)
+
+
+SETS: dict[str, Callable[[int], Iterator[tuple[str, Image.Image]]]] = {"digits": digit_images, "photos": photo_tiles}
+
+
+def write_real_images(name: str, out: Path, size: int = 32) -> int:
+    """Write the set `name` (see `SETS`) into `out` as PNGs; files already there are kept. Returns how many."""
+    if name not in SETS:
+        raise DataToolError(f"unknown set {name!r}; choose one of {sorted(SETS)}")
+    n = 0
+    for relative, image in SETS[name](size):
+        n += 1
+        path = out / relative
+        if not path.is_file():
+            atomic_write(path, lambda tmp, image=image: image.save(tmp, format="PNG"))
+    return n
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data_tools.real_images", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("set", choices=sorted(SETS), help="which set")
+    parser.add_argument("out", type=Path, help="folder for the PNGs")
+    parser.add_argument("--size", type=int, default=32, help="side length of the written images")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        n = write_real_images(args.set, args.out, args.size)
+        print(f"{n} {args.set} images written to {args.out} at {args.size}x{args.size}; next: python -m "
+              f"data_tools.shard {args.out} <shard folder> --resolution {args.size}")
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

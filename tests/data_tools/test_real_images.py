@@ -1,0 +1,47 @@
+"""The real-image sets of `data_tools.real_images` (scikit-learn's bundled pictures), written and sharded."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_tools.errors import DataToolError
+from data_tools.real_images import main, photo_tiles, write_real_images
+from data_tools.shard import main as shard_main
+
+
+def test_digits_are_written_upscaled_grey_and_labelled(tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    assert write_real_images("digits", tmp_path / "png", size=16) == 1797
+    files = sorted((tmp_path / "png").glob("*/*.png"))
+    assert len(files) == 1797 and {f.parent.name for f in files} == {str(d) for d in range(10)}
+    first = np.asarray(Image.open(tmp_path / "png" / "0" / "0000.png"))
+    assert first.shape == (16, 16, 3) and (first[..., 0] == first[..., 1]).all()  # grey, as RGB
+    ink = load_digits().images[0] > 8  # the digit's bright strokes stay bright after upscaling
+    small = np.asarray(Image.fromarray(first[..., 0]).resize((8, 8), Image.Resampling.BOX)).astype(float)
+    assert small[ink].mean() > small[~ink].mean() + 80
+    before = files[5].stat().st_mtime_ns
+    assert write_real_images("digits", tmp_path / "png", size=16) == 1797  # a rerun keeps what is there
+    assert files[5].stat().st_mtime_ns == before
+
+
+def test_photo_tiles_do_not_overlap_and_shard_like_any_folder(tmp_path: Path) -> None:
+    names = [name for name, _ in photo_tiles(32)]
+    assert len(names) == len(set(names)) == 848  # 2 photos x (13x20 + 8x13 + 6x10) tiles
+    assert main(["photos", str(tmp_path / "png")]) == 0
+    assert shard_main([str(tmp_path / "png"), str(tmp_path / "shards"), "--resolution", "32", "--quiet"]) == 0
+    assert (tmp_path / "shards" / "manifest.json").is_file() and list((tmp_path / "shards").glob("png-val-*.tar"))
+
+
+def test_without_scikit_learn_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now raises ImportError
+    with pytest.raises(DataToolError, match=r"scikit-learn, which is not installed; run `pip install -e '\.\[real\]'`"):
+        write_real_images("digits", tmp_path)
+    with pytest.raises(DataToolError, match="unknown set 'mnist'"):
+        write_real_images("mnist", tmp_path)
