@@ -58,7 +58,7 @@ def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
         u = results["nelbo"]["latent"]
         rows.append(("VAE latent", f"{u['active_units']:.0f}/{u['latent_units']:.0f}", "active",
                      f"units (Var_x E_q[z_u] > 0.01); KL {u['kl_unit_nats']:.3f} nats/unit; decoder-mean PSNR "
-                     f"{u['psnr']:.2f} dB, {u['psnr_gain']:+.2f} over each image's mean colour"))
+                     f"{u['psnr']:.2f} dB; explains {100 * u['explained']:.0f}% of the variation within the images"))
     if "nll" in results:
         r = results["nll"]
         s = r["settings"]

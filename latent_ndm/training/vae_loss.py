@@ -6,7 +6,8 @@ z ~ q(z|x), one reparameterised sample. beta < 1 only during KL warm-up. KL_trai
 with free bits lambda > 0 (Kingma et al. 2016, "Improved variational inference with inverse autoregressive flow",
 eq. 15, here per latent unit u): KL_train = sum_u max(lambda, E_batch KL(q(z_u|x) || N(0, 1))), so that no unit is
 pushed below lambda nats. The reported NELBO is always the beta = 1 bound without free bits or the perceptual term:
-NELBO = rec + kl, in bits/dim = nats / (D ln 2).
+NELBO = rec + kl, in bits/dim = nats / (D ln 2). With KL balancing (while beta < 1 only) the channels' KLs are
+weighted as in `balanced_kl`.
 """
 
 from __future__ import annotations
@@ -52,9 +53,10 @@ def vae_loss(
     lpips_weight: float = 0.0,
     generator: torch.Generator | None = None,
     free_bits: float = 0.0,
+    kl_balance: bool = False,
 ) -> VAELoss:
     """The training loss of the module docstring for a batch x (B, C, H, W) in [-1, 1]; `free_bits` = lambda in
-    nats per latent unit (0: the plain KL)."""
+    nats per latent unit (0: the plain KL); `kl_balance`: while beta < 1, `balanced_kl` across channels."""
     if free_bits < 0:
         raise ValueError(f"free_bits must be >= 0 nats, got {free_bits}")
     x = vae.quantize(x)
@@ -62,7 +64,12 @@ def vae_loss(
     p_x = vae.decode(q.sample(generator))
     rec, kl = -p_x.log_prob(x), q.kl()
     num_dims = math.prod(x.shape[1:])
-    kl_train = kl_per_unit(q).mean(0).clamp_min(free_bits).sum() if free_bits > 0 else kl.mean()
+    if free_bits > 0 or (kl_balance and beta_kl < 1):
+        kl_units = kl_per_unit(q).mean(0).clamp_min(free_bits)  # E_batch KL per unit, at least lambda
+        kl_channels = kl_units.flatten(1).sum(1)
+        kl_train = balanced_kl(kl_channels) if kl_balance and beta_kl < 1 else kl_channels.sum()
+    else:
+        kl_train = kl.mean()
     loss = (rec.mean() + beta_kl * kl_train) / num_dims
     perceptual = None
     if lpips is not None and lpips_weight > 0:
@@ -71,14 +78,24 @@ def vae_loss(
     return VAELoss(loss=loss, rec=rec.mean(), kl=kl.mean(), lpips=perceptual, num_dims=num_dims)
 
 
+def balanced_kl(kl_channels: torch.Tensor, floor: float = 0.01) -> torch.Tensor:
+    """KL balancing across latent channels during warm-up (the idea of NVAE, Vahdat & Kautz 2020, section 3.2 and
+    appendix A, here with channels as the groups): sum_c w_c KL_c with w_c = C (KL_c + floor) / sum_c' (KL_c' +
+    floor), held constant (no gradient). A channel that carries much KL is pushed harder, one that carries little is
+    left more room, so that the warm-up does not settle on a few channels; the weights average to 1."""
+    weights = kl_channels.detach() + floor
+    weights = weights * (len(weights) / weights.sum())
+    return (weights * kl_channels).sum()
+
+
 class ValidationMetrics:
     """Sums over a validation pass of the EMA VAE; `compute` reduces them (e.g. across ranks) into floats.
 
     Metrics: nelbo_bpd = rec_bpd + kl_bpd (beta = 1, no free bits, one z sample per image), kl_share (the KL's part
     of the NELBO), lpips (when a model is given), latent_scale (std of encoder samples z ~ q(z|x) over all
     elements), and the collapse watch of `vae.diagnostics.LatentUsage`: active units (Burda et al.'s per-unit
-    criterion), KL per latent unit and per channel, PSNR of the decoder mean at the posterior mean and its gain over
-    each image's mean colour.
+    criterion), KL per latent unit and per channel, PSNR of the decoder mean at the posterior mean and the share of the
+    within-image variation it explains (against painting each image its mean colour).
     """
 
     def __init__(self) -> None:

@@ -36,6 +36,7 @@ class VAEModule(L.LightningModule):
     lpips_weight: weight of the LPIPS term in the training loss (never in the reported NELBO).
     ema_decay, ema_warmup: see `EMA`.
     free_bits: nats per latent unit below which the training KL does not push a unit (0: off; see `vae_loss`).
+    kl_balance: balance the KL across latent channels while the warm-up's beta < 1 (see `balanced_kl`).
     seed: seeds the noise of every step (with rank, step and micro-batch), so that a resumed run draws what the
         uninterrupted run drew.
     """
@@ -51,6 +52,7 @@ class VAEModule(L.LightningModule):
         ema_decay: float = 0.999,
         ema_warmup: bool = True,
         free_bits: float = 0.0,
+        kl_balance: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -60,7 +62,7 @@ class VAEModule(L.LightningModule):
         self.ema = EMA(vae, ema_decay, ema_warmup)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.kl_warmup = kl_warmup or KLWarmup(warmup_steps=0)
-        self.lpips_weight, self.free_bits, self.seed = lpips_weight, free_bits, seed
+        self.lpips_weight, self.free_bits, self.kl_balance, self.seed = lpips_weight, free_bits, kl_balance, seed
         self._lpips = (lpips,) if lpips is not None else ()  # a tuple: not a submodule, not saved
         self.last_terms: dict[str, torch.Tensor] = {}
         self.val_metrics: dict[str, float] = {}
@@ -79,7 +81,8 @@ class VAEModule(L.LightningModule):
     def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
         beta = self.kl_warmup(self.global_step)
         with seeded_step(self.seed, self.global_rank, self.global_step, batch_idx, self.device) as generator:
-            out = vae_loss(self.vae, x, beta, self.lpips, self.lpips_weight, generator, self.free_bits)
+            out = vae_loss(self.vae, x, beta, self.lpips, self.lpips_weight, generator, self.free_bits,
+                           self.kl_balance)
         self.last_terms = out.terms()
         metrics = {"train/loss": out.loss, "train/rec_bpd": out.bpd(out.rec), "train/kl_bpd": out.bpd(out.kl),
                    "train/kl_beta": beta}

@@ -53,6 +53,7 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> VAEModule
         ema_decay=s.ema.decay,
         ema_warmup=s.ema.warmup,
         free_bits=s.free_bits,
+        kl_balance=s.kl_balance,
         seed=cfg.seed,
     )
 
@@ -65,8 +66,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
 def summarize(m: dict[str, Any]) -> str:
     """One line of the VAE's validation metrics: the bound, its parts, and how much the latent carries."""
     line = (f"val NELBO {m['nelbo_bpd']:.4f} bits/dim (rec {m['rec_bpd']:.4f} + KL {m['kl_bpd']:.4f}, KL share "
-            f"{100 * m['kl_share']:.1f}%), PSNR {m['psnr']:.2f} dB ({m['psnr_gain']:+.2f} over each image's mean "
-            "colour)" + (f", LPIPS {m['lpips']:.4f}" if "lpips" in m else ""))
+            f"{100 * m['kl_share']:.1f}%), PSNR {m['psnr']:.2f} dB (explains {100 * m['explained']:.0f}% of the "
+            "variation within the images)" + (f", LPIPS {m['lpips']:.4f}" if "lpips" in m else ""))
     return line + (f", active latent units {m['active_units']:.0f} of {m['latent_units']:.0f}, KL per unit "
                    f"{m['kl_unit_nats']:.3f} nats, latent scale {m['latent_scale']:.4f}")
 

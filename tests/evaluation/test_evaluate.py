@@ -139,7 +139,7 @@ def test_evaluator_nelbo_repeats_the_training_validation(runs: dict[str, Path], 
     logged = yaml.safe_load((runs[kind] / "export" / "metrics.yaml").read_text())["nelbo_bpd"]
     assert out.results["nelbo"]["nelbo_bpd"] == pytest.approx(logged, rel=1e-6)
     assert out.results["nelbo"]["count"] == 12  # every validation image, once
-    for key in ("active_units", "latent_units", "kl_unit_nats", "psnr", "psnr_gain"):  # the collapse watch ...
+    for key in ("active_units", "latent_units", "kl_unit_nats", "psnr", "explained"):  # the collapse watch ...
         assert out.results["nelbo"]["latent"][key] == pytest.approx(logged_watch(runs["vae"])[key], rel=1e-5)
 
 

@@ -16,7 +16,7 @@ from latent_ndm.runs.hardware import select_precision
 from latent_ndm.training.ema import EMA
 from latent_ndm.training.lpips_loader import BACKBONE_FILES, LPIPSWeightsMissing, load_lpips
 from latent_ndm.training.schedules import KLWarmup, warmup_cosine
-from latent_ndm.training.vae_loss import ValidationMetrics, vae_loss
+from latent_ndm.training.vae_loss import ValidationMetrics, balanced_kl, vae_loss
 from vae.diagnostics import flat_images, kl_per_unit, psnr
 
 
@@ -81,7 +81,10 @@ def test_validation_metrics_carry_the_collapse_watch_of_a_real_vae() -> None:
     x_q = vae.quantize(x)
     x_hat = vae.decode(vae.encode(x_q).mode()).mean()
     assert out["psnr"] == pytest.approx(psnr(x_hat, x_q).mean().item(), rel=1e-5)
-    assert out["psnr_gain"] == pytest.approx(out["psnr"] - psnr(flat_images(x_q), x_q).mean().item(), rel=1e-5)
+    assert out["psnr_flat"] == pytest.approx(psnr(flat_images(x_q), x_q).mean().item(), rel=1e-5)
+    sse, sse_flat = (x_hat - x_q).pow(2).sum().item(), (flat_images(x_q) - x_q).pow(2).sum().item()
+    assert out["explained"] == pytest.approx(1 - sse / sse_flat, rel=1e-5)
+    assert out["psnr_gain"] == pytest.approx(10 * math.log10(sse_flat / sse), rel=1e-5)
     assert out["kl_bpd"] == pytest.approx(out["kl_unit_nats"] * c * h * w / (3 * 16 * 16 * math.log(2)), rel=1e-5)
 
 
@@ -103,6 +106,26 @@ def test_free_bits_leave_units_below_lambda_alone_and_never_change_the_reported_
         assert (g is None and e is None) or torch.allclose(g, e, atol=1e-7)
     with pytest.raises(ValueError, match="free_bits"):
         vae_loss(vae, x, free_bits=-1.0)
+
+
+def test_kl_balance_weights_channels_by_their_share_and_only_during_warm_up() -> None:
+    kl_c = torch.tensor([9.99, 0.0, 1.99, 0.0], requires_grad=True)  # + floor 0.01: 10, 0.01, 2, 0.01
+    total = balanced_kl(kl_c)
+    weights = torch.tensor([10.0, 0.01, 2.0, 0.01]) * (4 / 12.02)
+    assert weights.mean().item() == pytest.approx(1.0)
+    assert total.item() == pytest.approx((weights * kl_c.detach()).sum().item(), rel=1e-6)
+    (grad,) = torch.autograd.grad(total, kl_c)  # the weights are constants: the gradient is w_c
+    torch.testing.assert_close(grad, weights)
+    torch.manual_seed(0)
+    vae = instantiate(compose_config("train", ["vae=tiny", "data.resolution=16"]).vae, _convert_="all")
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    for beta in (0.5, 1.0):
+        plain, balanced = (vae_loss(vae, x, beta, generator=torch.Generator().manual_seed(1), kl_balance=b)
+                           for b in (False, True))
+        kl_channels = kl_per_unit(vae.encode(vae.quantize(x))).mean(0).flatten(1).sum(1)
+        want = plain.rec + beta * (balanced_kl(kl_channels) if beta < 1 else plain.kl)
+        torch.testing.assert_close(balanced.loss, want / plain.num_dims)
+        assert torch.equal(plain.kl, balanced.kl)  # the reported KL never changes
 
 
 def test_precision_is_fp32_on_cpu() -> None:

@@ -129,7 +129,7 @@ def test_a_collapsed_vae_is_named_as_collapsed_at_the_end_of_its_run(tmp_path: P
     cfg = tiny_cfg(tmp_path / "run", data_root, "trainer.max_steps=2", "trainer.val_check_interval=2")
     result = train(cfg)
     m = yaml.safe_load((tmp_path / "run" / "export" / METRICS_NAME).read_text())
-    assert {"active_units", "latent_units", "kl_unit_nats", "kl_share", "psnr_gain"} <= set(m)
+    assert {"active_units", "latent_units", "kl_unit_nats", "kl_share", "explained"} <= set(m)
     assert "active_channels" not in m and m["latent_units"] == 3 * 4 * 4
     printed = format_report(cfg, result)
     assert "WARNING: this VAE has a collapsed latent (" in printed and "stage.free_bits" in printed

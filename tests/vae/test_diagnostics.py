@@ -9,7 +9,7 @@ import torch
 
 from vae.diagnostics import (
     ACTIVE_VARIANCE,
-    MIN_PSNR_GAIN_DB,
+    MIN_EXPLAINED,
     LatentUsage,
     collapse_verdict,
     flat_images,
@@ -56,8 +56,7 @@ def test_active_units_count_the_few_informative_positions_a_channel_count_cannot
     assert m["kl_unit_max_nats"] == pytest.approx(kl_active, rel=1e-9)
     assert m["kl_channel_0_nats"] == pytest.approx(2 * kl_active / (H * W), rel=1e-9)
     assert m["kl_channel_1_nats"] == 0.0
-    assert (m["psnr"], m["psnr_gain"]) == (pytest.approx(10 * math.log10(4 / 1e-12)), pytest.approx(
-        m["psnr"] - m["psnr_flat"]))
+    assert m["psnr"] == pytest.approx(10 * math.log10(4 / 1e-12)) and m["explained"] == pytest.approx(1.0)
 
 
 def test_active_threshold_is_the_variance_of_the_posterior_mean_over_the_data() -> None:
@@ -83,6 +82,25 @@ def test_psnr_and_the_flat_picture() -> None:
     assert kl.item() == pytest.approx(0.5)
 
 
+def test_explained_variation_is_pooled_so_uniform_images_cannot_hide_flat_textured_ones() -> None:
+    """A near-uniform image reconstructed exactly and a textured one painted flat: per image the PSNR gains average
+    to a large number, but the latent explains almost none of the set's variation, which sits in the textured one."""
+    g = torch.Generator().manual_seed(2)
+    uniform = 0.3 + 0.001 * torch.randn(1, 3, 8, 8, generator=g)
+    textured = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1
+    x = torch.cat([uniform, textured])
+    x_hat = torch.cat([uniform, flat_images(textured)])
+    usage = LatentUsage()
+    usage.update(DiagonalGaussian(torch.zeros(2, 1, 1, 1), torch.zeros(2, 1, 1, 1)), x, x_hat)
+    m = usage.compute()
+    sse_flat = (flat_images(x) - x).pow(2).sum().item()
+    sse = (x_hat - x).pow(2).sum().item()
+    assert m["explained"] == pytest.approx(1 - sse / sse_flat, rel=1e-6) and m["explained"] < 1e-4
+    assert m["psnr_gain"] == pytest.approx(10 * math.log10(sse_flat / sse), rel=1e-6)
+    assert m["psnr"] - m["psnr_flat"] > 20  # what an average of per-image gains would have said
+    assert collapse_verdict(m) is not None
+
+
 def test_verdict_names_a_collapsed_latent_and_passes_a_healthy_one() -> None:
     x = images(32, seed=1)
     collapsed = LatentUsage()  # one unit carries the mean colour, the decoder paints flat patches
@@ -90,12 +108,13 @@ def test_verdict_names_a_collapsed_latent_and_passes_a_healthy_one() -> None:
     verdict = collapse_verdict({**collapsed.compute(), "kl_share": 0.004})
     assert verdict is not None and len(verdict.reasons) == 3
     sentence = verdict.sentence("the VAE export runs/vae/x/export")
-    assert "1 of 256 latent units active" in sentence and "0.0 dB better" in sentence and "0.4%" in sentence
+    assert "1 of 256 latent units active" in sentence and "explain 0% of the variation" in sentence
+    assert "the KL is 0.4% of the NELBO" in sentence
     assert "runs/vae/x/export" in sentence and "stage.free_bits" in sentence
 
     healthy = LatentUsage()
     every = [(c, i, j) for c in range(C) for i in range(H) for j in range(W)]
     healthy.update(concentrated_posterior(x, every), x, x + 0.01)
     m = healthy.compute()
-    assert m["psnr_gain"] > MIN_PSNR_GAIN_DB and collapse_verdict(m) is None
+    assert m["explained"] > MIN_EXPLAINED and collapse_verdict(m) is None
     assert collapse_verdict({"nelbo_bpd": 5.0}) is None  # an export from before the watch: no verdict
