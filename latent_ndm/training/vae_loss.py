@@ -68,9 +68,9 @@ def vae_loss(
         kl_units = kl_per_unit(q).mean(0).clamp_min(free_bits)  # E_batch KL per unit, at least lambda
         kl_channels = kl_units.flatten(1).sum(1)
         kl_train = balanced_kl(kl_channels) if kl_balance and beta_kl < 1 else kl_channels.sum()
+        loss = (rec.mean() + beta_kl * kl_train) / num_dims
     else:
-        kl_train = kl.mean()
-    loss = (rec.mean() + beta_kl * kl_train) / num_dims
+        loss = (rec + beta_kl * kl).mean() / num_dims
     perceptual = None
     if lpips is not None and lpips_weight > 0:
         perceptual = lpips(p_x.mean(), x).mean()
