@@ -4,12 +4,13 @@
 #                  then sample -> evaluate -> benchmark (NDM vs LSGM table and chart in runs/benchmark/600)
 #   make test   -> create .venv if missing, install with the test extra, run ruff and the test suite
 #   make toy    -> the 2D checkerboard demo (NDM vs F = identity)
+#   make real   -> the VAE stage on two real-image sets bundled with scikit-learn (photo tiles, digits); no downloads
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo toy test lint install clean
+.PHONY: demo toy real test lint install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -29,6 +30,14 @@ demo: $(STAMP)
 
 toy: $(STAMP)
 	$(PY) -m latent_ndm.toy
+
+real: $(STAMP)
+	$(PY) -m data_tools.real_images photos data/photos-png --size 32
+	$(PY) -m data_tools.shard data/photos-png data/photos-32 --resolution 32 --shard-size 64 --quiet
+	$(PY) -m latent_ndm.train stage=vae data=shards data.root=data/photos-32 name=photos
+	$(PY) -m data_tools.real_images digits data/digits-png --size 32
+	$(PY) -m data_tools.shard data/digits-png data/digits-32 --resolution 32 --shard-size 128 --quiet
+	$(PY) -m latent_ndm.train stage=vae data=shards data.root=data/digits-32 data.flip=false name=digits
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -134,9 +134,9 @@ def collapse_verdict(metrics: dict[str, float]) -> Collapse | None:
         reasons.append(f"{metrics['active_units']:.0f} of {metrics['latent_units']:.0f} latent units active "
                        f"({100 * fraction:.1f}% < {100 * MIN_ACTIVE_FRACTION:.0f}%)")
     if not math.isfinite(explained) or explained < MIN_EXPLAINED:
-        reasons.append(f"its reconstructions explain {100 * explained:.0f}% of the variation within the images "
-                       f"(under {100 * MIN_EXPLAINED:.0f}%: {metrics['psnr_gain']:+.1f} dB over painting each image "
-                       "its mean colour)")
+        reasons.append(f"its reconstructions explain {max(0.0, 100 * explained):.0f}% of the variation within the "
+                       f"images (under {100 * MIN_EXPLAINED:.0f}%: {metrics['psnr_gain']:+.1f} dB over painting each "
+                       "image its mean colour)")
     if reasons and "kl_share" in metrics:
         reasons.append(f"the KL is {100 * metrics['kl_share']:.1f}% of the NELBO")
     return Collapse(tuple(reasons)) if reasons else None
