@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from data_tools.files import atomic_write_text
-from latent_ndm.comparison import measure, report
+from latent_ndm.comparison import measure, report, stats
 from latent_ndm.comparison.step_cost import step_costs
 from latent_ndm.errors import EvaluationError
 from latent_ndm.runs.export import METRICS, read_yaml
@@ -27,6 +28,12 @@ KINDS = {"NDM": "ndm", "LSGM": "lsgm"}
 
 def check(cfg: DictConfig) -> None:
     """Every user error that can be seen before anything runs, as one sentence."""
+    if not isinstance(cfg.seeds, int) or cfg.seeds < 1:
+        raise EvaluationError(f"seeds is the number of training seeds per model (0 .. seeds-1) and must be >= 1, got "
+                              f"{cfg.seeds}")
+    if cfg.seeds > 1 and (cfg.ndm_run is not None or cfg.lsgm_run is not None):
+        raise EvaluationError(f"seeds={cfg.seeds} trains one run per seed here; leave ndm_run and lsgm_run unset "
+                              "(finished runs of earlier benchmarks are reused)")
     if not isinstance(cfg.budget, int) or cfg.budget < 1:
         raise EvaluationError(f"budget is the number of optimizer steps per model and must be >= 1, got {cfg.budget}")
     if cfg.sample_num < 1 or cfg.sample_batch_size < 1 or not cfg.tolerances or min(cfg.tolerances) <= 0:
@@ -43,18 +50,44 @@ def check(cfg: DictConfig) -> None:
                               "`python -m latent_ndm.train stage=vae` first, or give vae_ckpt=<a VAE export folder>")
 
 
-def obtain_runs(cfg: DictConfig) -> dict[str, str]:
-    """The run folder of each model: given, or trained here for `budget` steps."""
-    runs = {}
-    for name, key in KINDS.items():
-        given = cfg.get(f"{key}_run")
-        if given is None:
-            overrides = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget, list(cfg.train_overrides),
-                                                   cfg.train_root)
-            print(f"training {name}: python -m latent_ndm.train {' '.join(overrides)}", flush=True)
-            given = str(measure.train_run(overrides))
-        runs[name] = str(given)
+def obtain_runs(cfg: DictConfig) -> dict[str, list[str]]:
+    """The run folders of each model, one per seed (0 .. seeds-1): given, or trained here for `budget` steps (a run
+    that finished before is reused, one that was cut resumes: a killed benchmark picks up where it stopped)."""
+    runs: dict[str, list[str]] = {name: [] for name in KINDS}
+    for seed in range(cfg.seeds):
+        for name, key in KINDS.items():
+            given = cfg.get(f"{key}_run")
+            if given is None:
+                overrides = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget, list(cfg.train_overrides),
+                                                       cfg.train_root, seed)
+                print(f"training {name} (seed {seed}): python -m latent_ndm.train {' '.join(overrides)}", flush=True)
+                given = str(measure.train_run(overrides))
+            runs[name].append(str(given))
     return runs
+
+
+def seed_summary(evaluations: list[dict[str, dict[str, Any]]], runs: list[str]) -> dict[str, Any]:
+    """Per-seed bounds of one model and their mean +- SE: {"per_seed": [...], "nelbo_bpd": Estimate, ...}."""
+    keys = {"nelbo_bpd": ("nelbo", "nelbo_bpd"), "nll_bpd": ("nll", "nll_bpd"),
+            "nelbo_nll_images_bpd": ("nelbo_nll_images", "nelbo_bpd")}
+    per_seed = [{"seed": seed, "run": run, **{k: ev[m][f] for k, (m, f) in keys.items() if m in ev}}
+                for seed, (ev, run) in enumerate(zip(evaluations, runs, strict=True))]
+    out: dict[str, Any] = {"per_seed": per_seed}
+    for key in keys:
+        values = [s[key] for s in per_seed if key in s]
+        if len(values) == len(per_seed):
+            out[key] = asdict(stats.estimate(values))
+    return out
+
+
+def paired(models: dict[str, Any]) -> dict[str, Any]:
+    """NDM - LSGM per seed, for every bound both models have on every seed."""
+    out = {}
+    for key in ("nelbo_bpd", "nll_bpd"):
+        values = [[s.get(key) for s in models[name]["seeds"]["per_seed"]] for name in KINDS]
+        if all(v is not None for vs in values for v in vs):
+            out[key] = stats.paired_difference(*values)
+    return out
 
 
 def check_pair(loaded: dict[str, LoadedRun], runs: dict[str, str]) -> None:
@@ -97,13 +130,22 @@ def command_line() -> str:
 def benchmark(cfg: DictConfig) -> dict[str, Any]:
     """Train or take both runs, measure everything, write benchmark.{md,json,png}; the report (a dict)."""
     check(cfg)
-    runs = obtain_runs(cfg)
+    seed_runs = obtain_runs(cfg)
     device = resolve_device(cfg.device)
-    check_pair({name: load_run(ckpt) for name, ckpt in runs.items()}, runs)
-    evaluations, loaded = {}, {}
-    for name, ckpt in runs.items():
-        print(f"evaluating {name} ({ckpt})", flush=True)
-        evaluations[name], loaded[name] = measure.evaluate_run(ckpt, cfg)
+    for seed in range(cfg.seeds):
+        pair = {name: seed_runs[name][seed] for name in KINDS}
+        check_pair({name: load_run(ckpt) for name, ckpt in pair.items()}, pair)
+    seed_evaluations: dict[str, list[dict[str, Any]]] = {name: [] for name in KINDS}
+    loaded: dict[str, LoadedRun] = {}
+    for seed in range(cfg.seeds):
+        for name in KINDS:
+            ckpt = seed_runs[name][seed]
+            print(f"evaluating {name} seed {seed} ({ckpt})", flush=True)
+            evaluation, run = measure.evaluate_run(ckpt, cfg)
+            seed_evaluations[name].append(evaluation)
+            loaded.setdefault(name, run)  # seed 0's run: sampling speed and step cost are measured on it
+    runs = {name: seed_runs[name][0] for name in KINDS}
+    evaluations = {name: seed_evaluations[name][0] for name in KINDS}
     sampling = {}
     for name, run in loaded.items():
         print(f"sampling {name} at tolerances {list(cfg.tolerances)}", flush=True)
@@ -118,6 +160,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         c = costs[name]
         models[name] = {"run": runs[name], "transform": measure.transform_name(run),
                         "steps": trained_steps(run), "evaluation": evaluations[name], "sampling": sampling[name],
+                        "seeds": seed_summary(seed_evaluations[name], seed_runs[name]),
                         "step": {"ms": 1e3 * c.median_s, "times_ms": [1e3 * t for t in c.times_s],
                                  "memory_mib": c.memory_mib, "memory_kind": c.memory_kind,
                                  "batch_size": int(x.shape[0])}}
@@ -127,7 +170,8 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
                      "shards=DATA_DIR out=STATS_DIR` and give fid.stats=STATS_DIR")
     ratio = {"step_time": costs["NDM"].median_s / costs["LSGM"].median_s,
              "memory": costs["NDM"].memory_mib / max(costs["LSGM"].memory_mib, 1e-9)}
-    return {"budget": cfg.budget, "command": command_line(), "hardware": describe(device, 1),
+    return {"budget": cfg.budget, "seeds": cfg.seeds, "paired": paired(models), "command": command_line(),
+            "hardware": describe(device, 1),
             "tolerances": [float(t) for t in cfg.tolerances], "notes": notes, "models": models, "ratios": ratio,
             "paper": report.PAPER, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 

@@ -35,10 +35,12 @@ def transform_name(run: LoadedRun) -> str:
     return transform_kind(run.config["ndm"])
 
 
-def train_overrides(kind: str, vae_ckpt: str, budget: int, extra: Sequence[str], root: str | None) -> list[str]:
-    """stage=ndm on `vae_ckpt` for `budget` steps as run bench-<kind>-<budget>; LSGM is ndm/transform=identity."""
-    name = f"bench-{kind}-{budget}"
-    out = ["stage=ndm", f"vae_ckpt={vae_ckpt}", f"trainer.max_steps={budget}", f"name={name}"]
+def train_overrides(kind: str, vae_ckpt: str, budget: int, extra: Sequence[str], root: str | None,
+                    seed: int = 0) -> list[str]:
+    """stage=ndm on `vae_ckpt` for `budget` steps with training seed `seed`, as run bench-<kind>-<budget> (seed 0)
+    or bench-<kind>-<budget>-seed<seed>; LSGM is ndm/transform=identity."""
+    name = f"bench-{kind}-{budget}" + (f"-seed{seed}" if seed else "")
+    out = ["stage=ndm", f"vae_ckpt={vae_ckpt}", f"trainer.max_steps={budget}", f"name={name}", f"seed={seed}"]
     out += ["ndm/transform=identity"] if kind == "lsgm" else []
     out += [f"run_dir={Path(root) / name}"] if root else []
     return out + list(extra)

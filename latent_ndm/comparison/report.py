@@ -1,8 +1,11 @@
 """The NDM-vs-LSGM benchmark's outputs: a markdown table, a JSON of every number and a PNG chart.
 
 `report` is a plain dict (written as benchmark.json):
-    {"budget", "command", "hardware", "tolerances", "notes",
+    {"budget", "seeds", "command", "hardware", "tolerances", "notes",
+     "paired": {"nelbo_bpd" | "nll_bpd": {"differences", "mean", "se", "n", "verdict"}} (NDM - LSGM by seed),
      "models": {"NDM" | "LSGM": {"run", "transform", "steps", "evaluation": {metric: evaluation.json entry},
+                                 "seeds": {"per_seed": [{"seed", "run", "nelbo_bpd", "nll_bpd", ...}],
+                                           "nelbo_bpd" | "nll_bpd" | ...: {"mean", "se", "n"}},
                                  "sampling": [{"tol", "nfe", "images_per_s", "num", "seconds"}],
                                  "step": {"ms", "times_ms", "memory_mib", "memory_kind", "batch_size"}}},
      "ratios": {"step_time", "memory"}, "paper": PAPER}
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.files import atomic_write, atomic_write_text
+from latent_ndm.comparison.stats import number
 
 MODELS = ("NDM", "LSGM")
 COLORS = {"NDM": "tab:blue", "LSGM": "tab:orange"}
@@ -50,11 +54,20 @@ def header(tolerances: list[float], memory_kind: str) -> list[str]:
             + [f"img/s@{tol_label(t)}" for t in tolerances] + ["train step (ms)", mem])
 
 
+def over_seeds(model: dict[str, Any], key: str, name: str, field: str) -> str:
+    """mean ± SE over the seeds when there are several, else seed 0's number."""
+    summary = model.get("seeds", {}).get(key)
+    if summary is not None and summary["n"] > 1:
+        return f"{summary['mean']:.4f} ± {number(summary['se'])}"
+    return _num(metric(model, name, field), ".4f")
+
+
 def model_row(name: str, model: dict[str, Any]) -> list[str]:
     sampling = model["sampling"]
     return ([f"{name} (F: {model['transform']}, {model['steps']} steps)",
-             _num(metric(model, "nelbo", "nelbo_bpd"), ".4f"),
-             _num(metric(model, "nelbo_nll_images", "nelbo_bpd"), ".4f"), _num(metric(model, "nll", "nll_bpd"), ".4f"),
+             over_seeds(model, "nelbo_bpd", "nelbo", "nelbo_bpd"),
+             over_seeds(model, "nelbo_nll_images_bpd", "nelbo_nll_images", "nelbo_bpd"),
+             over_seeds(model, "nll_bpd", "nll", "nll_bpd"),
              _num(metric(model, "fid", "fid"), ".2f")]
             + [_num(s["nfe"], ".0f") for s in sampling] + [_num(s["images_per_s"], ".2f") for s in sampling]
             + [_num(model["step"]["ms"], ".1f"), _num(model["step"]["memory_mib"], ".1f")])
@@ -77,8 +90,14 @@ def markdown(report: dict[str, Any]) -> str:
     r = report["ratios"]
     nll = models["NDM"]["evaluation"].get("nll", {})
     nelbo = models["NDM"]["evaluation"].get("nelbo", {})
+    seeds = report.get("seeds", 1)
     lines += [
         "",
+        f"- seeds: {seeds} per model (training seeds 0..{seeds - 1}, each NDM paired with the LSGM of its seed); "
+        + ("bounds are mean ± standard error over the seeds, sampling and step cost are seed 0's"
+           if seeds > 1 else "one seed: no error bars, so no difference between the models can be claimed"),
+        *[f"- paired {key.removesuffix('_bpd').upper()}: {p['verdict']}" for key, p in report.get("paired",
+                                                                                                   {}).items()],
         f"- hardware: {report['hardware']}",
         f"- command: `{report['command']}`",
         f"- budget: {report['budget']} optimizer steps per model (same VAE export and data)",
@@ -124,19 +143,28 @@ def _bpd_panel(ax: Any, models: dict[str, Any]) -> None:
     x, width = [0.0, 1.0], 0.38
     nelbo = "nelbo_nll_images" if all(metric(models[m], "nelbo_nll_images", "nelbo_bpd") is not None
                                       for m in MODELS) else "nelbo"
+    summary_key = {"nelbo_nll_images": "nelbo_nll_images_bpd", "nelbo": "nelbo_bpd", "nll": "nll_bpd"}
     for shift, (name, key, hatch) in zip((-width / 2, width / 2), ((nelbo, "nelbo_bpd", ""),
                                                                  ("nll", "nll_bpd", "//")), strict=True):
         for i, m in enumerate(MODELS):
             value = metric(models[m], name, key)
+            summary = models[m].get("seeds", {}).get(summary_key[name])
+            se = None
+            if summary is not None and summary["n"] > 1:  # the mean over seeds, with its standard error
+                value, se = summary["mean"], summary["se"]
             if value is not None:
-                ax.bar(x[i] + shift, value, width, color=COLORS[m], hatch=hatch, edgecolor="white")
-                ax.annotate(f"{value:.3f}", (x[i] + shift, value), ha="center", va="bottom", fontsize=7)
+                ax.bar(x[i] + shift, value, width, color=COLORS[m], hatch=hatch, edgecolor="white",
+                       yerr=se, capsize=4 if se is not None else 0)
+                label = f"{value:.3f}" + (f"\n±{se:.3f}" if se is not None else "")
+                ax.annotate(label, (x[i] + shift, value + (se or 0)), ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x, [f"{m}\nNELBO | NLL (ours)" for m in MODELS], fontsize=8)
     ax.set_ylabel("bits/dim")
     ax.set_ylim(0, ax.get_ylim()[1] * 1.3)
     count = int(models[MODELS[0]]["evaluation"].get("nll", {}).get("count", 0))
     same = f", same {count} images" if nelbo == "nelbo_nll_images" else ""
-    ax.set_title(f"NELBO (solid), ODE NLL (hatched){same}; lower is better", fontsize=9)
+    seeds = models[MODELS[0]].get("seeds", {}).get("nelbo_bpd", {}).get("n", 1)
+    over = f"\nmean ± SE over {seeds} seeds" if seeds > 1 else ""
+    ax.set_title(f"NELBO (solid), ODE NLL (hatched){same}; lower is better{over}", fontsize=9)
     _paper_lines(ax, "nll_bpd_upper_bound", ".2f")
 
 

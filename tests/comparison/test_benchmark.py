@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from latent_ndm.benchmark import run
 from latent_ndm.cli import run_or_exit
 from latent_ndm.comparison.report import PAPER_LABEL
+from latent_ndm.comparison.stats import number
 from latent_ndm.errors import EvaluationError
 from latent_ndm.evaluation import fid
 from latent_ndm.evaluation.results import read_results
@@ -54,14 +55,17 @@ def bench_cfg(out: Path, *overrides: str, train_overrides: list[str] | None = No
     return cfg
 
 
+def small_runs(data_root: Path) -> list[str]:
+    return [*tiny(data_root), "ndm/denoiser=tiny", "ndm.latent.channels=3", "ndm.latent.resolution=4",
+            "ndm.denoiser.channel_mult=[1]", "stage.images.steps=4", "stage.collapsed_vae=warn"]  # a 2-step VAE
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, data_root: Path, vae_export: Path) -> tuple[Path, dict, str]:
     """The benchmark training both priors itself (budget 2) on the tiny VAE, FID off: (train_root, report, stdout)."""
     root = tmp_path_factory.mktemp("bench")
-    small = [*tiny(data_root), "ndm/denoiser=tiny", "ndm.latent.channels=3", "ndm.latent.resolution=4",
-             "ndm.denoiser.channel_mult=[1]", "stage.images.steps=4", "stage.collapsed_vae=warn"]  # a 2-step VAE
     cfg = bench_cfg(root / "out", f"vae_ckpt={vae_export}", "budget=2", f"train_root={root / 'runs'}",
-                    train_overrides=small)
+                    train_overrides=small_runs(data_root))
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         report = run(cfg)
     return root, report, printed.getvalue()
@@ -78,6 +82,40 @@ def test_benchmark_trains_both_on_the_same_vae_and_skips_fid_without_stats(train
     table = (root / "out" / "benchmark.md").read_text()
     assert "| — |" in table and "fid.stats=STATS_DIR" in table
     assert "note: FID skipped" in printed and "| paper (Bartosh" in printed  # the table is printed at the end
+
+
+def test_seeds_pair_the_models_reuse_finished_runs_and_report_the_paired_difference(
+        trained: tuple[Path, dict, str], data_root: Path, vae_export: Path) -> None:
+    root, first, _ = trained
+    checkpoints = {name: root / "runs" / name / "checkpoints" / "last.ckpt"
+                   for name in ("bench-ndm-2", "bench-lsgm-2", "bench-ndm-2-seed1", "bench-lsgm-2-seed1")}
+    before = checkpoints["bench-ndm-2"].stat().st_mtime_ns
+    cfg = bench_cfg(root / "out-seeds", f"vae_ckpt={vae_export}", "budget=2", "seeds=2",
+                    f"train_root={root / 'runs'}", train_overrides=small_runs(data_root))
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        report = run(cfg)
+    assert "training NDM (seed 1)" in printed.getvalue()
+    assert checkpoints["bench-ndm-2"].stat().st_mtime_ns == before  # seed 0 finished earlier: reused, not retrained
+    per_seed = {name: report["models"][name]["seeds"]["per_seed"] for name in ("NDM", "LSGM")}
+    assert [s["seed"] for s in per_seed["NDM"]] == [0, 1]
+    assert per_seed["NDM"][1]["run"] == str(root / "runs" / "bench-ndm-2-seed1")
+    assert per_seed["NDM"][0]["nelbo_bpd"] == pytest.approx(first["models"]["NDM"]["evaluation"]["nelbo"]["nelbo_bpd"])
+    assert per_seed["NDM"][0]["nelbo_bpd"] != per_seed["NDM"][1]["nelbo_bpd"]  # another seed, another model
+    d = [n["nelbo_bpd"] - s["nelbo_bpd"] for n, s in zip(per_seed["NDM"], per_seed["LSGM"], strict=True)]
+    paired = report["paired"]["nelbo_bpd"]
+    assert paired["differences"] == pytest.approx(d) and paired["mean"] == pytest.approx(sum(d) / 2)
+    assert paired["se"] == pytest.approx(abs(d[0] - d[1]) / 2)  # n = 2: s = |d0 - d1| / sqrt 2, SE = s / sqrt 2
+    ndm = report["models"]["NDM"]["seeds"]["nelbo_bpd"]
+    values = [s["nelbo_bpd"] for s in per_seed["NDM"]]
+    assert ndm["mean"] == pytest.approx(sum(values) / 2) and ndm["se"] == pytest.approx(abs(values[0] - values[1]) / 2)
+    table = (root / "out-seeds" / "benchmark.md").read_text()
+    assert f"{ndm['mean']:.4f} ± {number(ndm['se'])}" in table and "- paired NELBO: NDM - LSGM = " in table
+    assert "seeds: 2 per model" in table and json.loads((root / "out-seeds" / "benchmark.json").read_text())["paired"]
+    stamps = {name: path.stat().st_mtime_ns for name, path in checkpoints.items()}
+    with contextlib.redirect_stdout(io.StringIO()):
+        again = run(cfg)  # a rerun (or a killed benchmark's) trains nothing that finished
+    assert {name: path.stat().st_mtime_ns for name, path in checkpoints.items()} == stamps
+    assert again["paired"]["nelbo_bpd"]["differences"] == pytest.approx(d)
 
 
 def test_benchmark_of_given_runs_writes_table_json_chart_with_the_paper_row_apart(
@@ -122,6 +160,10 @@ def test_benchmark_of_given_runs_writes_table_json_chart_with_the_paper_row_apar
 def test_user_errors_are_one_sentence(tmp_path: Path, trained: tuple[Path, dict, str]) -> None:
     with pytest.raises(EvaluationError, match=r"budget .* must be >= 1, got 0"):
         run(bench_cfg(tmp_path, "budget=0"))
+    with pytest.raises(EvaluationError, match=r"seeds is the number of training seeds .* got 0"):
+        run(bench_cfg(tmp_path, "seeds=0"))
+    with pytest.raises(EvaluationError, match=r"seeds=3 trains one run per seed here; leave ndm_run and lsgm_run"):
+        run(bench_cfg(tmp_path, "seeds=3", f"ndm_run={tmp_path}"))
     with pytest.raises(EvaluationError, match=r"no NDM run at .*nowhere \(ndm_run\)"):
         run(bench_cfg(tmp_path, f"ndm_run={tmp_path / 'nowhere'}"))
     lsgm = trained[0] / "runs" / "bench-lsgm-2"

@@ -1,0 +1,68 @@
+"""Seed statistics of the NDM-vs-LSGM comparison: mean and standard error per model, and the paired difference.
+
+With n seeds, model values v_1..v_n: mean = sum v_i / n, SE = s / sqrt(n) with s the sample standard deviation
+(n - 1 in the denominator). The paired difference takes d_i = NDM_i - LSGM_i for the same seed i (same VAE export,
+data order and initial noise stream) and reports mean(d) +- SE(d): the seed-to-seed noise that both models share
+cancels in d_i, so the paired SE is what decides. A difference counts only when |mean(d)| > 2 SE(d); otherwise it
+is reported as no difference. With one seed there is no error estimate and no verdict beyond saying so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+Z = 2.0  # a difference counts when it exceeds Z standard errors
+
+
+def number(x: float, signed: bool = False) -> str:
+    """4 decimals, or 3 significant digits below 1e-3 (a tiny difference must not print as 0.0000)."""
+    sign = "+" if signed else ""
+    return format(x, f"{sign}.4f") if x == 0 or abs(x) >= 1e-3 else format(x, f"{sign}.2e")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """mean +- se over n values (se is None for n = 1)."""
+
+    mean: float
+    se: float | None
+    n: int
+
+    def text(self) -> str:
+        return number(self.mean) if self.se is None else f"{number(self.mean)} ± {number(self.se)}"
+
+
+def estimate(values: Sequence[float]) -> Estimate:
+    """Mean and standard error of the mean of `values` (at least one, all finite)."""
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"need at least one finite value, got {list(values)}")
+    n = len(values)
+    mean = math.fsum(values) / n
+    if n == 1:
+        return Estimate(mean, None, 1)
+    variance = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
+    return Estimate(mean, math.sqrt(variance / n), n)
+
+
+def paired_difference(ndm: Sequence[float], lsgm: Sequence[float], unit: str = "bits/dim") -> dict[str, Any]:
+    """The paired difference NDM - LSGM over seeds (lower is better for both): the per-seed differences, their
+    mean +- SE, and a verdict sentence."""
+    if len(ndm) != len(lsgm):
+        raise ValueError(f"paired values need the same seeds, got {len(ndm)} NDM and {len(lsgm)} LSGM values")
+    differences = [a - b for a, b in zip(ndm, lsgm, strict=True)]
+    d = estimate(differences)
+    return {"differences": differences, **asdict(d), "verdict": verdict(d, unit)}
+
+
+def verdict(d: Estimate, unit: str = "bits/dim") -> str:
+    """One sentence on a paired difference NDM - LSGM."""
+    if d.se is None:
+        return (f"NDM - LSGM = {number(d.mean, True)} {unit} from one seed: no error estimate, so no evidence either "
+                "way (run seeds=3 or more)")
+    head = f"NDM - LSGM = {number(d.mean, True)} ± {number(d.se)} {unit} over {d.n} paired seeds"
+    if abs(d.mean) > Z * d.se:
+        return f"{head}: {'NDM' if d.mean < 0 else 'LSGM'} is lower, by more than {Z:g} standard errors"
+    return f"{head}: no difference (within {Z:g} standard errors)"
