@@ -19,11 +19,13 @@ from data_tools.files import atomic_write_text
 from latent_ndm.comparison import measure, report, stats
 from latent_ndm.comparison.step_cost import step_costs
 from latent_ndm.errors import EvaluationError
-from latent_ndm.runs.export import METRICS, read_yaml
+from latent_ndm.runs.export import METRICS, find_export, read_yaml
 from latent_ndm.runs.hardware import describe, resolve_device
 from latent_ndm.runs.load import TRAIN_HINT, LoadedRun, load_run
 
 KINDS = {"NDM": "ndm", "LSGM": "lsgm"}
+EQUAL_TIME = "LSGM (equal time)"  # match=time: the LSGM given the wall-clock of the NDM of its seed
+MATCHES = ("steps", "time")
 
 
 def check(cfg: DictConfig) -> None:
@@ -34,6 +36,11 @@ def check(cfg: DictConfig) -> None:
     if cfg.seeds > 1 and (cfg.ndm_run is not None or cfg.lsgm_run is not None):
         raise EvaluationError(f"seeds={cfg.seeds} trains one run per seed here; leave ndm_run and lsgm_run unset "
                               "(finished runs of earlier benchmarks are reused)")
+    if cfg.match not in MATCHES:
+        raise EvaluationError(f"match must be one of {list(MATCHES)}, got {cfg.match!r}")
+    if cfg.match == "time" and (cfg.ndm_run is not None or cfg.lsgm_run is not None):
+        raise EvaluationError("match=time trains the equal-time LSGM here from the measured times of runs it trains "
+                              "itself; leave ndm_run and lsgm_run unset")
     if not isinstance(cfg.budget, int) or cfg.budget < 1:
         raise EvaluationError(f"budget is the number of optimizer steps per model and must be >= 1, got {cfg.budget}")
     if cfg.sample_num < 1 or cfg.sample_batch_size < 1 or not cfg.tolerances or min(cfg.tolerances) <= 0:
@@ -63,28 +70,63 @@ def obtain_runs(cfg: DictConfig) -> dict[str, list[str]]:
                 print(f"training {name} (seed {seed}): python -m latent_ndm.train {' '.join(overrides)}", flush=True)
                 given = str(measure.train_run(overrides))
             runs[name].append(str(given))
+        if cfg.match == "time":
+            runs.setdefault(EQUAL_TIME, []).append(str(train_equal_time(cfg, runs["NDM"][-1], runs["LSGM"][-1], seed)))
     return runs
+
+
+def run_record(run: str) -> dict[str, Any]:
+    """The metrics.yaml of a run's export (a run folder, export folder or checkpoint), or {}."""
+    export = find_export(Path(run))
+    return read_yaml(export / METRICS) if export is not None and (export / METRICS).is_file() else {}
+
+
+def recorded_seconds(run: str) -> float:
+    """The training wall-clock a run's export records (`train_seconds`: fit, validation included)."""
+    seconds = run_record(run).get("train_seconds")
+    if not seconds:
+        raise EvaluationError(f"the run {run} records no training time (it was trained before version 0.3); train it "
+                              "again (remove the folder) or use match=steps")
+    return float(seconds)
+
+
+def equal_time_steps(budget: int, ndm_seconds: float, lsgm_seconds: float) -> int:
+    """The LSGM steps that fit in the NDM's measured wall-clock, from the LSGM's measured wall-clock for `budget`
+    steps of the same data, VAE and seed: round(budget * t_NDM / t_LSGM), at least 1."""
+    return max(1, round(budget * ndm_seconds / lsgm_seconds))
+
+
+def train_equal_time(cfg: DictConfig, ndm_run: str, lsgm_run: str, seed: int) -> Path:
+    """The LSGM of `seed` trained for as many steps as fit in the NDM run's measured training time (its learning
+    rate schedule spans those steps, as any run's does)."""
+    steps = equal_time_steps(cfg.budget, recorded_seconds(ndm_run), recorded_seconds(lsgm_run))
+    overrides = measure.train_overrides("lsgm", str(cfg.vae_ckpt), steps, list(cfg.train_overrides), cfg.train_root,
+                                        seed, tag=f"lsgm-time-of-ndm{cfg.budget}")
+    print(f"training {EQUAL_TIME} (seed {seed}, {steps} steps in the NDM's {recorded_seconds(ndm_run):.0f} s): "
+          f"python -m latent_ndm.train {' '.join(overrides)}", flush=True)
+    return measure.train_run(overrides)
 
 
 def seed_summary(evaluations: list[dict[str, dict[str, Any]]], runs: list[str]) -> dict[str, Any]:
     """Per-seed bounds of one model and their mean +- SE: {"per_seed": [...], "nelbo_bpd": Estimate, ...}."""
     keys = {"nelbo_bpd": ("nelbo", "nelbo_bpd"), "nll_bpd": ("nll", "nll_bpd"),
             "nelbo_nll_images_bpd": ("nelbo_nll_images", "nelbo_bpd")}
-    per_seed = [{"seed": seed, "run": run, **{k: ev[m][f] for k, (m, f) in keys.items() if m in ev}}
+    per_seed = [{"seed": seed, "run": run, **{k: ev[m][f] for k, (m, f) in keys.items() if m in ev},
+                 **{k: v for k, v in run_record(run).items() if k in ("step", "train_seconds")}}
                 for seed, (ev, run) in enumerate(zip(evaluations, runs, strict=True))]
     out: dict[str, Any] = {"per_seed": per_seed}
-    for key in keys:
+    for key in (*keys, "train_seconds"):
         values = [s[key] for s in per_seed if key in s]
         if len(values) == len(per_seed):
             out[key] = asdict(stats.estimate(values))
     return out
 
 
-def paired(models: dict[str, Any]) -> dict[str, Any]:
-    """NDM - LSGM per seed, for every bound both models have on every seed."""
+def paired(models: dict[str, Any], baseline: str) -> dict[str, Any]:
+    """NDM - `baseline` per seed, for every bound both models have on every seed."""
     out = {}
     for key in ("nelbo_bpd", "nll_bpd"):
-        values = [[s.get(key) for s in models[name]["seeds"]["per_seed"]] for name in KINDS]
+        values = [[s.get(key) for s in models[name]["seeds"]["per_seed"]] for name in ("NDM", baseline)]
         if all(v is not None for vs in values for v in vs):
             out[key] = stats.paired_difference(*values)
     return out
@@ -127,53 +169,63 @@ def command_line() -> str:
         return "latent_ndm.benchmark.benchmark(cfg)"
 
 
+def evaluate_seeds(cfg: DictConfig, seed_runs: dict[str, list[str]]) -> tuple[dict[str, list[dict]], dict]:
+    """Every run of every seed evaluated (merged into its evaluation.json); (evaluations by model and seed, seed 0's
+    loaded run of each model)."""
+    evaluations: dict[str, list[dict[str, Any]]] = {name: [] for name in seed_runs}
+    loaded: dict[str, LoadedRun] = {}
+    for seed in range(cfg.seeds):
+        for name, runs in seed_runs.items():
+            print(f"evaluating {name} seed {seed} ({runs[seed]})", flush=True)
+            evaluation, run = measure.evaluate_run(runs[seed], cfg)
+            evaluations[name].append(evaluation)
+            loaded.setdefault(name, run)
+    return evaluations, loaded
+
+
 def benchmark(cfg: DictConfig) -> dict[str, Any]:
-    """Train or take both runs, measure everything, write benchmark.{md,json,png}; the report (a dict)."""
+    """Train or take the runs, measure everything, write benchmark.{md,json,png}; the report (a dict). Bounds are
+    measured on every seed's runs; sampling speed and step cost on seed 0's NDM and LSGM."""
     check(cfg)
     seed_runs = obtain_runs(cfg)
     device = resolve_device(cfg.device)
     for seed in range(cfg.seeds):
         pair = {name: seed_runs[name][seed] for name in KINDS}
         check_pair({name: load_run(ckpt) for name, ckpt in pair.items()}, pair)
-    seed_evaluations: dict[str, list[dict[str, Any]]] = {name: [] for name in KINDS}
-    loaded: dict[str, LoadedRun] = {}
-    for seed in range(cfg.seeds):
-        for name in KINDS:
-            ckpt = seed_runs[name][seed]
-            print(f"evaluating {name} seed {seed} ({ckpt})", flush=True)
-            evaluation, run = measure.evaluate_run(ckpt, cfg)
-            seed_evaluations[name].append(evaluation)
-            loaded.setdefault(name, run)  # seed 0's run: sampling speed and step cost are measured on it
-    runs = {name: seed_runs[name][0] for name in KINDS}
-    evaluations = {name: seed_evaluations[name][0] for name in KINDS}
+    seed_evaluations, loaded = evaluate_seeds(cfg, seed_runs)
     sampling = {}
-    for name, run in loaded.items():
+    for name in KINDS:
         print(f"sampling {name} at tolerances {list(cfg.tolerances)}", flush=True)
-        sampling[name] = measure.sampling_speed(run, list(cfg.tolerances), cfg.sample_num, cfg.sample_batch_size,
-                                                   cfg.seed, device)
+        sampling[name] = measure.sampling_speed(loaded[name], list(cfg.tolerances), cfg.sample_num,
+                                                   cfg.sample_batch_size, cfg.seed, device)
     print("timing training steps", flush=True)
     x = measure.training_images(loaded["NDM"], cfg.step.batch_size)
-    steps = {name: measure.train_step(run, x, cfg.seed, device) for name, run in loaded.items()}
+    steps = {name: measure.train_step(loaded[name], x, cfg.seed, device) for name in KINDS}
     costs = step_costs(steps, cfg.step.repeats, cfg.step.warmup, device)
-    models = {}
+    models: dict[str, dict[str, Any]] = {}
     for name, run in loaded.items():
-        c = costs[name]
-        models[name] = {"run": runs[name], "transform": measure.transform_name(run),
-                        "steps": trained_steps(run), "evaluation": evaluations[name], "sampling": sampling[name],
-                        "seeds": seed_summary(seed_evaluations[name], seed_runs[name]),
-                        "step": {"ms": 1e3 * c.median_s, "times_ms": [1e3 * t for t in c.times_s],
-                                 "memory_mib": c.memory_mib, "memory_kind": c.memory_kind,
-                                 "batch_size": int(x.shape[0])}}
-    notes = pairing_notes(loaded, cfg.budget, {n: m["steps"] for n, m in models.items()})
+        models[name] = {"run": seed_runs[name][0], "transform": measure.transform_name(run),
+                        "steps": trained_steps(run), "evaluation": seed_evaluations[name][0],
+                        "seeds": seed_summary(seed_evaluations[name], seed_runs[name])}
+        if name in KINDS:
+            c = costs[name]
+            models[name].update(sampling=sampling[name],
+                                step={"ms": 1e3 * c.median_s, "times_ms": [1e3 * t for t in c.times_s],
+                                      "memory_mib": c.memory_mib, "memory_kind": c.memory_kind,
+                                      "batch_size": int(x.shape[0])})
+    notes = pairing_notes(loaded, cfg.budget, {n: models[n]["steps"] for n in KINDS})
     if cfg.fid.stats is None:
         notes.append("FID skipped (—): precompute reference statistics with `python -m latent_ndm.fid_stats "
                      "shards=DATA_DIR out=STATS_DIR` and give fid.stats=STATS_DIR")
     ratio = {"step_time": costs["NDM"].median_s / costs["LSGM"].median_s,
              "memory": costs["NDM"].memory_mib / max(costs["LSGM"].memory_mib, 1e-9)}
-    return {"budget": cfg.budget, "seeds": cfg.seeds, "paired": paired(models), "command": command_line(),
-            "hardware": describe(device, 1),
-            "tolerances": [float(t) for t in cfg.tolerances], "notes": notes, "models": models, "ratios": ratio,
-            "paper": report.PAPER, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    out = {"budget": cfg.budget, "seeds": cfg.seeds, "match": cfg.match, "paired": paired(models, "LSGM"),
+           "command": command_line(), "hardware": describe(device, 1),
+           "tolerances": [float(t) for t in cfg.tolerances], "notes": notes, "models": models, "ratios": ratio,
+           "paper": report.PAPER, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if EQUAL_TIME in models:
+        out["paired_equal_time"] = paired(models, EQUAL_TIME)
+    return out
 
 
 def write(results: dict[str, Any], out: Path) -> dict[str, Path]:

@@ -23,7 +23,8 @@ from data_tools.files import atomic_write, atomic_write_text
 from latent_ndm.comparison.stats import number
 
 MODELS = ("NDM", "LSGM")
-COLORS = {"NDM": "tab:blue", "LSGM": "tab:orange"}
+EQUAL_TIME = "LSGM (equal time)"  # with match=time: the LSGM trained for the NDM's wall-clock
+COLORS = {"NDM": "tab:blue", "LSGM": "tab:orange", EQUAL_TIME: "tab:green"}
 PAPER_LABEL = "paper (Bartosh et al., CelebA-HQ-256; not ours)"
 PAPER = {  # NDM paper, CelebA-HQ-256: upper bounds on NLL in bits/dim and FID (their numbers, not produced here)
     "source": "Bartosh et al., Neural Diffusion Models (ICML 2024), CelebA-HQ-256",
@@ -62,7 +63,12 @@ def over_seeds(model: dict[str, Any], key: str, name: str, field: str) -> str:
     return _num(metric(model, name, field), ".4f")
 
 
-def model_row(name: str, model: dict[str, Any]) -> list[str]:
+def model_row(name: str, model: dict[str, Any], tolerances: list[float]) -> list[str]:
+    """A model's cells; one without its own sampling and step measurements (the equal-time LSGM: the same network
+    as the LSGM row) gets dashes there."""
+    if "sampling" not in model:
+        model = {**model, "sampling": [{"nfe": None, "images_per_s": None}] * len(tolerances),
+                 "step": {"ms": None, "memory_mib": None}}
     sampling = model["sampling"]
     return ([f"{name} (F: {model['transform']}, {model['steps']} steps)",
              over_seeds(model, "nelbo_bpd", "nelbo", "nelbo_bpd"),
@@ -84,7 +90,8 @@ def markdown(report: dict[str, Any]) -> str:
     """The table, then the lines that say how it was produced."""
     models, tols = report["models"], report["tolerances"]
     cols = header(tols, models["NDM"]["step"]["memory_kind"])
-    rows = [model_row(name, models[name]) for name in MODELS] + [paper_row(name, len(cols)) for name in MODELS]
+    rows = ([model_row(name, models[name], tols) for name in ours(models)]
+            + [paper_row(name, len(cols)) for name in MODELS])
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     r = report["ratios"]
@@ -93,11 +100,17 @@ def markdown(report: dict[str, Any]) -> str:
     seeds = report.get("seeds", 1)
     lines += [
         "",
-        f"- seeds: {seeds} per model (training seeds 0..{seeds - 1}, each NDM paired with the LSGM of its seed); "
+        f"- seeds: {seeds} per model ("
+        + (f"training seeds 0..{seeds - 1}, each NDM paired with the LSGM of its seed); " if seeds > 1 else
+           "training seed 0); ")
         + ("bounds are mean ± standard error over the seeds, sampling and step cost are seed 0's"
            if seeds > 1 else "one seed: no error bars, so no difference between the models can be claimed"),
         *[f"- paired {key.removesuffix('_bpd').upper()}: {p['verdict']}" for key, p in report.get("paired",
                                                                                                    {}).items()],
+        *[f"- paired {key.removesuffix('_bpd').upper()}, against the {EQUAL_TIME}: "
+          f"{p['verdict'].replace('LSGM', 'LSGM (equal time)')}"
+          for key, p in report.get("paired_equal_time", {}).items()],
+        *wall_clock_lines(models),
         f"- hardware: {report['hardware']}",
         f"- command: `{report['command']}`",
         f"- budget: {report['budget']} optimizer steps per model (same VAE export and data)",
@@ -113,6 +126,23 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     lines += [f"- note: {note}" for note in report.get("notes", [])]
     return "\n".join(lines) + "\n"
+
+
+def ours(models: dict[str, Any]) -> list[str]:
+    """The models of a report in table order: NDM, LSGM, then the equal-time LSGM when there is one."""
+    return [m for m in (*MODELS, EQUAL_TIME) if m in models]
+
+
+def wall_clock_lines(models: dict[str, Any]) -> list[str]:
+    """The training wall-clock of each model (fit, validation included; mean over seeds), where recorded."""
+    parts = []
+    for name in ours(models):
+        seconds = models[name].get("seeds", {}).get("train_seconds")
+        if seconds is not None:
+            mean = seconds["mean"]
+            parts.append(f"{name} {mean:.0f} s" if mean >= 100 else f"{name} {mean:.1f} s")
+            parts[-1] += f" ({models[name]['steps']} steps)"
+    return [f"- training wall-clock (fit, validation included, mean over seeds): {', '.join(parts)}"] if parts else []
 
 
 def write_json(path: Path, report: dict[str, Any]) -> Path:
@@ -140,13 +170,14 @@ def _paper_lines(ax: Any, key: str, fmt: str) -> None:
 
 def _bpd_panel(ax: Any, models: dict[str, Any]) -> None:
     """NELBO (solid) and ODE NLL (hatched) bars per model, in the model's colour, both on the NLL's images."""
-    x, width = [0.0, 1.0], 0.38
+    names = ours(models)
+    x, width = [float(i) for i in range(len(names))], 0.38
     nelbo = "nelbo_nll_images" if all(metric(models[m], "nelbo_nll_images", "nelbo_bpd") is not None
-                                      for m in MODELS) else "nelbo"
+                                      for m in names) else "nelbo"
     summary_key = {"nelbo_nll_images": "nelbo_nll_images_bpd", "nelbo": "nelbo_bpd", "nll": "nll_bpd"}
     for shift, (name, key, hatch) in zip((-width / 2, width / 2), ((nelbo, "nelbo_bpd", ""),
                                                                  ("nll", "nll_bpd", "//")), strict=True):
-        for i, m in enumerate(MODELS):
+        for i, m in enumerate(names):
             value = metric(models[m], name, key)
             summary = models[m].get("seeds", {}).get(summary_key[name])
             se = None
@@ -157,7 +188,7 @@ def _bpd_panel(ax: Any, models: dict[str, Any]) -> None:
                        yerr=se, capsize=4 if se is not None else 0)
                 label = f"{value:.3f}" + (f"\n±{se:.3f}" if se is not None else "")
                 ax.annotate(label, (x[i] + shift, value + (se or 0)), ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(x, [f"{m}\nNELBO | NLL (ours)" for m in MODELS], fontsize=8)
+    ax.set_xticks(x, [f"{m}\nNELBO | NLL (ours)" for m in names], fontsize=8)
     ax.set_ylabel("bits/dim")
     ax.set_ylim(0, ax.get_ylim()[1] * 1.3)
     count = int(models[MODELS[0]]["evaluation"].get("nll", {}).get("count", 0))

@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig
@@ -68,12 +68,13 @@ def log_hyperparameters(loggers: Sequence[Logger], cfg: DictConfig) -> None:
 
 def run_callbacks(cfg: DictConfig, run_dir: Path, images: L.Callback, non_finite: str = "stop", max_skips: int = 100,
                   hint: str = "") -> list[L.Callback]:
-    """The callbacks of every stage, in order: the non-finite guard, `checkpoints/last.ckpt`, the periodic and best
-    checkpoints asked for in `cfg.checkpoints`, the `export/`, the stage's image grids, and the learning-rate monitor
-    when a logger is on."""
+    """The callbacks of every stage, in order: Lightning's `Timer` (the run's training wall-clock, validation
+    included, kept across resumes in the checkpoint; the export records it), the non-finite guard,
+    `checkpoints/last.ckpt`, the periodic and best checkpoints asked for in `cfg.checkpoints`, the `export/`, the
+    stage's image grids, and the learning-rate monitor when a logger is on."""
     checkpoints = LastCheckpoint(run_dir / CHECKPOINT_DIR)
-    callbacks: list[L.Callback] = [NonFiniteGuard(checkpoints.path, non_finite, max_skips, hint), checkpoints,
-                                   *kept_checkpoints(cfg.get("checkpoints"), run_dir / CHECKPOINT_DIR),
+    callbacks: list[L.Callback] = [Timer(verbose=False), NonFiniteGuard(checkpoints.path, non_finite, max_skips, hint),
+                                   checkpoints, *kept_checkpoints(cfg.get("checkpoints"), run_dir / CHECKPOINT_DIR),
                                    RunExport(run_dir / EXPORT_DIR, resolved(cfg)), images]
     if cfg.get("logger"):
         callbacks.append(LearningRateMonitor(logging_interval="step"))

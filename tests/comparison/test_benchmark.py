@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from latent_ndm.benchmark import run
 from latent_ndm.cli import run_or_exit
+from latent_ndm.comparison.benchmark import EQUAL_TIME, equal_time_steps, recorded_seconds
 from latent_ndm.comparison.report import PAPER_LABEL
 from latent_ndm.comparison.stats import number
 from latent_ndm.errors import EvaluationError
@@ -118,6 +120,34 @@ def test_seeds_pair_the_models_reuse_finished_runs_and_report_the_paired_differe
     assert again["paired"]["nelbo_bpd"]["differences"] == pytest.approx(d)
 
 
+def test_match_time_gives_the_lsgm_the_measured_wall_clock_of_the_ndm(
+        trained: tuple[Path, dict, str], data_root: Path, vae_export: Path) -> None:
+    root = trained[0]
+    seconds = {kind: yaml.safe_load((root / "runs" / f"bench-{kind}-2" / "export" / "metrics.yaml").read_text())[
+        "train_seconds"] for kind in ("ndm", "lsgm")}
+    assert seconds["ndm"] > 0 and seconds["lsgm"] > 0
+    want = equal_time_steps(2, seconds["ndm"], seconds["lsgm"])
+    assert want == max(1, round(2 * seconds["ndm"] / seconds["lsgm"]))
+    cfg = bench_cfg(root / "out-time", f"vae_ckpt={vae_export}", "budget=2", "match=time",
+                    f"train_root={root / 'runs'}", train_overrides=small_runs(data_root))
+    with contextlib.redirect_stdout(io.StringIO()):
+        report = run(cfg)
+    equal = report["models"][EQUAL_TIME]
+    assert equal["steps"] == want and equal["transform"] == "identity"
+    assert equal["run"] == str(root / "runs" / f"bench-lsgm-time-of-ndm2-{want}")
+    assert report["paired_equal_time"]["nelbo_bpd"]["differences"] == pytest.approx(
+        [report["models"]["NDM"]["seeds"]["per_seed"][0]["nelbo_bpd"] - equal["seeds"]["per_seed"][0]["nelbo_bpd"]])
+    table = (root / "out-time" / "benchmark.md").read_text()
+    assert f"| {EQUAL_TIME} (F: identity, {want} steps) |" in table and "against the LSGM (equal time)" in table
+    assert "training wall-clock (fit, validation included, mean over seeds): NDM " in table
+
+
+def test_equal_time_steps_and_runs_without_a_recorded_time(tmp_path: Path) -> None:
+    assert equal_time_steps(600, 156.0, 63.0) == 1486 and equal_time_steps(600, 1.0, 1e6) == 1
+    with pytest.raises(EvaluationError, match=r"records no training time .* or use match=steps"):
+        recorded_seconds(str(tmp_path))
+
+
 def test_benchmark_of_given_runs_writes_table_json_chart_with_the_paper_row_apart(
         trained: tuple[Path, dict, str], tmp_path: Path) -> None:
     root = trained[0]
@@ -160,6 +190,8 @@ def test_benchmark_of_given_runs_writes_table_json_chart_with_the_paper_row_apar
 def test_user_errors_are_one_sentence(tmp_path: Path, trained: tuple[Path, dict, str]) -> None:
     with pytest.raises(EvaluationError, match=r"budget .* must be >= 1, got 0"):
         run(bench_cfg(tmp_path, "budget=0"))
+    with pytest.raises(EvaluationError, match=r"match must be one of \['steps', 'time'\], got 'hours'"):
+        run(bench_cfg(tmp_path, "match=hours"))
     with pytest.raises(EvaluationError, match=r"seeds is the number of training seeds .* got 0"):
         run(bench_cfg(tmp_path, "seeds=0"))
     with pytest.raises(EvaluationError, match=r"seeds=3 trains one run per seed here; leave ndm_run and lsgm_run"):

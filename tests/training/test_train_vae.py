@@ -79,12 +79,15 @@ def test_resume_from_last_ckpt_continues_at_the_same_step(tmp_path: Path, data_r
     run = tmp_path / "run"
     first = train(tiny_cfg(run, data_root, "trainer.max_steps=4", "trainer.val_check_interval=2"))
     assert first.trainer.global_step == 4
+    seconds = yaml.safe_load((run / "export" / METRICS_NAME).read_text())["train_seconds"]
+    assert 0 < seconds < first.wall_s  # the fit's wall-clock (Lightning's Timer), within the whole command's
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
     starts: list[int] = []
     monkeypatch.setattr(vae_module.VAEModule, "on_train_start", lambda self: starts.append(self.global_step),
                         raising=False)
     second = train(tiny_cfg(run, data_root, "trainer.max_steps=8", "trainer.val_check_interval=2"))
     assert starts == [4] and second.trainer.global_step == 8
+    assert yaml.safe_load((run / "export" / METRICS_NAME).read_text())["train_seconds"] > seconds  # summed over resumes
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 8 and int(ckpt["state_dict"]["ema.num_updates"]) == 8
     third = train(tiny_cfg(run, data_root, "trainer.max_steps=8"))  # a finished run: nothing to do, same report

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import Timer
 
 from latent_ndm.model import LatentModel
 from latent_ndm.runs.export import save_ndm, save_run_record, save_vae
@@ -38,8 +39,16 @@ class RunExport(L.Callback):
             save_ndm(model, self.export_dir, self.run_config["ndm"])
         else:
             save_vae(model, self.export_dir)
-        save_run_record(self.export_dir, self.run_config, {"step": int(pl_module.global_step), **pl_module.val_metrics})
+        record = {"step": int(pl_module.global_step), **train_seconds(pl_module.trainer), **pl_module.val_metrics}
+        save_run_record(self.export_dir, self.run_config, record)
         return self.export_dir
+
+
+def train_seconds(trainer: L.Trainer) -> dict[str, float]:
+    """{"train_seconds": wall-clock of fitting so far, validation included, summed over resumes} from the trainer's
+    Lightning `Timer`, or {} without one."""
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    return {"train_seconds": round(float(timers[0].time_elapsed("train")), 3)} if timers else {}
 
 
 def _vae(model: Any) -> Any:
