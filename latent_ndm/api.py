@@ -83,9 +83,11 @@ class Model:
 
     def nll(self, images: torch.Tensor, k: int = 1, seed: int = 0, **solver: Any) -> dict[str, torch.Tensor]:
         """The probability-flow ODE's bound on -log p(x) of each image in bits/dim (B,) and its parts; `solver`:
-        t_eps (1e-5), rtol, atol (1e-5), method, probe, exact."""
+        t_eps (None: the prior's training t_eps, where its NELBO is taken too), rtol, atol (1e-5), method, probe,
+        exact."""
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        terms, _ = nll_terms(self.latent, images.to(self.device), k, generator, **{"t_eps": 1e-5, **solver})
+        terms, _ = nll_terms(self.latent, images.to(self.device), k, generator, **{"rtol": 1e-5, "atol": 1e-5,
+                                                                                     **solver})
         return self._bpd(terms, images)
 
 

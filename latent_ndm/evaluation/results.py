@@ -61,10 +61,13 @@ def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
                      f"{u['psnr']:.2f} dB; explains {100 * u['explained']:.0f}% of the variation within the images"))
     if "nll" in results:
         r = results["nll"]
-        s = r["settings"]
-        rows.append(("NLL (ODE)", f"{r['nll_bpd']:.4f}", "bits/dim",
-                     f"{_parts(r, 'nll')}; {s['method']} tol {s['rtol']:g}, t_eps {s['t_eps']:g}; "
-                     f"{int(r['count'])} images"))
+        for label, entry in (("NLL (ODE)", r), ("NLL (ODE), other t_eps", r.get("at_other_t_eps"))):
+            if entry is None:
+                continue
+            s = entry["settings"]
+            cut = f", t_eps {s['t_eps']:g}" if s.get("t_eps") is not None else ""
+            rows.append((label, f"{entry['nll_bpd']:.4f}", "bits/dim",
+                         f"{_parts(entry, 'nll')}; {s['method']} tol {s['rtol']:g}{cut}; {int(entry['count'])} images"))
     if "fid" in results:
         r = results["fid"]
         rows.append(("FID", f"{r['fid']:.2f}", "", f"{r['num']} samples, {r['settings']['sampler']}, NFE "

@@ -119,17 +119,39 @@ def eval_nelbo(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str, A
     return out
 
 
-def eval_nll(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str, Any]:
+def nll_cutoffs(run: LoadedRun, nll: DictConfig) -> tuple[float | None, float | None]:
+    """(t_eps of the reported NLL, t_eps of the one reported beside it or None): `nll.t_eps` null means the prior's
+    training t_eps, where the NELBO is taken too, so that the two bounds compare; `nll.other_t_eps` adds the NLL at
+    that cut-off, labelled (a VAE run's N(0, I) prior has no cut-off: None, None)."""
+    trained = getattr(run.model.prior, "t_eps", None)
+    if trained is None:
+        return None, None
+    main = float(trained if nll.t_eps is None else nll.t_eps)
+    other = nll.get("other_t_eps")
+    return main, (None if other is None or float(other) == main else float(other))
+
+
+def _nll_pass(run: LoadedRun, procs: Processes, cfg: DictConfig, solver: dict[str, Any]) -> dict[str, Any]:
     sums, start = TermSums(), _timed(procs)
-    solver = {k: v for k, v in OmegaConf.to_container(cfg.nll, resolve=True).items()}
     loader = heldout_images(run, cfg.split, cfg.shards, cfg.batch_size)
-    for batch_idx, x in _limited(loader, cfg.limit, procs, "NLL (ODE)", cfg.progress):
+    for batch_idx, x in _limited(loader, cfg.limit, procs, f"NLL (ODE, t_eps {solver['t_eps']})", cfg.progress):
         terms, nfe = nll_terms(run.model, x, cfg.k, batch_generator(cfg.seed, batch_idx, procs.device),
                                **solver)
         sums.update(terms, nfe)
     out = sums.compute(num_dims(run), procs.sum)
     out.update(seconds=_timed(procs) - start,
                settings={"k": cfg.k, "split": cfg.split, "limit": cfg.limit, "seed": cfg.seed, **solver})
+    return out
+
+
+def eval_nll(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str, Any]:
+    """The probability-flow ODE's bound at the cut-off of `nll_cutoffs` (and, under `at_other_t_eps`, the same at
+    the other cut-off), on the same images and noise as the NELBO."""
+    solver = {k: v for k, v in OmegaConf.to_container(cfg.nll, resolve=True).items() if k != "other_t_eps"}
+    main, other = nll_cutoffs(run, cfg.nll)
+    out = _nll_pass(run, procs, cfg, {**solver, "t_eps": main})
+    if other is not None:
+        out["at_other_t_eps"] = _nll_pass(run, procs, cfg, {**solver, "t_eps": other})
     return out
 
 

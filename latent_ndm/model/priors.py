@@ -141,7 +141,8 @@ class NDMPrior(Prior):
 
     def ode_nll(self, u: torch.Tensor, generator: torch.Generator | None = None, **solver: Any
                 ) -> tuple[PriorBound, int]:
-        t_eps = solver.pop("t_eps", 1e-5)
+        t_eps = solver.pop("t_eps", None)
+        t_eps = self.t_eps if t_eps is None else float(t_eps)  # default: the cut-off the prior was trained above
         bound = ode_nll_bound(self.process, u, t_eps=t_eps, generator=generator, **solver)
         return PriorBound(bound.nll, {"ode_nll": bound.ode_nll, "ode_dequant": bound.dequant}), bound.nfe
 
