@@ -6,14 +6,17 @@ benchmark.json and benchmark.png (`latent_ndm.comparison.report`).
 
 from __future__ import annotations
 
+import copy
+import re
 import shlex
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from data_tools.files import atomic_write_text
 from latent_ndm.comparison import measure, report, stats
@@ -52,7 +55,14 @@ def check(cfg: DictConfig) -> None:
             raise EvaluationError(f"no {name} run at {given} ({key}_run): {TRAIN_HINT}"
                                   f"{' ndm/transform=identity' if key == 'lsgm' else ''}, or leave {key}_run unset "
                                   "to train it here")
-    if (cfg.ndm_run is None or cfg.lsgm_run is None) and not Path(cfg.vae_ckpt).exists():
+    for name, overrides in (cfg.get("variants") or {}).items():
+        if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)) or not isinstance(overrides, Sequence) or isinstance(
+                overrides, str):
+            raise EvaluationError(f"variants maps a name (letters, digits, _) to a list of train overrides, got "
+                                  f"{name!r}: {overrides!r}; e.g. 'variants={{T10:[\"ndm/objective=discrete\","
+                                  f"\"ndm.objective.T=10\"]}}'")
+    if ((cfg.ndm_run is None or cfg.lsgm_run is None or cfg.get("variants"))
+            and not Path(cfg.vae_ckpt).exists()):
         raise EvaluationError(f"no VAE export at {cfg.vae_ckpt} (vae_ckpt) to train the priors on: run "
                               "`python -m latent_ndm.train stage=vae` first, or give vae_ckpt=<a VAE export folder>")
 
@@ -66,13 +76,30 @@ def obtain_runs(cfg: DictConfig) -> dict[str, list[str]]:
             given = cfg.get(f"{key}_run")
             if given is None:
                 overrides = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget, list(cfg.train_overrides),
-                                                       cfg.train_root, seed)
+                                                       cfg.train_root, seed, tag=variant_tag(cfg, key))
                 print(f"training {name} (seed {seed}): python -m latent_ndm.train {' '.join(overrides)}", flush=True)
                 given = str(measure.train_run(overrides))
             runs[name].append(str(given))
         if cfg.match == "time":
             runs.setdefault(EQUAL_TIME, []).append(str(train_equal_time(cfg, runs["NDM"][-1], runs["LSGM"][-1], seed)))
     return runs
+
+
+def variant_tag(cfg: DictConfig, kind: str) -> str:
+    """The run-name stem of `kind` ("ndm" or "lsgm") in this comparison: bench-<kind>[-<variant>]-<budget>..."""
+    variant = cfg.get("_variant")
+    return kind if variant is None else f"{kind}-{variant}"
+
+
+def variant_config(cfg: DictConfig, name: str, overrides: Sequence[str]) -> DictConfig:
+    """The benchmark config of one variant: its train overrides after the common ones, its own runs."""
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        out.train_overrides = [*cfg.train_overrides, *overrides]
+        out.ndm_run = out.lsgm_run = None
+        out.variants = {}
+        out._variant = name
+    return out
 
 
 def run_record(run: str) -> dict[str, Any]:
@@ -101,7 +128,7 @@ def train_equal_time(cfg: DictConfig, ndm_run: str, lsgm_run: str, seed: int) ->
     rate schedule spans those steps, as any run's does)."""
     steps = equal_time_steps(cfg.budget, recorded_seconds(ndm_run), recorded_seconds(lsgm_run))
     overrides = measure.train_overrides("lsgm", str(cfg.vae_ckpt), steps, list(cfg.train_overrides), cfg.train_root,
-                                        seed, tag=f"lsgm-time-of-ndm{cfg.budget}")
+                                        seed, tag=f"{variant_tag(cfg, 'lsgm')}-time-of-ndm{cfg.budget}")
     print(f"training {EQUAL_TIME} (seed {seed}, {steps} steps in the NDM's {recorded_seconds(ndm_run):.0f} s): "
           f"python -m latent_ndm.train {' '.join(overrides)}", flush=True)
     return measure.train_run(overrides)
@@ -184,9 +211,23 @@ def evaluate_seeds(cfg: DictConfig, seed_runs: dict[str, list[str]]) -> tuple[di
 
 
 def benchmark(cfg: DictConfig) -> dict[str, Any]:
-    """Train or take the runs, measure everything, write benchmark.{md,json,png}; the report (a dict). Bounds are
-    measured on every seed's runs; sampling speed and step cost on seed 0's NDM and LSGM."""
+    """The comparison of `compare`, then the same for each of `cfg.variants` (its own NDM/LSGM runs per seed, step
+    cost measured, sampling speed not) under "variants"; the report (a dict)."""
     check(cfg)
+    out = compare(cfg)
+    variants = {str(name): list(overrides) for name, overrides in (cfg.get("variants") or {}).items()}
+    if variants:
+        out["variants"] = {}
+        for name, overrides in variants.items():
+            print(f"variant {name}: train overrides {overrides}", flush=True)
+            out["variants"][name] = {"train_overrides": overrides,
+                                     **compare(variant_config(cfg, name, overrides), sampling_speed=False)}
+    return out
+
+
+def compare(cfg: DictConfig, sampling_speed: bool = True) -> dict[str, Any]:
+    """Train or take the runs, measure everything; the report of one NDM-vs-LSGM comparison. Bounds are measured
+    on every seed's runs; sampling speed (unless not asked) and step cost on seed 0's NDM and LSGM."""
     seed_runs = obtain_runs(cfg)
     device = resolve_device(cfg.device)
     for seed in range(cfg.seeds):
@@ -194,7 +235,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         check_pair({name: load_run(ckpt) for name, ckpt in pair.items()}, pair)
     seed_evaluations, loaded = evaluate_seeds(cfg, seed_runs)
     sampling = {}
-    for name in KINDS:
+    for name in KINDS if sampling_speed else ():
         print(f"sampling {name} at tolerances {list(cfg.tolerances)}", flush=True)
         sampling[name] = measure.sampling_speed(loaded[name], list(cfg.tolerances), cfg.sample_num,
                                                    cfg.sample_batch_size, cfg.seed, device)
@@ -209,8 +250,9 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
                         "seeds": seed_summary(seed_evaluations[name], seed_runs[name])}
         if name in KINDS:
             c = costs[name]
-            models[name].update(sampling=sampling[name],
-                                step={"ms": 1e3 * c.median_s, "times_ms": [1e3 * t for t in c.times_s],
+            if name in sampling:
+                models[name]["sampling"] = sampling[name]
+            models[name].update(step={"ms": 1e3 * c.median_s, "times_ms": [1e3 * t for t in c.times_s],
                                       "memory_mib": c.memory_mib, "memory_kind": c.memory_kind,
                                       "batch_size": int(x.shape[0])})
     notes = pairing_notes(loaded, cfg.budget, {n: models[n]["steps"] for n in KINDS})

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.files import atomic_write, atomic_write_text
-from latent_ndm.comparison.stats import number
+from latent_ndm.comparison.stats import number, short_verdict
 
 MODELS = ("NDM", "LSGM")
 EQUAL_TIME = "LSGM (equal time)"  # with match=time: the LSGM trained for the NDM's wall-clock
@@ -126,7 +126,37 @@ def markdown(report: dict[str, Any]) -> str:
         "reference only; they are not results of this code or of this data",
     ]
     lines += [f"- note: {note}" for note in report.get("notes", [])]
+    lines += variants_markdown(report)
     return "\n".join(lines) + "\n"
+
+
+def variants_markdown(report: dict[str, Any]) -> list[str]:
+    """The summary across the main comparison and its variants (paired NELBO difference each), then each variant's
+    own table and lines."""
+    variants = report.get("variants") or {}
+    if not variants:
+        return []
+    lines = ["", "## Variants", "",
+             "| comparison | train overrides | NDM NELBO bpd | LSGM NELBO bpd | NDM - LSGM, paired by seed |",
+             "|---|---|---:|---:|---|"]
+    for name, r in {"main": report, **variants}.items():
+        overrides = ", ".join(r.get("train_overrides", [])) or "(the main comparison)"
+        p = r.get("paired", {}).get("nelbo_bpd")
+        lines.append(f"| {name} | {overrides} | {over_seeds(r['models']['NDM'], 'nelbo_bpd', 'nelbo', 'nelbo_bpd')} | "
+                     f"{over_seeds(r['models']['LSGM'], 'nelbo_bpd', 'nelbo', 'nelbo_bpd')} | "
+                     f"{short_verdict(p) if p else DASH} |")
+    for name, r in variants.items():
+        tols = r["tolerances"]
+        cols = header(tols, r["models"]["NDM"]["step"]["memory_kind"])
+        lines += ["", f"### Variant {name}: {', '.join(r['train_overrides'])}", "",
+                  "| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]
+        lines += ["| " + " | ".join(model_row(m, r["models"][m], tols)) + " |" for m in ours(r["models"])]
+        lines += ["", *[f"- paired {k.removesuffix('_bpd').upper()}: {p['verdict']}" for k, p in r["paired"].items()],
+                  *[f"- paired {k.removesuffix('_bpd').upper()}, against the {EQUAL_TIME}: {p['verdict']}"
+                    for k, p in r.get("paired_equal_time", {}).items()],
+                  f"- NDM / LSGM: train step time x{_num(r['ratios']['step_time'], '.2f')}",
+                  *wall_clock_lines(r["models"]), *[f"- note: {note}" for note in r.get("notes", [])]]
+    return lines
 
 
 def ours(models: dict[str, Any]) -> list[str]:

@@ -66,3 +66,15 @@ def verdict(d: Estimate, unit: str = "bits/dim") -> str:
     if abs(d.mean) > Z * d.se:
         return f"{head}: {'NDM' if d.mean < 0 else 'LSGM'} is lower, by more than {Z:g} standard errors"
     return f"{head}: no difference (within {Z:g} standard errors)"
+
+
+def short_verdict(paired: dict[str, Any]) -> str:
+    """A table cell for a `paired_difference`: mean +- SE, then NDM lower / LSGM lower / no difference / one seed."""
+    if paired["se"] is None:
+        return f"{number(paired['mean'], True)} (one seed: no error estimate)"
+    d = Estimate(paired["mean"], paired["se"], paired["n"])
+    if abs(d.mean) > Z * d.se:
+        word = "NDM lower" if d.mean < 0 else "LSGM lower"
+    else:
+        word = "no difference"
+    return f"{number(d.mean, True)} ± {number(d.se)}: {word}"

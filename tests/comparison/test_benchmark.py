@@ -142,6 +142,30 @@ def test_match_time_gives_the_lsgm_the_measured_wall_clock_of_the_ndm(
     assert "training wall-clock (fit, validation included, mean over seeds): NDM " in table
 
 
+def test_variants_are_compared_under_the_same_seeds_with_their_own_runs(
+        trained: tuple[Path, dict, str], data_root: Path, vae_export: Path) -> None:
+    root, first, _ = trained
+    cfg = bench_cfg(root / "out-variants", f"vae_ckpt={vae_export}", "budget=2", f"train_root={root / 'runs'}",
+                    'variants={T10:["ndm/objective=discrete","ndm.objective.T=10"]}',
+                    train_overrides=small_runs(data_root))
+    with contextlib.redirect_stdout(io.StringIO()):
+        report = run(cfg)
+    assert report["models"]["NDM"]["evaluation"]["nelbo"]["nelbo_bpd"] == pytest.approx(
+        first["models"]["NDM"]["evaluation"]["nelbo"]["nelbo_bpd"])  # the main comparison: the same runs, reused
+    variant = report["variants"]["T10"]
+    assert variant["train_overrides"] == ["ndm/objective=discrete", "ndm.objective.T=10"]
+    for name, kind in (("NDM", "ndm"), ("LSGM", "lsgm")):
+        run_dir = root / "runs" / f"bench-{kind}-T10-2"
+        assert variant["models"][name]["run"] == str(run_dir) and "sampling" not in variant["models"][name]
+        objective = load_run(run_dir).config["ndm"]["objective"]
+        assert objective["T"] == 10 and "Discrete" in objective["_target_"]
+    assert variant["models"]["NDM"]["step"]["ms"] > 0 and "nelbo_bpd" in variant["paired"]
+    table = (root / "out-variants" / "benchmark.md").read_text()
+    assert "## Variants" in table and "| T10 | ndm/objective=discrete, ndm.objective.T=10 |" in table
+    assert "### Variant T10: ndm/objective=discrete, ndm.objective.T=10" in table
+    assert "| main | (the main comparison) |" in table and "(one seed: no error estimate)" in table
+
+
 def test_equal_time_steps_and_runs_without_a_recorded_time(tmp_path: Path) -> None:
     assert equal_time_steps(600, 156.0, 63.0) == 1486 and equal_time_steps(600, 1.0, 1e6) == 1
     with pytest.raises(EvaluationError, match=r"records no training time .* or use match=steps"):
@@ -192,6 +216,8 @@ def test_user_errors_are_one_sentence(tmp_path: Path, trained: tuple[Path, dict,
         run(bench_cfg(tmp_path, "budget=0"))
     with pytest.raises(EvaluationError, match=r"match must be one of \['steps', 'time'\], got 'hours'"):
         run(bench_cfg(tmp_path, "match=hours"))
+    with pytest.raises(EvaluationError, match=r"variants maps a name .* to a list of train overrides, got 'T-10'"):
+        run(bench_cfg(tmp_path, 'variants={T-10:["ndm.objective.T=10"]}'))
     with pytest.raises(EvaluationError, match=r"seeds is the number of training seeds .* got 0"):
         run(bench_cfg(tmp_path, "seeds=0"))
     with pytest.raises(EvaluationError, match=r"seeds=3 trains one run per seed here; leave ndm_run and lsgm_run"):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from latent_ndm.comparison.stats import estimate, paired_difference
+from latent_ndm.comparison.stats import estimate, paired_difference, short_verdict
 
 
 def test_mean_and_standard_error_of_known_values() -> None:
@@ -46,5 +46,7 @@ def test_a_difference_within_two_standard_errors_is_no_difference() -> None:
     assert single["se"] is None and "from one seed: no error estimate" in single["verdict"]
     tiny = paired_difference([1.0, 1.0 + 3e-6], [1.00002, 1.00002])
     assert "NDM - LSGM = -1.85e-05 ± 1.50e-06" in tiny["verdict"]  # not "-0.0000 ± 0.0000"
+    assert short_verdict(lsgm_wins).endswith(": LSGM lower") and short_verdict(p).endswith(": no difference")
+    assert short_verdict(single) == "-0.0200 (one seed: no error estimate)"
     with pytest.raises(ValueError, match="same seeds"):
         paired_difference([1.0, 2.0], [1.0])
