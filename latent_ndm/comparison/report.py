@@ -64,11 +64,10 @@ def over_seeds(model: dict[str, Any], key: str, name: str, field: str) -> str:
 
 
 def model_row(name: str, model: dict[str, Any], tolerances: list[float]) -> list[str]:
-    """A model's cells; one without its own sampling and step measurements (the equal-time LSGM: the same network
-    as the LSGM row) gets dashes there."""
-    if "sampling" not in model:
-        model = {**model, "sampling": [{"nfe": None, "images_per_s": None}] * len(tolerances),
-                 "step": {"ms": None, "memory_mib": None}}
+    """A model's cells, with dashes for what was not measured on it: sampling speed (variants), sampling and step
+    cost (the equal-time LSGM, the same network as the LSGM row)."""
+    model = {"sampling": [{"nfe": None, "images_per_s": None}] * len(tolerances),
+             "step": {"ms": None, "memory_mib": None}, **model}
     sampling = model["sampling"]
     return ([f"{name} (F: {model['transform']}, {model['steps']} steps)",
              over_seeds(model, "nelbo_bpd", "nelbo", "nelbo_bpd"),
