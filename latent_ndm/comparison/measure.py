@@ -71,12 +71,13 @@ def evaluation_config(ckpt: str, metrics: list[str], limit: int | None, bench: D
 
 
 def evaluate_run(ckpt: str, bench: DictConfig) -> tuple[dict[str, dict[str, Any]], LoadedRun]:
-    """NELBO on `limit` held-out images, then the ODE NLL on `nll_limit` (and FID with fid.stats); both merged
-    into the run's evaluation.json. Returns (results by metric, as written; the loaded run)."""
+    """NELBO on `limit` held-out images, then the ODE NLL on `nll_limit` (0: none) and FID (with fid.stats); both
+    merged into the run's evaluation.json. Returns (results by metric, as written; the loaded run)."""
     results: dict[str, dict[str, Any]] = {}
     run = None
-    second = ["nelbo", "nll"] + (["fid"] if bench.fid.stats is not None else [])
-    for metrics, limit in ((["nelbo"], bench.limit), (second, bench.nll_limit)):
+    second = (["nelbo", "nll"] if bench.nll_limit else []) + (["fid"] if bench.fid.stats is not None else [])
+    passes = [(["nelbo"], bench.limit)] + ([(second, bench.nll_limit or bench.limit)] if second else [])
+    for metrics, limit in passes:
         out = evaluate(evaluation_config(ckpt, metrics, limit, bench))
         info = {"ckpt": ckpt, "weights": out.run.weights, "hardware": out.hardware, "by": "latent_ndm.benchmark"}
         if "nll" in metrics:  # the NELBO of the NLL's images (same z): the pair the two bounds are compared on

@@ -146,6 +146,7 @@ def test_variants_are_compared_under_the_same_seeds_with_their_own_runs(
         trained: tuple[Path, dict, str], data_root: Path, vae_export: Path) -> None:
     root, first, _ = trained
     cfg = bench_cfg(root / "out-variants", f"vae_ckpt={vae_export}", "budget=2", f"train_root={root / 'runs'}",
+                    "nll_limit=0",
                     'variants={T10:["ndm/objective=discrete","ndm.objective.T=10"]}',
                     train_overrides=small_runs(data_root))
     with contextlib.redirect_stdout(io.StringIO()):
@@ -160,6 +161,7 @@ def test_variants_are_compared_under_the_same_seeds_with_their_own_runs(
         objective = load_run(run_dir).config["ndm"]["objective"]
         assert objective["T"] == 10 and "Discrete" in objective["_target_"]
     assert variant["models"]["NDM"]["step"]["ms"] > 0 and "nelbo_bpd" in variant["paired"]
+    assert "nll" not in variant["models"]["NDM"]["evaluation"] and "nll_bpd" not in variant["paired"]  # nll_limit=0
     table = (root / "out-variants" / "benchmark.md").read_text()
     assert "## Variants" in table and "| T10 | ndm/objective=discrete, ndm.objective.T=10 |" in table
     assert "### Variant T10: ndm/objective=discrete, ndm.objective.T=10" in table
