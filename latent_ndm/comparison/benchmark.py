@@ -23,6 +23,7 @@ from latent_ndm.comparison import measure, report, stats
 from latent_ndm.comparison.step_cost import step_costs
 from latent_ndm.errors import EvaluationError
 from latent_ndm.runs.export import METRICS, find_export, read_yaml
+from latent_ndm.runs.folders import RECORD_DIR
 from latent_ndm.runs.hardware import describe, resolve_device
 from latent_ndm.runs.load import TRAIN_HINT, LoadedRun, load_run
 
@@ -125,10 +126,18 @@ def equal_time_steps(budget: int, ndm_seconds: float, lsgm_seconds: float) -> in
 
 def train_equal_time(cfg: DictConfig, ndm_run: str, lsgm_run: str, seed: int) -> Path:
     """The LSGM of `seed` trained for as many steps as fit in the NDM run's measured training time (its learning
-    rate schedule spans those steps, as any run's does)."""
-    steps = equal_time_steps(cfg.budget, recorded_seconds(ndm_run), recorded_seconds(lsgm_run))
+    rate schedule spans those steps, as any run's does), as run bench-<lsgm tag>-time-<budget>[-seed<seed>]. Once
+    that run has started, its step count is the one it was started with (a rerun must not retrain it because a
+    timing moved by a step)."""
+    name = measure.run_name(f"{variant_tag(cfg, 'lsgm')}-time", cfg.budget, seed)
+    root = Path(cfg.train_root) if cfg.train_root else Path("runs/ndm")
+    started = root / name / RECORD_DIR / "config.yaml"
+    if started.is_file():
+        steps = int(read_yaml(started)["trainer"]["max_steps"])
+    else:
+        steps = equal_time_steps(cfg.budget, recorded_seconds(ndm_run), recorded_seconds(lsgm_run))
     overrides = measure.train_overrides("lsgm", str(cfg.vae_ckpt), steps, list(cfg.train_overrides), cfg.train_root,
-                                        seed, tag=f"{variant_tag(cfg, 'lsgm')}-time-of-ndm{cfg.budget}")
+                                        seed, name=name)
     print(f"training {EQUAL_TIME} (seed {seed}, {steps} steps in the NDM's {recorded_seconds(ndm_run):.0f} s): "
           f"python -m latent_ndm.train {' '.join(overrides)}", flush=True)
     return measure.train_run(overrides)

@@ -35,11 +35,16 @@ def transform_name(run: LoadedRun) -> str:
     return transform_kind(run.config["ndm"])
 
 
+def run_name(tag: str, budget: int, seed: int = 0) -> str:
+    """bench-<tag>-<budget> (seed 0) or bench-<tag>-<budget>-seed<seed>."""
+    return f"bench-{tag}-{budget}" + (f"-seed{seed}" if seed else "")
+
+
 def train_overrides(kind: str, vae_ckpt: str, budget: int, extra: Sequence[str], root: str | None,
-                    seed: int = 0, tag: str | None = None) -> list[str]:
-    """stage=ndm on `vae_ckpt` for `budget` steps with training seed `seed`, as run bench-<tag>-<budget> (seed 0)
-    or bench-<tag>-<budget>-seed<seed>, `tag` defaulting to `kind`; LSGM is ndm/transform=identity."""
-    name = f"bench-{tag or kind}-{budget}" + (f"-seed{seed}" if seed else "")
+                    seed: int = 0, tag: str | None = None, name: str | None = None) -> list[str]:
+    """stage=ndm on `vae_ckpt` for `budget` steps with training seed `seed`, as run `name` (default
+    `run_name(tag or kind, budget, seed)`); LSGM is ndm/transform=identity."""
+    name = name or run_name(tag or kind, budget, seed)
     out = ["stage=ndm", f"vae_ckpt={vae_ckpt}", f"trainer.max_steps={budget}", f"name={name}", f"seed={seed}"]
     out += ["ndm/transform=identity"] if kind == "lsgm" else []
     out += [f"run_dir={Path(root) / name}"] if root else []
