@@ -139,6 +139,14 @@ def test_a_collapsed_vae_is_named_as_collapsed_at_the_end_of_its_run(tmp_path: P
     assert f"active latent units {m['active_units']:.0f} of 48" in printed
 
 
+def test_the_export_records_the_trained_step_and_the_step_its_metrics_are_from(tmp_path: Path,
+                                                                               data_root: Path) -> None:
+    """3 steps, validation every 2: the weights are of step 3, the validation metrics of step 2; both are said."""
+    train(tiny_cfg(tmp_path / "run", data_root, "trainer.max_steps=3", "trainer.val_check_interval=2"))
+    m = yaml.safe_load((tmp_path / "run" / "export" / METRICS_NAME).read_text())
+    assert (m["step"], m["val_step"]) == (3, 2)
+
+
 def test_unknown_config_key_is_one_clear_error(tmp_path: Path, data_root: Path) -> None:
     with pytest.raises(ConfigCompositionException, match="Could not override 'vae.encoder.bse_channels'"):
         tiny_cfg(tmp_path, data_root, "vae.encoder.bse_channels=3")

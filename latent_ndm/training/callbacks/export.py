@@ -39,7 +39,10 @@ class RunExport(L.Callback):
             save_ndm(model, self.export_dir, self.run_config["ndm"])
         else:
             save_vae(model, self.export_dir)
-        record = {"step": int(pl_module.global_step), **train_seconds(pl_module.trainer), **pl_module.val_metrics}
+        metrics = dict(pl_module.val_metrics)
+        val_step = metrics.pop("step", None)  # the metrics are of the last validation, which may be steps before
+        record = {"step": int(pl_module.global_step), **train_seconds(pl_module.trainer), **metrics,
+                  **({"val_step": int(val_step)} if val_step is not None else {})}
         save_run_record(self.export_dir, self.run_config, record)
         return self.export_dir
 
