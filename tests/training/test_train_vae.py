@@ -147,6 +147,21 @@ def test_the_export_records_the_trained_step_and_the_step_its_metrics_are_from(t
     assert (m["step"], m["val_step"]) == (3, 2)
 
 
+def test_the_recipe_knobs_compose_into_the_module(tmp_path: Path, data_root: Path) -> None:
+    """The collapse remedies are plain Hydra keys that reach the training loss."""
+    from latent_ndm.data.datasets import synthetic_datamodule
+    from latent_ndm.training.vae_stage import build_model
+
+    cfg = tiny_cfg(tmp_path / "run", data_root, "stage.free_bits=0.1", "stage.kl_balance=true",
+                   "stage.kl_warmup.warmup_steps=7", "stage.kl_warmup.hold_steps=3")
+    dm = synthetic_datamodule(data_root, num_images=NUM_IMAGES, resolution=16, batch_size=8)
+    module = build_model(cfg, dm)
+    assert (module.free_bits, module.kl_balance) == (0.1, True)
+    assert (module.kl_warmup.warmup_steps, module.kl_warmup.hold_steps) == (7, 3)
+    default = build_model(tiny_cfg(tmp_path / "run", data_root), dm)
+    assert (default.free_bits, default.kl_balance) == (0.0, False)
+
+
 def test_unknown_config_key_is_one_clear_error(tmp_path: Path, data_root: Path) -> None:
     with pytest.raises(ConfigCompositionException, match="Could not override 'vae.encoder.bse_channels'"):
         tiny_cfg(tmp_path, data_root, "vae.encoder.bse_channels=3")
