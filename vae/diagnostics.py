@@ -54,11 +54,6 @@ def flat_images(x: torch.Tensor) -> torch.Tensor:
     return x.float().mean(dim=(2, 3), keepdim=True).expand_as(x)
 
 
-def kl_per_unit(q: DiagonalGaussian) -> torch.Tensor:
-    """KL(q(z_u|x) || N(0, 1)) of every unit, nats, same shape as z."""
-    return 0.5 * (q.mean**2 + q.var - 1.0 - q.logvar)
-
-
 class LatentUsage:
     """Sums over a data set (one `update` per batch) of the per-unit statistics of the module docstring;
     `compute` reduces them (e.g. across ranks, with `reduce_sum`) into floats."""
@@ -78,7 +73,7 @@ class LatentUsage:
         self._add("count", torch.tensor(float(x.shape[0]), device=x.device))
         self._add("mu", q.mean.sum(0))
         self._add("mu_sq", q.mean.pow(2).sum(0))
-        self._add("kl_unit", kl_per_unit(q).sum(0))
+        self._add("kl_unit", q.kl_elements().sum(0))
         flat = flat_images(x)
         self._add("psnr", psnr(x_hat, x).sum())
         self._add("psnr_flat", psnr(flat, x).sum())

@@ -87,6 +87,10 @@ class DiagonalGaussian:
         """H[q] = 1/2 sum[log(2 pi e) + logvar], shape (B,)."""
         return _sum_per_example(0.5 * (_LOG_2PI + 1.0 + self.logvar))
 
+    def kl_elements(self) -> torch.Tensor:
+        """KL(self || N(0, I)) of every element, same shape as the mean: 1/2 (mu^2 + sigma^2 - 1 - logvar)."""
+        return 0.5 * (self.mean**2 + self.var - 1.0 - self.logvar)
+
     def kl(self, other: DiagonalGaussian | None = None) -> torch.Tensor:
         """KL(self || other), shape (B,); `other=None` means N(0, I).
 
@@ -94,8 +98,7 @@ class DiagonalGaussian:
         against N(0, I): 1/2 sum[mu^2 + sigma^2 - 1 - logvar].
         """
         if other is None:
-            kl = 0.5 * (self.mean**2 + self.var - 1.0 - self.logvar)
-            return _sum_per_example(kl)
+            return _sum_per_example(self.kl_elements())
         if not isinstance(other, DiagonalGaussian):
             raise ValueError(f"other must be a DiagonalGaussian or None, got {type(other).__name__}")
         if other.shape != self.shape:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from vae import VAE, nats_to_bpd
-from vae.diagnostics import LatentUsage, kl_per_unit
+from vae.diagnostics import LatentUsage
 
 
 @dataclass
@@ -65,7 +65,7 @@ def vae_loss(
     rec, kl = -p_x.log_prob(x), q.kl()
     num_dims = math.prod(x.shape[1:])
     if free_bits > 0 or (kl_balance and beta_kl < 1):
-        kl_units = kl_per_unit(q).mean(0).clamp_min(free_bits)  # E_batch KL per unit, at least lambda
+        kl_units = q.kl_elements().mean(0).clamp_min(free_bits)  # E_batch KL per unit, at least lambda
         kl_channels = kl_units.flatten(1).sum(1)
         kl_train = balanced_kl(kl_channels) if kl_balance and beta_kl < 1 else kl_channels.sum()
         loss = (rec.mean() + beta_kl * kl_train) / num_dims

@@ -17,7 +17,7 @@ from latent_ndm.training.ema import EMA
 from latent_ndm.training.lpips_loader import BACKBONE_FILES, LPIPSWeightsMissing, load_lpips
 from latent_ndm.training.schedules import KLWarmup, warmup_cosine
 from latent_ndm.training.vae_loss import ValidationMetrics, balanced_kl, vae_loss
-from vae.diagnostics import flat_images, kl_per_unit, psnr
+from vae.diagnostics import flat_images, psnr
 
 
 def test_kl_warmup_holds_rises_linearly_and_saturates() -> None:
@@ -95,7 +95,7 @@ def test_free_bits_leave_units_below_lambda_alone_and_never_change_the_reported_
     plain = vae_loss(vae, x, generator=torch.Generator().manual_seed(1))
     free = vae_loss(vae, x, generator=torch.Generator().manual_seed(1), free_bits=0.5)
     q = vae.encode(vae.quantize(x))
-    kl_train = kl_per_unit(q).mean(0).clamp_min(0.5).sum()  # sum_u max(lambda, E_batch KL_u)
+    kl_train = q.kl_elements().mean(0).clamp_min(0.5).sum()  # sum_u max(lambda, E_batch KL_u)
     assert torch.equal(plain.kl, free.kl) and torch.equal(plain.rec, free.rec)  # the reported terms
     torch.testing.assert_close(free.loss, (free.rec + kl_train) / plain.num_dims)
     huge = vae_loss(vae, x, generator=torch.Generator().manual_seed(1), free_bits=1e6)  # every unit below lambda:
@@ -122,7 +122,7 @@ def test_kl_balance_weights_channels_by_their_share_and_only_during_warm_up() ->
     for beta in (0.5, 1.0):
         plain, balanced = (vae_loss(vae, x, beta, generator=torch.Generator().manual_seed(1), kl_balance=b)
                            for b in (False, True))
-        kl_channels = kl_per_unit(vae.encode(vae.quantize(x))).mean(0).flatten(1).sum(1)
+        kl_channels = vae.encode(vae.quantize(x)).kl_elements().mean(0).flatten(1).sum(1)
         want = plain.rec + beta * (balanced_kl(kl_channels) if beta < 1 else plain.kl)
         torch.testing.assert_close(balanced.loss, want / plain.num_dims)
         assert torch.equal(plain.kl, balanced.kl)  # the reported KL never changes

@@ -30,6 +30,7 @@ def test_log_prob_entropy_kl_match_torch_distributions() -> None:
     torch.testing.assert_close(q.kl(p), kl_divergence(ref_q, ref_p).flatten(1).sum(1))
     standard = Normal(torch.zeros_like(mean), torch.ones_like(mean))
     torch.testing.assert_close(q.kl(), kl_divergence(ref_q, standard).flatten(1).sum(1))
+    torch.testing.assert_close(q.kl_elements(), kl_divergence(ref_q, standard))  # element by element
     torch.testing.assert_close(q.kl(), q.kl(DiagonalGaussian(torch.zeros_like(mean), torch.zeros_like(mean))))
     assert q.kl().shape == (3,)
 
