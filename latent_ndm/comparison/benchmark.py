@@ -20,6 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 from data_tools.files import atomic_write_text
 from latent_ndm.comparison import measure, report, stats
+from latent_ndm.comparison.report import EQUAL_TIME
 from latent_ndm.comparison.step_cost import step_costs
 from latent_ndm.errors import EvaluationError
 from latent_ndm.runs.export import METRICS, find_export, read_yaml
@@ -28,7 +29,6 @@ from latent_ndm.runs.hardware import describe, resolve_device
 from latent_ndm.runs.load import TRAIN_HINT, LoadedRun, load_run
 
 KINDS = {"NDM": "ndm", "LSGM": "lsgm"}
-EQUAL_TIME = "LSGM (equal time)"  # match=time: the LSGM given the wall-clock of the NDM of its seed
 MATCHES = ("steps", "time")
 
 
@@ -164,7 +164,7 @@ def paired(models: dict[str, Any], baseline: str) -> dict[str, Any]:
     for key in ("nelbo_bpd", "nll_bpd"):
         values = [[s.get(key) for s in models[name]["seeds"]["per_seed"]] for name in ("NDM", baseline)]
         if all(v is not None for vs in values for v in vs):
-            out[key] = stats.paired_difference(*values)
+            out[key] = stats.paired_difference(*values, baseline=baseline)
     return out
 
 

@@ -104,11 +104,7 @@ def markdown(report: dict[str, Any]) -> str:
            "training seed 0); ")
         + ("bounds are mean ± standard error over the seeds, sampling and step cost are seed 0's"
            if seeds > 1 else "one seed: no error bars, so no difference between the models can be claimed"),
-        *[f"- paired {key.removesuffix('_bpd').upper()}: {p['verdict']}" for key, p in report.get("paired",
-                                                                                                   {}).items()],
-        *[f"- paired {key.removesuffix('_bpd').upper()}, against the {EQUAL_TIME}: "
-          f"{p['verdict'].replace('LSGM', 'LSGM (equal time)')}"
-          for key, p in report.get("paired_equal_time", {}).items()],
+        *paired_lines(report),
         *wall_clock_lines(models),
         *other_cutoff_lines(models),
         f"- hardware: {report['hardware']}",
@@ -150,12 +146,18 @@ def variants_markdown(report: dict[str, Any]) -> list[str]:
         lines += ["", f"### Variant {name}: {', '.join(r['train_overrides'])}", "",
                   "| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]
         lines += ["| " + " | ".join(model_row(m, r["models"][m], tols)) + " |" for m in ours(r["models"])]
-        lines += ["", *[f"- paired {k.removesuffix('_bpd').upper()}: {p['verdict']}" for k, p in r["paired"].items()],
-                  *[f"- paired {k.removesuffix('_bpd').upper()}, against the {EQUAL_TIME}: {p['verdict']}"
-                    for k, p in r.get("paired_equal_time", {}).items()],
+        lines += ["", *paired_lines(r),
                   f"- NDM / LSGM: train step time x{_num(r['ratios']['step_time'], '.2f')}",
                   *wall_clock_lines(r["models"]), *[f"- note: {note}" for note in r.get("notes", [])]]
     return lines
+
+
+def paired_lines(report: dict[str, Any]) -> list[str]:
+    """A line per paired difference of a comparison: against the LSGM at equal steps, then at equal time."""
+    lines = [f"- paired {key.removesuffix('_bpd').upper()}: {p['verdict']}"
+             for key, p in report.get("paired", {}).items()]
+    return lines + [f"- paired {key.removesuffix('_bpd').upper()}, against the {EQUAL_TIME}: {p['verdict']}"
+                    for key, p in report.get("paired_equal_time", {}).items()]
 
 
 def ours(models: dict[str, Any]) -> list[str]:

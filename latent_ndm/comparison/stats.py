@@ -47,24 +47,34 @@ def estimate(values: Sequence[float]) -> Estimate:
     return Estimate(mean, math.sqrt(variance / n), n)
 
 
-def paired_difference(ndm: Sequence[float], lsgm: Sequence[float], unit: str = "bits/dim") -> dict[str, Any]:
-    """The paired difference NDM - LSGM over seeds (lower is better for both): the per-seed differences, their
-    mean +- SE, and a verdict sentence."""
-    if len(ndm) != len(lsgm):
-        raise ValueError(f"paired values need the same seeds, got {len(ndm)} NDM and {len(lsgm)} LSGM values")
-    differences = [a - b for a, b in zip(ndm, lsgm, strict=True)]
+def paired_difference(ndm: Sequence[float], baseline_values: Sequence[float], unit: str = "bits/dim",
+                      baseline: str = "LSGM") -> dict[str, Any]:
+    """The paired difference NDM - `baseline` over seeds (lower is better for both): the per-seed differences, their
+    mean +- SE, the baseline's name and a verdict sentence."""
+    if len(ndm) != len(baseline_values):
+        raise ValueError(f"paired values need the same seeds, got {len(ndm)} NDM and {len(baseline_values)} "
+                         f"{baseline} values")
+    differences = [a - b for a, b in zip(ndm, baseline_values, strict=True)]
     d = estimate(differences)
-    return {"differences": differences, **asdict(d), "verdict": verdict(d, unit)}
+    return {"differences": differences, **asdict(d), "baseline": baseline, "verdict": verdict(d, unit, baseline)}
 
 
-def verdict(d: Estimate, unit: str = "bits/dim") -> str:
-    """One sentence on a paired difference NDM - LSGM."""
+def lower(d: Estimate, baseline: str = "LSGM") -> str | None:
+    """Which model a paired difference NDM - `baseline` shows lower (beyond Z standard errors), or None."""
+    if d.se is None or abs(d.mean) <= Z * d.se:
+        return None
+    return "NDM" if d.mean < 0 else baseline
+
+
+def verdict(d: Estimate, unit: str = "bits/dim", baseline: str = "LSGM") -> str:
+    """One sentence on a paired difference NDM - `baseline`."""
     if d.se is None:
-        return (f"NDM - LSGM = {number(d.mean, True)} {unit} from one seed: no error estimate, so no evidence either "
-                "way (run seeds=3 or more)")
-    head = f"NDM - LSGM = {number(d.mean, True)} ± {number(d.se)} {unit} over {d.n} paired seeds"
-    if abs(d.mean) > Z * d.se:
-        return f"{head}: {'NDM' if d.mean < 0 else 'LSGM'} is lower, by more than {Z:g} standard errors"
+        return (f"NDM - {baseline} = {number(d.mean, True)} {unit} from one seed: no error estimate, so no evidence "
+                "either way (run seeds=3 or more)")
+    head = f"NDM - {baseline} = {number(d.mean, True)} ± {number(d.se)} {unit} over {d.n} paired seeds"
+    winner = lower(d, baseline)
+    if winner is not None:
+        return f"{head}: {winner} is lower, by more than {Z:g} standard errors"
     return f"{head}: no difference (within {Z:g} standard errors)"
 
 
@@ -73,8 +83,5 @@ def short_verdict(paired: dict[str, Any]) -> str:
     if paired["se"] is None:
         return f"{number(paired['mean'], True)} (one seed: no error estimate)"
     d = Estimate(paired["mean"], paired["se"], paired["n"])
-    if abs(d.mean) > Z * d.se:
-        word = "NDM lower" if d.mean < 0 else "LSGM lower"
-    else:
-        word = "no difference"
-    return f"{number(d.mean, True)} ± {number(d.se)}: {word}"
+    winner = lower(d, paired.get("baseline", "LSGM"))
+    return f"{number(d.mean, True)} ± {number(d.se)}: {f'{winner} lower' if winner else 'no difference'}"

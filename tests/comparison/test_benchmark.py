@@ -138,6 +138,7 @@ def test_match_time_gives_the_lsgm_the_measured_wall_clock_of_the_ndm(
     assert equal["run"] == str(root / "runs" / "bench-lsgm-time-2")
     assert report["paired_equal_time"]["nelbo_bpd"]["differences"] == pytest.approx(
         [report["models"]["NDM"]["seeds"]["per_seed"][0]["nelbo_bpd"] - equal["seeds"]["per_seed"][0]["nelbo_bpd"]])
+    assert report["paired_equal_time"]["nelbo_bpd"]["verdict"].startswith(f"NDM - {EQUAL_TIME} = ")
     table = (root / "out-time" / "benchmark.md").read_text()
     assert f"| {EQUAL_TIME} (F: identity, {want} steps) |" in table and "against the LSGM (equal time)" in table
     assert "training wall-clock (fit, validation included, mean over seeds): NDM " in table

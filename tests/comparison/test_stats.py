@@ -48,5 +48,8 @@ def test_a_difference_within_two_standard_errors_is_no_difference() -> None:
     assert "NDM - LSGM = -1.85e-05 ± 1.50e-06" in tiny["verdict"]  # not "-0.0000 ± 0.0000"
     assert short_verdict(lsgm_wins).endswith(": LSGM lower") and short_verdict(p).endswith(": no difference")
     assert short_verdict(single) == "-0.0200 (one seed: no error estimate)"
+    other = paired_difference([4.70, 4.71, 4.72], [4.60, 4.60, 4.61], baseline="LSGM (equal time)")
+    assert "LSGM (equal time) is lower" in other["verdict"] and other["verdict"].startswith("NDM - LSGM (equal time)")
+    assert short_verdict(other).endswith(": LSGM (equal time) lower")
     with pytest.raises(ValueError, match="same seeds"):
         paired_difference([1.0, 2.0], [1.0])
