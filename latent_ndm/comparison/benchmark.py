@@ -130,17 +130,20 @@ def train_equal_time(cfg: DictConfig, ndm_run: str, lsgm_run: str, seed: int) ->
     that run has started, its step count is the one it was started with (a rerun must not retrain it because a
     timing moved by a step)."""
     name = measure.run_name(f"{variant_tag(cfg, 'lsgm')}-time", cfg.budget, seed)
-    root = Path(cfg.train_root) if cfg.train_root else Path("runs/ndm")
-    started = root / name / RECORD_DIR / "config.yaml"
+
+    def overrides(steps: int) -> list[str]:
+        return measure.train_overrides("lsgm", str(cfg.vae_ckpt), steps, list(cfg.train_overrides), cfg.train_root,
+                                       seed, name=name)
+
+    started = measure.run_folder(overrides(cfg.budget)) / RECORD_DIR / "config.yaml"  # the folder does not depend on it
+    ndm_seconds = recorded_seconds(ndm_run)
     if started.is_file():
         steps = int(read_yaml(started)["trainer"]["max_steps"])
     else:
-        steps = equal_time_steps(cfg.budget, recorded_seconds(ndm_run), recorded_seconds(lsgm_run))
-    overrides = measure.train_overrides("lsgm", str(cfg.vae_ckpt), steps, list(cfg.train_overrides), cfg.train_root,
-                                        seed, name=name)
-    print(f"training {EQUAL_TIME} (seed {seed}, {steps} steps in the NDM's {recorded_seconds(ndm_run):.0f} s): "
-          f"python -m latent_ndm.train {' '.join(overrides)}", flush=True)
-    return measure.train_run(overrides)
+        steps = equal_time_steps(cfg.budget, ndm_seconds, recorded_seconds(lsgm_run))
+    print(f"training {EQUAL_TIME} (seed {seed}, {steps} steps in the NDM's {ndm_seconds:.0f} s): "
+          f"python -m latent_ndm.train {' '.join(overrides(steps))}", flush=True)
+    return measure.train_run(overrides(steps))
 
 
 def seed_summary(evaluations: list[dict[str, dict[str, Any]]], runs: list[str]) -> dict[str, Any]:
@@ -194,8 +197,7 @@ def pairing_notes(loaded: dict[str, LoadedRun], budget: int, steps: dict[str, in
 
 
 def trained_steps(run: LoadedRun) -> int | None:
-    path = run.out_dir / METRICS
-    return read_yaml(path).get("step") if path.is_file() else None
+    return run_record(str(run.out_dir)).get("step")
 
 
 def command_line() -> str:

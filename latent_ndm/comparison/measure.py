@@ -51,6 +51,11 @@ def train_overrides(kind: str, vae_ckpt: str, budget: int, extra: Sequence[str],
     return out + list(extra)
 
 
+def run_folder(overrides: Sequence[str]) -> Path:
+    """Where `python -m latent_ndm.train <overrides>` writes its run (the composed config's run_dir)."""
+    return Path(compose_config("train", overrides).run_dir)
+
+
 def train_run(overrides: Sequence[str]) -> Path:
     """Train (or resume, or find finished) one stage=ndm run; its run folder. Torch's thread count is restored."""
     cfg = compose_config("train", overrides)
