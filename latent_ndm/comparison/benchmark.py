@@ -23,7 +23,7 @@ from latent_ndm.comparison import measure, report, stats
 from latent_ndm.comparison.report import EQUAL_TIME
 from latent_ndm.comparison.step_cost import step_costs
 from latent_ndm.errors import EvaluationError
-from latent_ndm.runs.export import METRICS, find_export, read_yaml
+from latent_ndm.runs.export import find_export, read_run_record, read_yaml
 from latent_ndm.runs.folders import RECORD_DIR
 from latent_ndm.runs.hardware import describe, resolve_device
 from latent_ndm.runs.load import TRAIN_HINT, LoadedRun, load_run
@@ -106,7 +106,7 @@ def variant_config(cfg: DictConfig, name: str, overrides: Sequence[str]) -> Dict
 def run_record(run: str) -> dict[str, Any]:
     """The metrics.yaml of a run's export (a run folder, export folder or checkpoint), or {}."""
     export = find_export(Path(run))
-    return read_yaml(export / METRICS) if export is not None and (export / METRICS).is_file() else {}
+    return read_run_record(export) if export is not None else {}
 
 
 def recorded_seconds(run: str) -> float:

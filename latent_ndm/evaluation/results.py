@@ -54,11 +54,12 @@ def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
     if "nelbo" in results:
         r = results["nelbo"]
         rows.append(("NELBO", f"{r['nelbo_bpd']:.4f}", "bits/dim", f"{_parts(r, 'nelbo')}; {int(r['count'])} images"))
-    if results.get("nelbo", {}).get("latent"):
-        u = results["nelbo"]["latent"]
-        rows.append(("VAE latent", f"{u['active_units']:.0f}/{u['latent_units']:.0f}", "active",
-                     f"units (Var_x E_q[z_u] > 0.01); KL {u['kl_unit_nats']:.3f} nats/unit; decoder-mean PSNR "
-                     f"{u['psnr']:.2f} dB; explains {100 * u['explained']:.0f}% of the variation within the images"))
+        if r.get("latent"):
+            u = r["latent"]
+            rows.append(("VAE latent", f"{u['active_units']:.0f}/{u['latent_units']:.0f}", "active",
+                         f"units (Var_x E_q[z_u] > 0.01); KL {u['kl_unit_nats']:.3f} nats/unit; decoder-mean PSNR "
+                         f"{u['psnr']:.2f} dB; explains {100 * u['explained']:.0f}% of the variation within the "
+                         "images"))
     if "nll" in results:
         r = results["nll"]
         for label, entry in (("NLL (ODE)", r), ("NLL (ODE), other t_eps", r.get("at_other_t_eps"))):

@@ -6,7 +6,8 @@
         VAE run:  ema.safetensors (the VAE's state_dict) + vae_config.yaml
         NDM run:  ndm.safetensors (denoiser.* and transform.*) + ndm_config.yaml (the resolved `ndm` config)
                   + vae/ (the VAE export the NDM was trained with)
-        both:     train_config.yaml (the resolved run config) + metrics.yaml (the last validation metrics, step)
+        both:     train_config.yaml (the resolved run config) + metrics.yaml (step, train_seconds, the last
+                  validation's metrics and its val_step)
 
 Every file is written atomically (`data_tools.files.atomic_write`). Readers raise FileNotFoundError / ValueError
 with one sentence naming the file and the command that makes it.
@@ -119,6 +120,12 @@ def save_run_record(folder: str | os.PathLike, run_config: dict[str, Any], metri
     folder = Path(folder)
     _write_yaml(folder / TRAIN_CONFIG, run_config)
     _write_yaml(folder / METRICS, metrics)
+
+
+def read_run_record(folder: str | os.PathLike) -> dict[str, Any]:
+    """The `metrics.yaml` that `save_run_record` wrote into an export folder, or {} when there is none."""
+    path = Path(folder) / METRICS
+    return read_yaml(path) if path.is_file() else {}
 
 
 # -- reading a run ----------------------------------------------------------------------------------------------

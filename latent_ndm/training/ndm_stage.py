@@ -14,7 +14,7 @@ from data_tools.latent_shards import check_same_vae
 from latent_ndm.errors import TrainingError
 from latent_ndm.model import LatentModel
 from latent_ndm.runs.build import build_ndm_prior, checked_vae, configured_latent_shape, objective_at
-from latent_ndm.runs.export import METRICS, read_yaml, vae_weights_file
+from latent_ndm.runs.export import read_run_record, vae_weights_file
 from latent_ndm.training.builders import run_callbacks, run_places
 from latent_ndm.training.callbacks.images import NDMSampleGrids
 from latent_ndm.training.ndm_loss import MODES, NDMTrainingLoss, pixel_dims
@@ -49,9 +49,7 @@ def check_vae_informative(vae_ckpt: str | Path | None, policy: str) -> None:
         raise TrainingError(f"stage.collapsed_vae must be one of {list(COLLAPSED_VAE)}, got {policy!r}")
     if vae_ckpt is None:
         return
-    metrics_file = vae_weights_file(vae_ckpt).parent / METRICS
-    metrics = read_yaml(metrics_file) if metrics_file.is_file() else {}
-    verdict = collapse_verdict(metrics)
+    verdict = collapse_verdict(read_run_record(vae_weights_file(vae_ckpt).parent))
     if verdict is None:
         return
     sentence = verdict.sentence(f"the VAE export {vae_ckpt}")
