@@ -81,8 +81,8 @@ class VAEModule(L.LightningModule):
     def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
         beta = self.kl_warmup(self.global_step)
         with seeded_step(self.seed, self.global_rank, self.global_step, batch_idx, self.device) as generator:
-            out = vae_loss(self.vae, x, beta, self.lpips, self.lpips_weight, generator, self.free_bits,
-                           self.kl_balance)
+            out = vae_loss(self.vae, x, beta, self.lpips, self.lpips_weight, generator, free_bits=self.free_bits,
+                           kl_balance=self.kl_balance)
         self.last_terms = out.terms()
         metrics = {"train/loss": out.loss, "train/rec_bpd": out.bpd(out.rec), "train/kl_bpd": out.bpd(out.kl),
                    "train/kl_beta": beta}

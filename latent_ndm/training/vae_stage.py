@@ -76,7 +76,7 @@ def report(trainer: L.Trainer, module: VAEModule, run_dir: Path) -> dict[str, An
     """The last validation metrics, where the outputs are (paths that exist), and the collapse verdict (a warning
     sentence, or None)."""
     m = module.val_metrics
-    verdict = collapse_verdict(m) if m else None
+    verdict = collapse_verdict(m)  # None without metrics
     collapse = verdict.sentence("this VAE") if verdict else None
     if collapse:
         log.warning(collapse)
