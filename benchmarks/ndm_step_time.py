@@ -1,105 +1,181 @@
-"""Training-step cost of a latent NDM (learnable F) against the LSGM baseline (F = identity), side by side.
+"""Training-step cost of NDM priors (learnable F) against the LSGM baseline (F = identity), side by side.
 
-Same denoiser U-Net, same batch, same objective. Two NDM transforms, each a U-Net of the denoiser's architecture:
-`ndm_jvp`: F = x + t G(x, t) with G conditioned on t and dF/dt by forward-mode AD (torch.func.jvp);
-`ndm_sep`: F = x + t sum_k phi_k(t) H_k(x) (SeparableTransform, K heads), where one pass gives F and dF/dt.
-Each step is forward + backward + Adam. Timings alternate between the models so all see the same machine state.
-Memory is measured per model in a fresh process: on CUDA max_memory_allocated over a few steps; on CPU the
-bytes of the distinct tensors autograd saves for backward in one step (the activation memory).
+Every variant is the prior that `python -m latent_ndm.train stage=ndm <overrides>` builds (the composed config, the
+same builders): `default` is exactly the configuration of `stage=ndm` with no override, `lsgm` adds
+ndm/transform=identity, and the others change F's kind or size (`ndm.F_size.width`, `ndm.F_size.depth`: F_phi's
+U-Net relative to the denoiser's). A step is the NDM objective on a batch of latents (the training t_eps), its
+backward and an Adam step over the denoiser and F; the timings alternate between the variants (step 1 of every
+variant, then step 2, ...) so that all see the same machine state. Memory is measured per variant in a fresh
+process: on CUDA the peak allocated over a few steps; on CPU the bytes autograd saves for backward in one step.
+The last line is one JSON object; its `time_ratio` map gives every variant's median step time over LSGM's.
 
-    python -m benchmarks.ndm_step_time                        # CPU-sized default (4x16x16 latents, batch 8)
-    python -m benchmarks.ndm_step_time --resolution 32 --channels 4 --base 128 --batch 32 --device cuda
+    python -m benchmarks.ndm_step_time                      # the default CPU run's prior: 4x16x16 latents, batch 16
+    python -m benchmarks.ndm_step_time --variant wide=ndm.F_size.width=2 --variant d2=ndm.F_size.depth=2
+    python -m benchmarks.ndm_step_time --device cuda --precision bf16-mixed --batch 4 \\
+        --set ndm/denoiser=celebahq256 --set ndm.latent.channels=8 --set ndm.latent.resolution=32  # the paper's U-Net
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import statistics
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
 
 from latent_ndm.comparison.step_cost import TrainStep, cuda_peak_bytes, saved_activation_bytes, time_alternating
-from latent_ndm.diffusion.objectives import ContinuousNDMObjective
-from latent_ndm.diffusion.parameterisation import Denoiser, SkipPrediction
-from latent_ndm.diffusion.schedule import VPSchedule
-from latent_ndm.diffusion.time_sampling import LikelihoodISTime
-from latent_ndm.diffusion.transforms import IdentityTransform, NeuralTransform, SeparableTransform
-from latent_ndm.networks import UNet
+from latent_ndm.runs.build import build_ndm_prior, transform_kind
+from latent_ndm.runs.config import compose_config
 
-KINDS = ("lsgm", "ndm_jvp", "ndm_sep")
+# name -> train overrides on top of `stage=ndm` (and the common --set overrides)
+VARIANTS: dict[str, list[str]] = {
+    "lsgm": ["ndm/transform=identity"],
+    "default": [],
+    "separable_w1": ["ndm/transform=separable", "ndm.F_size.width=1"],
+    "separable_w0.5": ["ndm/transform=separable", "ndm.F_size.width=0.5"],
+    "separable_w0.25": ["ndm/transform=separable", "ndm.F_size.width=0.25"],
+    "neural_w1": ["ndm/transform=neural", "ndm.F_size.width=1"],
+    "neural_w0.5": ["ndm/transform=neural", "ndm.F_size.width=0.5"],
+}
 
 
-def build(kind: str, args: argparse.Namespace) -> TrainStep:
+def composed(overrides: Sequence[str], common: Sequence[str]) -> DictConfig:
+    """The `stage=ndm` train config of one variant, with the latent shape filled in from the `vae` group's VAE at
+    the data resolution where the config leaves it to the VAE export (null)."""
+    cfg = compose_config("train", ["stage=ndm", *common, *overrides])
+    latent = cfg.ndm.latent
+    if latent.channels is None or latent.resolution is None:
+        c, r, _ = instantiate(cfg.vae, _convert_="all").latent_shape(int(cfg.data.resolution))
+        with open_dict(cfg):
+            latent.channels = latent.channels if latent.channels is not None else int(c)
+            latent.resolution = latent.resolution if latent.resolution is not None else int(r)
+    return cfg
+
+
+def build(overrides: Sequence[str], args: argparse.Namespace) -> tuple[TrainStep, dict[str, Any]]:
+    """One variant's training step on fixed random latents, and what it is (F's kind, parameter counts, latents)."""
+    cfg = composed(overrides, args.set)
     torch.manual_seed(0)
-
-    def unet(time_scale: float, out_channels: int | None = None) -> UNet:
-        return UNet(args.channels, out_channels, base_channels=args.base, channel_mult=(1, 2), num_res_blocks=1,
-                    attn_resolutions=(args.resolution // 2,), resolution=args.resolution,
-                    num_groups=8, time_scale=time_scale, zero_init_output=False)
-
-    schedule = VPSchedule()
-    denoiser = Denoiser(unet(1000.0), schedule, SkipPrediction())
-    transform = {"lsgm": IdentityTransform,
-                 "ndm_jvp": lambda: NeuralTransform(unet(10.0)),
-                 "ndm_sep": lambda: SeparableTransform(unet(10.0, args.channels * args.basis), args.basis)}[kind]()
-    objective = ContinuousNDMObjective(schedule, LikelihoodISTime(schedule, t_eps=1e-2))
-    params = list(denoiser.parameters()) + list(transform.parameters())
-    x = torch.randn(args.batch, args.channels, args.resolution, args.resolution, generator=torch.Generator()
-                    .manual_seed(1)).to(args.device)
-    return TrainStep(denoiser.to(args.device), transform.to(args.device), objective, torch.optim.Adam(params, lr=1e-4),
-                     x)
+    prior = build_ndm_prior(cfg.ndm, t_eps=float(cfg.ndm.t_eps))
+    batch = args.batch or int(cfg.data.batch_size)
+    z = torch.randn(batch, *prior.latent_shape, generator=torch.Generator().manual_seed(1))
+    params = [*prior.denoiser.parameters(), *prior.transform.parameters()]
+    step = TrainStep(prior.denoiser.to(args.device).train(), prior.transform.to(args.device).train(),
+                     prior.objective, torch.optim.Adam(params, lr=1e-4), z.to(args.device))
+    info = {"overrides": list(overrides), "transform": transform_kind(cfg.ndm),
+            "F_params": sum(p.numel() for p in prior.transform.parameters()),
+            "denoiser_params": sum(p.numel() for p in prior.denoiser.parameters()),
+            "latent_shape": list(prior.latent_shape), "batch": batch}
+    return step, info
 
 
-def time_both(args: argparse.Namespace) -> dict[str, list[float]]:
-    return time_alternating({k: build(k, args) for k in KINDS}, args.steps, args.warmup, args.device)
+def precision_context(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The autocast of Lightning's bf16-mixed (the whole step; the math layer turns it off where it runs fp32)."""
+    if args.precision == "bf16-mixed":
+        return torch.autocast(device_type=torch.device(args.device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
-def peak_memory(kind: str, args: argparse.Namespace, queue: mp.Queue) -> None:
-    """Run in a fresh process: peak memory of a few steps of one model, in MiB."""
+def with_precision(step: TrainStep, args: argparse.Namespace) -> Any:
+    def run() -> None:
+        with precision_context(args):
+            step()
+    return run
+
+
+def peak_memory(overrides: list[str], args: argparse.Namespace, queue: mp.Queue) -> None:
+    """Run in a fresh process: the memory of one variant's step, in MiB."""
     torch.set_num_threads(args.threads)
-    step = build(kind, args)
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
+    step, _ = build(overrides, args)
+    run = with_precision(step, args)
     if args.device.startswith("cuda"):
-        queue.put(cuda_peak_bytes(step, args.device, step.resident_bytes()) / 2**20)
+        queue.put(cuda_peak_bytes(run, args.device, step.resident_bytes(), release=[step.optimizer]) / 2**20)
     else:
-        queue.put(saved_activation_bytes(step) / 2**20)
+        queue.put(saved_activation_bytes(run) / 2**20)
 
 
-def main() -> None:
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    name, sep, overrides = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--variant takes NAME=OVERRIDE[,OVERRIDE...], got {text!r}")
+    return name, [o for o in overrides.split(",") if o]
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--resolution", type=int, default=16)
-    p.add_argument("--channels", type=int, default=4)
-    p.add_argument("--base", type=int, default=32)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--basis", type=int, default=8, help="K, the number of time-basis heads of ndm_sep")
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--variant", action="append", type=parse_variant, default=[], metavar="NAME=OVERRIDES",
+                   help="a variant beside lsgm and default (comma-separated train overrides); repeatable")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these variants (lsgm and default always run)")
+    p.add_argument("--set", action="append", default=[], metavar="OVERRIDE",
+                   help="a train override for every variant, e.g. --set ndm/denoiser=celebahq256; repeatable")
+    p.add_argument("--batch", type=int, default=None, help="latents per step (default: the config's data.batch_size)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per variant (the median is reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = p.parse_args()
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
+    p.add_argument("--precision", choices=("32", "bf16-mixed"), default="32")
+    p.add_argument("--no-memory", action="store_true", help="skip the per-variant memory measurement")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    variants = dict(VARIANTS)
+    if args.only:
+        unknown = sorted(set(args.only) - set(variants) - {n for n, _ in args.variant})
+        if unknown:
+            raise SystemExit(f"--only names unknown variants {unknown}; known: {sorted(variants)}")
+        variants = {k: v for k, v in variants.items() if k in ("lsgm", "default", *args.only)}
+    variants.update(dict(args.variant))
     torch.set_num_threads(args.threads)
-    times = time_both(args)
-    ctx = mp.get_context("spawn")
-    mem = {}
-    for kind in KINDS:
-        q = ctx.Queue()
-        proc = ctx.Process(target=peak_memory, args=(kind, args, q))
-        proc.start()
-        mem[kind] = q.get()
-        proc.join()
+    built = {name: build(overrides, args) for name, overrides in variants.items()}
+    times = time_alternating({n: with_precision(step, args) for n, (step, _) in built.items()}, args.steps,
+                             args.warmup, args.device)
     med = {k: statistics.median(v) for k, v in times.items()}
-    result = {"config": vars(args), "median_step_s": med, "memory_mib": mem,
-              "time_ratio": {k: med[k] / med["lsgm"] for k in KINDS},
-              "memory_ratio": {k: mem[k] / max(mem["lsgm"], 1e-9) for k in KINDS}}
-    mem_name = "peak mem (MiB)" if args.device.startswith("cuda") else "saved act. (MiB)"
-    print(f"{'model':8s} {'step (ms)':>10s} {'x LSGM':>7s} {mem_name:>17s} {'x LSGM':>7s}")
-    for k in KINDS:
-        tr, mr = result["time_ratio"][k], result["memory_ratio"][k]
-        print(f"{k:8s} {1e3 * med[k]:10.1f} {tr:7.2f} {mem[k]:17.1f} {mr:7.2f}")
+    mem: dict[str, float | None] = {}
+    ctx = mp.get_context("spawn")
+    for name, overrides in variants.items():
+        if args.no_memory:
+            mem[name] = None
+            continue
+        q = ctx.Queue()
+        proc = ctx.Process(target=peak_memory, args=(overrides, args, q))
+        proc.start()
+        mem[name] = q.get()
+        proc.join()
+    return {"config": {k: v for k, v in vars(args).items() if k != "variant"},
+            "variants": {n: info for n, (_, info) in built.items()},
+            "median_step_s": med, "step_s": times, "memory_mib": mem,
+            "time_ratio": {k: med[k] / med["lsgm"] for k in variants},
+            "memory_ratio": {k: (None if mem[k] is None or not mem["lsgm"] else mem[k] / mem["lsgm"])
+                             for k in variants}}
+
+
+def print_table(result: dict[str, Any], device: str) -> None:
+    mem_name = "peak mem (MiB)" if device.startswith("cuda") else "saved act. (MiB)"
+    print(f"{'variant':16s} {'F':10s} {'F params':>9s} {'step (ms)':>10s} {'x LSGM':>7s} {mem_name:>17s} "
+          f"{'x LSGM':>7s}")
+    for name, info in result["variants"].items():
+        mem, mr = result["memory_mib"][name], result["memory_ratio"][name]
+        mem_s = f"{mem:17.1f} {mr:7.2f}" if mem is not None else f"{'-':>17s} {'-':>7s}"
+        print(f"{name:16s} {info['transform']:10s} {info['F_params']:9d} "
+              f"{1e3 * result['median_step_s'][name]:10.1f} {result['time_ratio'][name]:7.2f} {mem_s}")
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parser().parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
+    result = run(args)
+    print_table(result, args.device)
     print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

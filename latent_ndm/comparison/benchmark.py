@@ -78,6 +78,10 @@ def obtain_runs(cfg: DictConfig) -> dict[str, list[str]]:
             if given is None:
                 overrides = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget, list(cfg.train_overrides),
                                                        cfg.train_root, seed, tag=variant_tag(cfg, key))
+                if cfg.get("_variant") is not None:  # a variant's run that the main comparison trains already
+                    main = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget, list(cfg._main_overrides),
+                                                   cfg.train_root, seed, tag=key)
+                    overrides = main if measure.same_training(main, overrides) else overrides
                 print(f"training {name} (seed {seed}): python -m latent_ndm.train {' '.join(overrides)}", flush=True)
                 given = str(measure.train_run(overrides))
             runs[name].append(str(given))
@@ -96,6 +100,7 @@ def variant_config(cfg: DictConfig, name: str, overrides: Sequence[str]) -> Dict
     """The benchmark config of one variant: its train overrides after the common ones, its own runs."""
     out = copy.deepcopy(cfg)
     with open_dict(out):
+        out._main_overrides = list(cfg.train_overrides)
         out.train_overrides = [*cfg.train_overrides, *overrides]
         out.ndm_run = out.lsgm_run = None
         out.variants = {}

@@ -23,7 +23,7 @@ from latent_ndm.evaluation.results import write_results
 from latent_ndm.evaluation.runner import evaluate, heldout_images
 from latent_ndm.model import NDMPrior, SamplerSpec
 from latent_ndm.runs.build import objective_at, transform_kind
-from latent_ndm.runs.config import compose_config
+from latent_ndm.runs.config import compose_config, resolved, shaping_differences
 from latent_ndm.runs.load import LoadedRun
 from latent_ndm.training.run import train
 
@@ -54,6 +54,16 @@ def train_overrides(kind: str, vae_ckpt: str, budget: int, extra: Sequence[str],
 def run_folder(overrides: Sequence[str]) -> Path:
     """Where `python -m latent_ndm.train <overrides>` writes its run (the composed config's run_dir)."""
     return Path(compose_config("train", overrides).run_dir)
+
+
+def same_training(reference: Sequence[str], overrides: Sequence[str]) -> bool:
+    """Whether `python -m latent_ndm.train <overrides>` trains the same model on the same data with the same
+    optimisation and budget as with `reference` (only the run's name or place may differ): e.g. the LSGM of a variant
+    that changes only F's size is the main comparison's LSGM."""
+    ref, new = compose_config("train", reference), compose_config("train", overrides)
+    if ref.trainer.max_steps != new.trainer.max_steps:
+        return False
+    return not shaping_differences(resolved(ref), new)
 
 
 def train_run(overrides: Sequence[str]) -> Path:

@@ -132,14 +132,15 @@ def variants_markdown(report: dict[str, Any]) -> list[str]:
     if not variants:
         return []
     lines = ["", "## Variants", "",
-             "| comparison | train overrides | NDM NELBO bpd | LSGM NELBO bpd | NDM - LSGM, paired by seed |",
-             "|---|---|---:|---:|---|"]
+             "| comparison | train overrides | NDM NELBO bpd | LSGM NELBO bpd | NDM - LSGM, paired by seed | "
+             "step time NDM / LSGM |",
+             "|---|---|---:|---:|---|---:|"]
     for name, r in {"main": report, **variants}.items():
         overrides = ", ".join(r.get("train_overrides", [])) or "(the main comparison)"
         p = r.get("paired", {}).get("nelbo_bpd")
         lines.append(f"| {name} | {overrides} | {over_seeds(r['models']['NDM'], 'nelbo_bpd', 'nelbo', 'nelbo_bpd')} | "
                      f"{over_seeds(r['models']['LSGM'], 'nelbo_bpd', 'nelbo', 'nelbo_bpd')} | "
-                     f"{short_verdict(p) if p else DASH} |")
+                     f"{short_verdict(p) if p else DASH} | x{_num(r['ratios']['step_time'], '.2f')} |")
     for name, r in variants.items():
         tols = r["tolerances"]
         cols = header(tols, r["models"]["NDM"]["step"]["memory_kind"])

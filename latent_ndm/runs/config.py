@@ -10,6 +10,18 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
+
+def scaled_channels(channels: int, width: float, groups: int) -> int:
+    """`width` x `channels`, rounded to the nearest multiple of `groups` (GroupNorm needs it) and at least one group:
+    the base channels of F_phi's U-Net relative to the denoiser's (`ndm.F_size.width`, resolver `scaled_channels`)."""
+    if not float(width) > 0:
+        raise ValueError(f"ndm.F_size.width scales the denoiser's channels and must be > 0, got {width}")
+    return int(groups) * max(1, round(float(width) * int(channels) / int(groups)))
+
+
+if not OmegaConf.has_resolver("scaled_channels"):
+    OmegaConf.register_new_resolver("scaled_channels", scaled_channels)
+
 # the package's configs/ (in the repository a link to the top-level configs/ folder; in a wheel, a copy of it)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
@@ -29,7 +41,8 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 
 
 # Keys that do not shape the model, the data or the optimisation: where a run is, its budget (more steps continue it),
-# how it is logged, checkpointed and validated, and on what hardware it runs. Everything else must match to resume.
+# how it is logged, checkpointed and validated, and on what hardware it runs; and knobs whose whole effect is on other
+# keys (ndm.F_size sets ndm.transform.net's sizes, which are compared). Everything else must match to resume.
 NOT_SHAPING = (
     "name", "run_dir", "resume", "cpu_threads", "logger", "ddp_timeout_s", "checkpoints",
     "trainer._target_", "trainer.max_steps", "trainer.max_epochs", "trainer.val_check_interval",
@@ -37,7 +50,7 @@ NOT_SHAPING = (
     "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.fast_dev_run", "trainer.enable_checkpointing", "trainer.accelerator", "trainer.strategy",
     "trainer.deterministic", "trainer.default_root_dir", "data.num_workers", "data.on_error", "stage.images",
-    "stage.non_finite", "stage.max_skips", "stage.lpips.backbone_path",
+    "stage.non_finite", "stage.max_skips", "stage.lpips.backbone_path", "ndm.F_size",
 )
 
 

@@ -154,10 +154,17 @@ def test_variants_are_compared_under_the_same_seeds_with_their_own_runs(
     root, first, _ = trained
     cfg = bench_cfg(root / "out-variants", f"vae_ckpt={vae_export}", "budget=2", f"train_root={root / 'runs'}",
                     "nll_limit=0",
-                    'variants={T10:["ndm/objective=discrete","ndm.objective.T=10"]}',
+                    'variants={T10:["ndm/objective=discrete","ndm.objective.T=10"],half:["ndm.F_size.width=0.5"]}',
                     train_overrides=small_runs(data_root))
     with contextlib.redirect_stdout(io.StringIO()):
         report = run(cfg)
+    # a variant that changes F only trains its own NDM and is paired with the main comparison's LSGM runs
+    half = report["variants"]["half"]["models"]
+    assert half["LSGM"]["run"] == str(root / "runs" / "bench-lsgm-2")
+    assert half["NDM"]["run"] == str(root / "runs" / "bench-ndm-half-2")
+    assert not (root / "runs" / "bench-lsgm-half-2").exists()
+    widths = [load_run(half[m]["run"]).config["ndm"]["transform"]["net"]["base_channels"] for m in ("NDM",)]
+    assert widths[0] < load_run(root / "runs" / "bench-ndm-2").config["ndm"]["transform"]["net"]["base_channels"]
     assert report["models"]["NDM"]["evaluation"]["nelbo"]["nelbo_bpd"] == pytest.approx(
         first["models"]["NDM"]["evaluation"]["nelbo"]["nelbo_bpd"])  # the main comparison: the same runs, reused
     variant = report["variants"]["T10"]
