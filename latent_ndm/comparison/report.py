@@ -208,21 +208,41 @@ def _bars(ax: Any, values: dict[str, float | None], ylabel: str, title: str) -> 
 
 
 def _paper_lines(ax: Any, key: str, fmt: str) -> None:
+    """The paper's two numbers as gray lines where they fall inside the axis, else named in a corner note."""
+    lo, hi = ax.get_ylim()
+    outside = []
     for name, style in (("LSGM", ":"), ("NDM", "--")):
-        value = PAPER[name][key]
-        ax.axhline(value, color="gray", linestyle=style, linewidth=1,
-                   label=f"paper's {'latent NDM' if name == 'NDM' else 'LSGM'} ({format(value, fmt)}; CelebA-HQ-256, "
-                         "not ours)")
-    ax.legend(fontsize=6, loc="upper right")
+        value, label = PAPER[name][key], "latent NDM" if name == "NDM" else "LSGM"
+        if lo <= value <= hi:
+            ax.axhline(value, color="gray", linestyle=style, linewidth=1,
+                       label=f"paper's {label} ({format(value, fmt)}; CelebA-HQ-256, not ours)")
+        else:
+            outside.append(f"{label} {format(value, fmt)}")
+    if outside:
+        ax.text(0.01, 0.99, f"paper (CelebA-HQ-256, not ours), off this axis: {', '.join(outside)}",
+                transform=ax.transAxes, ha="left", va="top", fontsize=6, color="gray")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6, loc="upper right")
+    ax.set_ylim(lo, hi)
+
+
+def zoomed_range(lows: list[float], highs: list[float], margin: float = 0.35) -> tuple[float, float]:
+    """y-limits that show the spread of bars from `lows` to `highs` (value -+ error): bars of 4.61 and 4.63 bits/dim
+    drawn from 0 look equal. The range spans them with `margin` of their spread on each side (at least 0.01)."""
+    lo, hi = min(lows), max(highs)
+    pad = max(margin * (hi - lo), 0.01)
+    return lo - pad, hi + 2 * pad  # room above for the labels
 
 
 def _bpd_panel(ax: Any, models: dict[str, Any]) -> None:
-    """NELBO (solid) and ODE NLL (hatched) bars per model, in the model's colour, both on the NLL's images."""
+    """NELBO (solid) and ODE NLL (hatched) bars per model, in the model's colour, both on the NLL's images; the axis
+    zoomed onto the bars (it does not start at 0), the paper's bounds drawn only where they fall inside it."""
     names = ours(models)
     x, width = [float(i) for i in range(len(names))], 0.38
     nelbo = "nelbo_nll_images" if all(metric(models[m], "nelbo_nll_images", "nelbo_bpd") is not None
                                       for m in names) else "nelbo"
     summary_key = {"nelbo_nll_images": "nelbo_nll_images_bpd", "nelbo": "nelbo_bpd", "nll": "nll_bpd"}
+    lows, highs = [], []
     for shift, (name, key, hatch) in zip((-width / 2, width / 2), ((nelbo, "nelbo_bpd", ""),
                                                                  ("nll", "nll_bpd", "//")), strict=True):
         for i, m in enumerate(names):
@@ -234,11 +254,14 @@ def _bpd_panel(ax: Any, models: dict[str, Any]) -> None:
             if value is not None:
                 ax.bar(x[i] + shift, value, width, color=COLORS[m], hatch=hatch, edgecolor="white",
                        yerr=se, capsize=4 if se is not None else 0)
-                label = f"{value:.3f}" + (f"\n±{se:.3f}" if se is not None else "")
+                label = f"{value:.4f}" + (f"\n±{se:.4f}" if se is not None else "")
                 ax.annotate(label, (x[i] + shift, value + (se or 0)), ha="center", va="bottom", fontsize=7)
+                lows.append(value - (se or 0))
+                highs.append(value + (se or 0))
     ax.set_xticks(x, [f"{m}\nNELBO | NLL (ours)" for m in names], fontsize=8)
-    ax.set_ylabel("bits/dim")
-    ax.set_ylim(0, ax.get_ylim()[1] * 1.3)
+    ax.set_ylabel("bits/dim (axis zoomed, not from 0)")
+    if lows:
+        ax.set_ylim(*zoomed_range(lows, highs))
     count = int(models[MODELS[0]]["evaluation"].get("nll", {}).get("count", 0))
     same = f", same {count} images" if nelbo == "nelbo_nll_images" else ""
     seeds = models[MODELS[0]].get("seeds", {}).get("nelbo_bpd", {}).get("n", 1)
@@ -271,16 +294,63 @@ def _tolerance_panel(ax: Any, models: dict[str, Any], key: str, ylabel: str, tit
     ax.legend(fontsize=7)
 
 
+def comparisons(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every paired NELBO difference of a report, in order: the main comparison, the equal-time LSGM, each variant;
+    each {"label", "mean", "se", "n", "step_ratio"} (the step-time ratio NDM / LSGM of that comparison; None for the
+    equal-time one, whose LSGM is the main one's network)."""
+    out = []
+    sources = [("main", report, report.get("paired")), (f"vs {EQUAL_TIME}", report, report.get("paired_equal_time"))]
+    sources += [(name, r, r.get("paired")) for name, r in (report.get("variants") or {}).items()]
+    for label, r, paired in sources:
+        p = (paired or {}).get("nelbo_bpd")
+        if p is not None:
+            ratio = None if label.startswith("vs ") else r.get("ratios", {}).get("step_time")
+            out.append({"label": label, "mean": p["mean"], "se": p["se"], "n": p["n"], "step_ratio": ratio})
+    return out
+
+
+def _paired_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """NDM - baseline per comparison, with 2 SE bars around a zero line: a bar clear of zero is a difference."""
+    if not rows:
+        ax.text(0.5, 0.5, "no paired comparison", ha="center", transform=ax.transAxes, fontsize=9)
+        return
+    y = list(range(len(rows)))[::-1]
+    for yi, r in zip(y, rows, strict=True):
+        err = None if r["se"] is None else 2 * r["se"]
+        ax.errorbar(r["mean"], yi, xerr=err, fmt="o", color="tab:blue", capsize=4)
+    ax.axvline(0.0, color="gray", linewidth=1)
+    ax.set_yticks(y, [f"{r['label']} (n={r['n']})" for r in rows], fontsize=7)
+    ax.set_xlabel("NDM - baseline, NELBO bits/dim (< 0: NDM lower)")
+    ax.set_title("paired difference by seed, mean ± 2 SE", fontsize=10)
+
+
+def _tradeoff_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """Paired NELBO difference against the step-time ratio of each comparison that has one: the price of F."""
+    rows = [r for r in rows if r["step_ratio"] is not None]
+    if not rows:
+        ax.text(0.5, 0.5, "no step-time ratio", ha="center", transform=ax.transAxes, fontsize=9)
+        return
+    for r in rows:
+        err = None if r["se"] is None else 2 * r["se"]
+        ax.errorbar(r["step_ratio"], r["mean"], yerr=err, fmt="o", capsize=4, color="tab:blue")
+        ax.annotate(r["label"], (r["step_ratio"], r["mean"]), textcoords="offset points", xytext=(5, 3), fontsize=7)
+    ax.axhline(0.0, color="gray", linewidth=1)
+    ax.set_xlim(0.9, max(r["step_ratio"] for r in rows) + 0.5)  # from LSGM's own cost, x1
+    ax.set_xlabel("training step time NDM / LSGM")
+    ax.set_ylabel("NDM - LSGM NELBO (bits/dim), ± 2 SE")
+    ax.set_title("what F costs and what it buys (lower-left is better)", fontsize=10)
+
+
 def write_chart(path: Path, report: dict[str, Any]) -> Path:
-    """A 2x3 PNG: bpd, FID, NFE and images/s against tolerance, step time and memory (the paper's values drawn
-    as gray lines labelled as the paper's)."""
+    """A 2x4 PNG: bpd, FID, NFE and images/s against tolerance, step time and memory (the paper's values drawn
+    as gray lines labelled as the paper's), the paired differences, and their trade-off against step time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = report["models"]
-    fig, axes = plt.subplots(2, 3, figsize=(14, 8))
+    fig, axes = plt.subplots(2, 4, figsize=(19, 8))
     _bpd_panel(axes[0, 0], models)
     _fid_panel(axes[0, 1], models)
     _tolerance_panel(axes[0, 2], models, "nfe", "NFE", "ODE sampler: function evaluations")
@@ -289,6 +359,9 @@ def write_chart(path: Path, report: dict[str, Any]) -> Path:
           f"training step (x{report['ratios']['step_time']:.2f} NDM/LSGM)")
     _bars(axes[1, 2], {m: models[m]["step"]["memory_mib"] for m in MODELS}, "MiB",
           f"{models['NDM']['step']['memory_kind']} (x{report['ratios']['memory']:.2f})")
+    rows = comparisons(report)
+    _paired_panel(axes[0, 3], rows)
+    _tradeoff_panel(axes[1, 3], rows)
     fig.suptitle(f"NDM vs LSGM, budget {report['budget']} steps, {report['hardware']} (ours); "
                  "gray lines: the paper's CelebA-HQ-256 numbers", fontsize=11)
     fig.tight_layout()

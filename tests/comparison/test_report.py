@@ -1,0 +1,48 @@
+"""The benchmark report's chart helpers: the zoomed bits/dim axis and the list of paired comparisons."""
+
+from __future__ import annotations
+
+import pytest
+
+from latent_ndm.comparison.report import EQUAL_TIME, comparisons, zoomed_range
+from latent_ndm.comparison.stats import paired_difference
+
+
+def test_the_bpd_axis_is_zoomed_onto_the_bars_and_keeps_their_errors() -> None:
+    lo, hi = zoomed_range([4.6095 - 0.0027, 4.6250 - 0.0046], [4.6095 + 0.0027, 4.6250 + 0.0046])
+    assert 4.55 < lo < 4.6068 and 4.6296 < hi < 4.70         # a 0.02 difference fills the axis instead of 0.4%
+    lo, hi = zoomed_range([1.0], [1.0])                        # one bar: a fixed minimum margin
+    assert lo == pytest.approx(0.99) and hi == pytest.approx(1.02)
+
+
+def report_with_variants() -> dict:
+    main = paired_difference([4.61, 4.60, 4.61], [4.63, 4.62, 4.62])
+    equal = paired_difference([4.61, 4.60, 4.61], [4.58, 4.57, 4.57], baseline=EQUAL_TIME)
+    half = paired_difference([4.62, 4.61, 4.62], [4.63, 4.62, 4.62])
+    return {"paired": {"nelbo_bpd": main}, "paired_equal_time": {"nelbo_bpd": equal}, "ratios": {"step_time": 2.8},
+            "variants": {"half": {"paired": {"nelbo_bpd": half}, "ratios": {"step_time": 1.9}},
+                         "nll_only": {"paired": {}, "ratios": {"step_time": 1.0}}}}
+
+
+def test_comparisons_list_every_paired_nelbo_difference_with_its_step_ratio() -> None:
+    rows = comparisons(report_with_variants())
+    assert [r["label"] for r in rows] == ["main", f"vs {EQUAL_TIME}", "half"]
+    assert [r["step_ratio"] for r in rows] == [2.8, None, 1.9]
+    assert rows[0]["mean"] == pytest.approx(-0.0166667, abs=1e-6) and rows[0]["n"] == 3
+    assert rows[1]["mean"] == pytest.approx(0.0333333, abs=1e-6)
+
+
+def test_the_paired_and_trade_off_panels_draw() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from latent_ndm.comparison.report import _paired_panel, _tradeoff_panel
+
+    rows = comparisons(report_with_variants())
+    fig, axes = plt.subplots(1, 2)
+    _paired_panel(axes[0], rows)
+    _tradeoff_panel(axes[1], rows)
+    assert len(axes[0].get_yticklabels()) == 3 and axes[1].get_xlabel().startswith("training step time")
+    plt.close(fig)
