@@ -24,6 +24,7 @@ from latent_ndm.evaluation.runner import evaluate, heldout_images
 from latent_ndm.model import NDMPrior, SamplerSpec
 from latent_ndm.runs.build import objective_at, transform_kind
 from latent_ndm.runs.config import compose_config, resolved, shaping_differences
+from latent_ndm.runs.export import EXPORT_DIR, TRAIN_CONFIG, read_run_record, read_yaml
 from latent_ndm.runs.load import LoadedRun
 from latent_ndm.training.run import train
 
@@ -66,9 +67,23 @@ def same_training(reference: Sequence[str], overrides: Sequence[str]) -> bool:
     return not shaping_differences(resolved(ref), new)
 
 
+def finished_run(cfg: DictConfig) -> Path | None:
+    """The run folder of a composed train config when its export records that it finished exactly this budget with
+    this configuration (a null the run filled in, such as the latent shape taken from the VAE export, matches)."""
+    export = Path(cfg.run_dir) / EXPORT_DIR
+    if not export.is_dir() or read_run_record(export).get("step") != cfg.trainer.max_steps:
+        return None
+    changed = [d for d in shaping_differences(read_yaml(export / TRAIN_CONFIG), cfg) if d[2] is not None]
+    return None if changed else Path(cfg.run_dir)
+
+
 def train_run(overrides: Sequence[str]) -> Path:
-    """Train (or resume, or find finished) one stage=ndm run; its run folder. Torch's thread count is restored."""
+    """Train (or resume) one stage=ndm run, or find it finished (then it is not reopened, so its recorded training
+    time stays that of its training); its run folder. Torch's thread count is restored."""
     cfg = compose_config("train", overrides)
+    done = finished_run(cfg)
+    if done is not None:
+        return done
     with open_dict(cfg):
         interval = cfg.trainer.get("val_check_interval")
         if isinstance(interval, int) and interval > cfg.trainer.max_steps:
