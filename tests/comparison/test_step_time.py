@@ -31,7 +31,7 @@ def test_default_is_exactly_the_prior_of_stage_ndm_and_the_json_has_a_ratio_per_
     assert info["F_params"] == sum(p.numel() for p in prior.transform.parameters())
     assert info["denoiser_params"] == sum(p.numel() for p in prior.denoiser.parameters())
     assert info["latent_shape"] == [4, 16, 16]
-    assert 0 < result["variants"]["separable_w0.5"]["F_params"] < info["F_params"] / 3
+    assert info["F_params"] < result["variants"]["separable_w0.5"]["F_params"]   # the default F is a quarter wide
 
 
 def test_a_malformed_variant_is_refused() -> None:
