@@ -19,7 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from data_tools.files import atomic_write_text
-from latent_ndm.comparison import measure, report, stats
+from latent_ndm import stats
+from latent_ndm.comparison import measure, report
 from latent_ndm.comparison.report import EQUAL_TIME
 from latent_ndm.comparison.step_cost import step_costs
 from latent_ndm.errors import EvaluationError

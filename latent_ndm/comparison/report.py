@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.files import atomic_write, atomic_write_text
-from latent_ndm.comparison.stats import number, short_verdict
+from latent_ndm.stats import number, short_verdict
 
 MODELS = ("NDM", "LSGM")
 EQUAL_TIME = "LSGM (equal time)"  # with match=time: the LSGM trained for the NDM's wall-clock

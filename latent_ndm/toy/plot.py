@@ -1,4 +1,9 @@
-"""The demo's figure: data, samples of both models, the learned F_phi(x, t) and ODE trajectories.
+"""The demo's figure: data, samples of both models, ODE trajectories, and what the learned F_phi does to the board.
+
+The bottom row shows the held-out points pushed through F_phi(x, t) at each t, coloured by their square, so an
+un-interleaving of the board would be visible; an arrow per point (a subset) goes from x to x + k (F(x, t) - x), with
+one magnification k for the whole row (printed in the titles), so that a displacement too small to see at scale 1 is
+still readable in direction and in growth over t.
 
 matplotlib is imported inside the functions (Agg backend), so importing this module has no side effects.
 """
@@ -26,6 +31,8 @@ class FigureData:
     F_times: list[float]
     F_ndm: list[torch.Tensor]
     titles: dict[str, str]  # model name -> a one-line summary for the sample panel
+    seed: int = 0  # the seed whose models are drawn
+    summary: str = ""  # a line for the figure title, e.g. the seed-statistics verdict
 
 
 def _scatter(ax: Any, pts: torch.Tensor, title: str, square: torch.Tensor | None = None,
@@ -57,14 +64,38 @@ def _paths(ax: Any, paths: torch.Tensor, background: torch.Tensor, title: str) -
     ax.set_ylim(*LATENT_LIMITS)
 
 
+def magnification(displacement: float, target: float = 0.35) -> float:
+    """The smallest factor k in 1, 2, 5, 10, 20, 50, ... with k * displacement >= target / 2 (board units), so that
+    the arrows are visible but no longer than a fraction of a square; 1 for no displacement."""
+    if not displacement > 0:
+        return 1.0
+    k, mantissas = 1.0, (2.0, 2.5, 2.0)  # 1 -> 2 -> 5 -> 10 -> 20 -> ...
+    i = 0
+    while k * displacement < target / 2.0 and k < 1e6:
+        k *= mantissas[i % 3]
+        i += 1
+    return k
+
+
+def _arrows(ax: Any, x: torch.Tensor, F: torch.Tensor, square: torch.Tensor, k: float, n: int = 250) -> None:
+    """Arrows x -> x + k (F - x) for the first n points, coloured by square."""
+    import matplotlib
+
+    p, d = x[:n].double().numpy(), (k * (F[:n] - x[:n])).double().numpy()
+    colours = matplotlib.colormaps["tab10"](square[:n].numpy() / 9.0)
+    ax.quiver(p[:, 0], p[:, 1], d[:, 0], d[:, 1], color=colours, angles="xy", scale_units="xy", scale=1.0,
+              width=0.004, alpha=0.9)
+
+
 def save_figure(fig_data: FigureData, path: Path) -> None:
-    """Write the 2 x 5 panel PNG to `path`."""
+    """Write the 2 x 5 panel PNG to `path`: top row data, samples and trajectories of both models; bottom row
+    F_phi(x, t) of the held-out points at each of `F_times` (with magnified displacement arrows)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 5, figsize=(22, 9.2))
+    fig, axes = plt.subplots(2, 5, figsize=(22, 9.6))
     top, bottom = axes
     _scatter(top[0], fig_data.data, "held-out data (colour = square)", square=fig_data.square, limits=BOARD_LIMITS,
              size=3.0)
@@ -72,12 +103,16 @@ def save_figure(fig_data: FigureData, path: Path) -> None:
         _scatter(ax, fig_data.samples[name], fig_data.titles[name], limits=BOARD_LIMITS)
     for ax, name, label in zip(top[3:], ("ndm", "baseline"), ("NDM", "baseline (F = id)"), strict=True):
         _paths(ax, fig_data.paths[name], fig_data.data, f"{label}: ODE trajectories z_1 -> x")
-    for ax, t, F in zip(bottom, fig_data.F_times, fig_data.F_ndm, strict=True):
-        shift = (F - fig_data.data).norm(dim=1).mean().item()
-        note = " = x" if t == 0 else f", mean |F - x| = {shift:.3f}"
-        _scatter(ax, F, f"NDM: learned F_phi(x, t={t:g}){note}", square=fig_data.square, size=3.0)
-    fig.suptitle("2D checkerboard: NDM (learnable F_phi) vs F = identity (DDPM); colours = source square of x",
-                 fontsize=12)
+    shifts = [(F - fig_data.data).norm(dim=1).mean().item() for F in fig_data.F_ndm]
+    k = magnification(max(shifts))
+    for ax, t, F, shift in zip(bottom, fig_data.F_times, fig_data.F_ndm, shifts, strict=True):
+        note = " = x" if t == 0 else f"\nmean |F - x| = {shift:.3f}; arrows x -> x + {k:g} (F - x)"
+        _scatter(ax, F, f"NDM: F_phi(x, t={t:g}){note}", square=fig_data.square, limits=BOARD_LIMITS, size=3.0)
+        if t != 0:
+            _arrows(ax, fig_data.data, F, fig_data.square, k)
+    title = (f"2D checkerboard, seed {fig_data.seed}: NDM (learnable F_phi) vs F = identity (DDPM); colours = source "
+             "square of x; bottom row: held-out x pushed through the learned F_phi(x, t)")
+    fig.suptitle(title + (f"\n{fig_data.summary}" if fig_data.summary else ""), fontsize=12)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

@@ -100,9 +100,19 @@ def cosine_lr(step: int, steps: int, lr: float, warmup: int) -> float:
 
 
 def train(process: ReverseProcess, objective: ContinuousNDMObjective, data: DataFn, steps: int, batch: int,
-          lr: float = 2e-3, seed: int = 0, clip: float = 1.0, ema_decay: float = 0.995) -> TrainResult:
-    """Adam on the NELBO `objective(...).total.mean()` for `steps` steps; returns the EMA weights."""
-    optimiser = torch.optim.Adam(process.parameters(), lr=lr)
+          lr: float = 2e-3, seed: int = 0, clip: float = 1.0, ema_decay: float = 0.995,
+          transform_lr: float | None = None) -> TrainResult:
+    """Adam on the NELBO `objective(...).total.mean()` for `steps` steps; returns the EMA weights.
+
+    `transform_lr` is the peak learning rate of F_phi's parameters (default `lr`); both groups follow the same
+    warm-up and cosine decay.
+    """
+    transform_params = list(process.transform.parameters())
+    ids = {id(p) for p in transform_params}
+    groups = [{"params": [p for p in process.parameters() if id(p) not in ids], "peak_lr": lr}]
+    if transform_params:
+        groups.append({"params": transform_params, "peak_lr": lr if transform_lr is None else transform_lr})
+    optimiser = torch.optim.Adam(groups, lr=lr)
     ema = EMA(process, ema_decay)
     generator = torch.Generator().manual_seed(seed)
     losses: list[float] = []
@@ -110,7 +120,7 @@ def train(process: ReverseProcess, objective: ContinuousNDMObjective, data: Data
     process.train()
     for step in range(steps):
         for group in optimiser.param_groups:
-            group["lr"] = cosine_lr(step, steps, lr, warmup=min(100, steps // 10 + 1))
+            group["lr"] = cosine_lr(step, steps, group["peak_lr"], warmup=min(100, steps // 10 + 1))
         x = data(batch, step)
         loss = objective(process.denoiser, process.transform, x, generator=generator).total.mean()
         optimiser.zero_grad(set_to_none=True)

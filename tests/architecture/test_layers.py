@@ -49,6 +49,7 @@ LAYERS: dict[str, Layer] = {
                                  third_party=MATH_LIBS),
     "latent_ndm.model": Layer(("latent_ndm.model", "latent_ndm.diffusion", "vae"), third_party=MATH_LIBS),
     "latent_ndm.errors": Layer(()),
+    "latent_ndm.stats": Layer(()),
     "latent_ndm.data": Layer(("latent_ndm.data", *APP)),
     "latent_ndm.runs": Layer(("latent_ndm.runs", "latent_ndm.model", "latent_ndm.diffusion", *APP)),
     "latent_ndm.training": Layer(("latent_ndm.training", "latent_ndm.runs", "latent_ndm.model", "latent_ndm.data",
@@ -57,8 +58,8 @@ LAYERS: dict[str, Layer] = {
                                     "latent_ndm.diffusion", *APP)),
     "latent_ndm.comparison": Layer(("latent_ndm.comparison", "latent_ndm.training", "latent_ndm.evaluation",
                                     "latent_ndm.runs", "latent_ndm.model", "latent_ndm.data", "latent_ndm.diffusion",
-                                    *APP)),
-    "latent_ndm.toy": Layer(("latent_ndm.toy", "latent_ndm.diffusion", "latent_ndm.networks")),
+                                    "latent_ndm.stats", *APP)),
+    "latent_ndm.toy": Layer(("latent_ndm.toy", "latent_ndm.diffusion", "latent_ndm.networks", "latent_ndm.stats")),
     "latent_ndm": Layer(("latent_ndm", "vae", "data_tools")),  # the command-line modules on top
 }
 

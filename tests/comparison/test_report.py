@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from latent_ndm.comparison.report import EQUAL_TIME, comparisons, zoomed_range
-from latent_ndm.comparison.stats import paired_difference
+from latent_ndm.stats import paired_difference
 
 
 def test_the_bpd_axis_is_zoomed_onto_the_bars_and_keeps_their_errors() -> None:

@@ -1,4 +1,5 @@
-"""Seed statistics of the NDM-vs-LSGM comparison: mean and standard error per model, and the paired difference.
+"""Seed statistics of every model comparison (the NDM-vs-LSGM benchmark, the 2D demo): mean and standard error per
+model, and the paired difference. Standard library only, so that any layer may use it.
 
 With n seeds, model values v_1..v_n: mean = sum v_i / n, SE = s / sqrt(n) with s the sample standard deviation
 (n - 1 in the denominator). The paired difference takes d_i = NDM_i - LSGM_i for the same seed i (same VAE export,
@@ -70,7 +71,7 @@ def verdict(d: Estimate, unit: str = "bits/dim", baseline: str = "LSGM") -> str:
     """One sentence on a paired difference NDM - `baseline`."""
     if d.se is None:
         return (f"NDM - {baseline} = {number(d.mean, True)} {unit} from one seed: no error estimate, so no evidence "
-                "either way (run seeds=3 or more)")
+                "either way (use 3 seeds or more)")
     head = f"NDM - {baseline} = {number(d.mean, True)} ± {number(d.se)} {unit} over {d.n} paired seeds"
     winner = lower(d, baseline)
     if winner is not None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from latent_ndm.comparison.stats import estimate, paired_difference, short_verdict
+from latent_ndm.stats import estimate, paired_difference, short_verdict
 
 
 def test_mean_and_standard_error_of_known_values() -> None:
@@ -53,3 +53,9 @@ def test_a_difference_within_two_standard_errors_is_no_difference() -> None:
     assert short_verdict(other).endswith(": LSGM (equal time) lower")
     with pytest.raises(ValueError, match="same seeds"):
         paired_difference([1.0, 2.0], [1.0])
+
+
+def test_the_unit_and_the_baseline_are_named_in_the_verdict() -> None:
+    worse = paired_difference([2.1, 2.11, 2.09], [2.0, 2.0, 2.01], unit="nats", baseline="baseline")
+    assert worse["baseline"] == "baseline" and "nats" in worse["verdict"] and "baseline is lower" in worse["verdict"]
+    assert "use 3 seeds or more" in paired_difference([2.0], [1.0], unit="nats")["verdict"]
