@@ -5,12 +5,15 @@
 #   make test   -> create .venv if missing, install with the test extra, run ruff and the test suite
 #   make toy    -> the 2D checkerboard demo (NDM vs F = identity)
 #   make real   -> the VAE stage on two real-image sets bundled with scikit-learn (photo tiles, digits); no downloads
+#   make study  -> after make demo: NDM vs LSGM over 3 seeds on its VAE (equal steps and equal time), and the variants
+#                  (F sizes, T = 10, joint training); tables and charts in runs/benchmark/{seeds3,variants,joint}
+#   make compare-real -> NDM vs LSGM over 3 seeds on the digits (their VAE trained first if missing)
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo toy real test lint install clean
+.PHONY: demo toy real real-photos real-digits study compare-real test lint install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -31,13 +34,30 @@ demo: $(STAMP)
 toy: $(STAMP)
 	$(PY) -m latent_ndm.toy
 
-real: $(STAMP)
+real: real-photos real-digits
+
+real-photos: $(STAMP)
 	$(PY) -m data_tools.real_images photos data/photos-png --size 32
 	$(PY) -m data_tools.shard data/photos-png data/photos-32 --resolution 32 --shard-size 64 --quiet
 	$(PY) -m latent_ndm.train stage=vae data=shards data.root=data/photos-32 name=photos
+
+real-digits: $(STAMP)
 	$(PY) -m data_tools.real_images digits data/digits-png --size 32
 	$(PY) -m data_tools.shard data/digits-png data/digits-32 --resolution 32 --shard-size 128 --quiet
 	$(PY) -m latent_ndm.train stage=vae data=shards data.root=data/digits-32 data.flip=false name=digits
+
+FULL_F   := full:["ndm.F_size.width=1"]
+VARIANTS := {$(FULL_F),half:["ndm.F_size.width=0.5"],T10:["ndm/objective=discrete","ndm.objective.T=10"]}
+
+study: $(STAMP)
+	$(PY) -m latent_ndm.benchmark seeds=3 match=time nll_limit=0 'variants={$(FULL_F)}' out=runs/benchmark/seeds3
+	$(PY) -m latent_ndm.benchmark seeds=3 nll_limit=0 'variants=$(VARIANTS)' out=runs/benchmark/variants
+	$(PY) -m latent_ndm.benchmark nll_limit=0 'variants={joint:["ndm.mode=joint"]}' out=runs/benchmark/joint
+
+compare-real: $(STAMP)
+	@test -f runs/vae/digits/export/metrics.yaml || $(MAKE) real-digits
+	$(PY) -m latent_ndm.benchmark seeds=3 vae_ckpt=runs/vae/digits/export train_root=runs/ndm-digits nll_limit=0 \
+	    'train_overrides=["data=shards","data.root=data/digits-32","data.flip=false"]' out=runs/benchmark/digits
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
