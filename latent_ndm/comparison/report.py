@@ -309,6 +309,17 @@ def comparisons(report: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def symlog_threshold(rows: list[dict[str, Any]], spread: float = 20.0) -> float | None:
+    """When the paired differences span more than `spread` times their smallest reach |mean| + 2 SE (a T = 10
+    variant beside F sizes), the linear range of a symlog axis that keeps the small ones readable: twice that
+    smallest reach. None: a linear axis shows them all."""
+    reach = [abs(r["mean"]) + 2 * (r["se"] or 0.0) for r in rows]
+    small = min(reach, default=0.0)
+    if small <= 0 or max(reach) <= spread * small:
+        return None
+    return 2 * small
+
+
 def _paired_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
     """NDM - baseline per comparison, with 2 SE bars around a zero line: a bar clear of zero is a difference."""
     if not rows:
@@ -320,8 +331,12 @@ def _paired_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
         ax.errorbar(r["mean"], yi, xerr=err, fmt="o", color="tab:blue", capsize=4)
     ax.axvline(0.0, color="gray", linewidth=1)
     ax.set_yticks(y, [f"{r['label']} (n={r['n']})" for r in rows], fontsize=7)
-    ax.set_xlabel("NDM - baseline, NELBO bits/dim (< 0: NDM lower)")
-    ax.set_title("paired difference by seed, mean ± 2 SE", fontsize=10)
+    linear = symlog_threshold(rows)
+    if linear is not None:
+        ax.set_xscale("symlog", linthresh=linear)
+    ax.set_xlabel("NDM - baseline, NELBO bits/dim (< 0: NDM lower)", fontsize=8)
+    ax.set_title("paired difference by seed, mean ± 2 SE"
+                 + ("" if linear is None else f"\n(symlog axis, linear within ±{linear:.2g})"), fontsize=9)
 
 
 def _tradeoff_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
@@ -336,8 +351,12 @@ def _tradeoff_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
         ax.annotate(r["label"], (r["step_ratio"], r["mean"]), textcoords="offset points", xytext=(5, 3), fontsize=7)
     ax.axhline(0.0, color="gray", linewidth=1)
     ax.set_xlim(0.9, max(r["step_ratio"] for r in rows) + 0.5)  # from LSGM's own cost, x1
+    linear = symlog_threshold(rows)
+    if linear is not None:
+        ax.set_yscale("symlog", linthresh=linear)
     ax.set_xlabel("training step time NDM / LSGM")
-    ax.set_ylabel("NDM - LSGM NELBO (bits/dim), ± 2 SE")
+    ax.set_ylabel("NDM - LSGM NELBO (bits/dim), ± 2 SE" + ("" if linear is None else f"\nsymlog, linear within "
+                                                               f"±{linear:.2g}"), fontsize=8)
     ax.set_title("what F costs and what it buys (lower-left is better)", fontsize=10)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from latent_ndm.comparison.report import EQUAL_TIME, comparisons, zoomed_range
+from latent_ndm.comparison.report import EQUAL_TIME, comparisons, symlog_threshold, zoomed_range
 from latent_ndm.stats import paired_difference
 
 
@@ -30,6 +30,14 @@ def test_comparisons_list_every_paired_nelbo_difference_with_its_step_ratio() ->
     assert [r["step_ratio"] for r in rows] == [2.8, None, 1.9]
     assert rows[0]["mean"] == pytest.approx(-0.0166667, abs=1e-6) and rows[0]["n"] == 3
     assert rows[1]["mean"] == pytest.approx(0.0333333, abs=1e-6)
+
+
+def test_a_symlog_axis_only_when_one_difference_dwarfs_the_others() -> None:
+    rows = [{"mean": -0.0079, "se": 0.001}, {"mean": -0.0154, "se": 0.0038}]
+    assert symlog_threshold(rows) is None
+    rows.append({"mean": -2.25, "se": 0.1})              # a T = 10 variant beside the F sizes
+    assert symlog_threshold(rows) == pytest.approx(2 * (0.0079 + 0.002))
+    assert symlog_threshold([{"mean": 0.0, "se": None}, {"mean": 1.0, "se": 0.1}]) is None
 
 
 def test_the_paired_and_trade_off_panels_draw() -> None:
