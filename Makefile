@@ -52,7 +52,7 @@ VARIANTS := {$(FULL_F),half:["ndm.F_size.width=0.5"],T10:["ndm/objective=discret
 study: $(STAMP)
 	$(PY) -m latent_ndm.benchmark seeds=3 match=time nll_limit=0 'variants={$(FULL_F)}' out=runs/benchmark/seeds3
 	$(PY) -m latent_ndm.benchmark seeds=3 nll_limit=0 'variants=$(VARIANTS)' out=runs/benchmark/variants
-	$(PY) -m latent_ndm.benchmark nll_limit=0 'variants={joint:["ndm.mode=joint"]}' out=runs/benchmark/joint
+	$(PY) -m latent_ndm.benchmark seeds=3 nll_limit=0 'variants={joint:["ndm.mode=joint"]}' out=runs/benchmark/joint
 
 compare-real: $(STAMP)
 	@test -f runs/vae/digits/export/metrics.yaml || $(MAKE) real-digits
