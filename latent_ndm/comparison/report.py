@@ -335,8 +335,9 @@ def _paired_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
     if linear is not None:
         ax.set_xscale("symlog", linthresh=linear)
     ax.set_xlabel("NDM - baseline, NELBO bits/dim (< 0: NDM lower)", fontsize=8)
-    ax.set_title("paired difference by seed, mean ± 2 SE"
-                 + ("" if linear is None else f"\n(symlog axis, linear within ±{linear:.2g})"), fontsize=9)
+    notes = [f"symlog axis, linear within ±{linear:.2g}"] if linear is not None else []
+    notes += ["one seed: no error bar, no verdict"] if any(r["se"] is None for r in rows) else []
+    ax.set_title("paired difference by seed, mean ± 2 SE" + "".join(f"\n({n})" for n in notes), fontsize=9)
 
 
 def _tradeoff_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
