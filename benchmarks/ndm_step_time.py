@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
 
 from latent_ndm.comparison.step_cost import TrainStep, cuda_peak_bytes, saved_activation_bytes, time_alternating
 from latent_ndm.runs.build import build_ndm_prior, transform_kind
@@ -46,22 +45,22 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def composed(overrides: Sequence[str], common: Sequence[str]) -> DictConfig:
-    """The `stage=ndm` train config of one variant, with the latent shape filled in from the `vae` group's VAE at
-    the data resolution where the config leaves it to the VAE export (null)."""
-    cfg = compose_config("train", ["stage=ndm", *common, *overrides])
+def latent_overrides(common: Sequence[str]) -> list[str]:
+    """`ndm.latent.*` overrides for what the `stage=ndm` config with `common` leaves to the VAE export (null): the
+    latent shape of the `vae` group's VAE at the data resolution. Computed once for all variants."""
+    cfg = compose_config("train", ["stage=ndm", *common])
     latent = cfg.ndm.latent
-    if latent.channels is None or latent.resolution is None:
-        c, r, _ = instantiate(cfg.vae, _convert_="all").latent_shape(int(cfg.data.resolution))
-        with open_dict(cfg):
-            latent.channels = latent.channels if latent.channels is not None else int(c)
-            latent.resolution = latent.resolution if latent.resolution is not None else int(r)
-    return cfg
+    if latent.channels is not None and latent.resolution is not None:
+        return []
+    c, r, _ = instantiate(cfg.vae, _convert_="all").latent_shape(int(cfg.data.resolution))
+    return [f"ndm.latent.{key}={value}" for key, value in (("channels", c), ("resolution", r))
+            if latent[key] is None]
 
 
 def build(overrides: Sequence[str], args: argparse.Namespace) -> tuple[TrainStep, dict[str, Any]]:
-    """One variant's training step on fixed random latents, and what it is (F's kind, parameter counts, latents)."""
-    cfg = composed(overrides, args.set)
+    """One variant's training step on fixed random latents, and what it is (F's kind, parameter counts, latents).
+    `args.set` holds the common overrides, the latent shape included (`latent_overrides`)."""
+    cfg = compose_config("train", ["stage=ndm", *args.set, *overrides])
     torch.manual_seed(0)
     prior = build_ndm_prior(cfg.ndm, t_eps=float(cfg.ndm.t_eps))
     batch = args.batch or int(cfg.data.batch_size)
@@ -134,6 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"--only names unknown variants {unknown}; known: {sorted(variants)}")
         variants = {k: v for k, v in variants.items() if k in ("lsgm", "default", *args.only)}
     variants.update(dict(args.variant))
+    args.set = [*args.set, *latent_overrides(args.set)]
     torch.set_num_threads(args.threads)
     built = {name: build(overrides, args) for name, overrides in variants.items()}
     times = time_alternating({n: with_precision(step, args) for n, (step, _) in built.items()}, args.steps,

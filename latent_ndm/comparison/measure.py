@@ -69,12 +69,18 @@ def same_training(reference: Sequence[str], overrides: Sequence[str]) -> bool:
 
 def finished_run(cfg: DictConfig) -> Path | None:
     """The run folder of a composed train config when its export records that it finished exactly this budget with
-    this configuration (a null the run filled in, such as the latent shape taken from the VAE export, matches)."""
+    this configuration. A latent shape the config leaves to the VAE export (null) is the one the run filled in, as
+    `stage=ndm` does; every other key must match."""
     export = Path(cfg.run_dir) / EXPORT_DIR
     if not export.is_dir() or read_run_record(export).get("step") != cfg.trainer.max_steps:
         return None
-    changed = [d for d in shaping_differences(read_yaml(export / TRAIN_CONFIG), cfg) if d[2] is not None]
-    return None if changed else Path(cfg.run_dir)
+    stored = read_yaml(export / TRAIN_CONFIG)
+    probe = copy.deepcopy(cfg)
+    with open_dict(probe):
+        for key, value in probe.ndm.latent.items():
+            if value is None:
+                probe.ndm.latent[key] = stored.get("ndm", {}).get("latent", {}).get(key)
+    return None if shaping_differences(stored, probe) else Path(cfg.run_dir)
 
 
 def train_run(overrides: Sequence[str]) -> Path:

@@ -298,15 +298,14 @@ def comparisons(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Every paired NELBO difference of a report, in order: the main comparison, the equal-time LSGM, each variant;
     each {"label", "mean", "se", "n", "step_ratio"} (the step-time ratio NDM / LSGM of that comparison; None for the
     equal-time one, whose LSGM is the main one's network)."""
-    out = []
-    sources = [("main", report, report.get("paired")), (f"vs {EQUAL_TIME}", report, report.get("paired_equal_time"))]
-    sources += [(name, r, r.get("paired")) for name, r in (report.get("variants") or {}).items()]
-    for label, r, paired in sources:
-        p = (paired or {}).get("nelbo_bpd")
-        if p is not None:
-            ratio = None if label.startswith("vs ") else r.get("ratios", {}).get("step_time")
-            out.append({"label": label, "mean": p["mean"], "se": p["se"], "n": p["n"], "step_ratio": ratio})
-    return out
+    def step_ratio(r: dict[str, Any]) -> float | None:
+        return r.get("ratios", {}).get("step_time")
+
+    sources = [("main", report.get("paired"), step_ratio(report)),
+               (f"vs {EQUAL_TIME}", report.get("paired_equal_time"), None)]
+    sources += [(name, r.get("paired"), step_ratio(r)) for name, r in (report.get("variants") or {}).items()]
+    return [{"label": label, "mean": p["mean"], "se": p["se"], "n": p["n"], "step_ratio": ratio}
+            for label, paired, ratio in sources if (p := (paired or {}).get("nelbo_bpd")) is not None]
 
 
 def symlog_threshold(rows: list[dict[str, Any]], spread: float = 20.0) -> float | None:
