@@ -26,6 +26,13 @@ class Processes:
         self.rank, self.world = self.fabric.global_rank, self.fabric.world_size
         self.device = self.fabric.device
 
+    def close(self) -> None:
+        """End a multi-process group cleanly: wait for every process, then tear the group down together, so that no
+        process exits while another still talks to it (gloo aborts a process whose peer vanished mid-teardown)."""
+        if self.world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.fabric.barrier()
+            torch.distributed.destroy_process_group()
+
     @property
     def is_main(self) -> bool:
         return self.rank == 0

@@ -221,6 +221,7 @@ def evaluate(cfg: DictConfig, procs: Processes | None = None) -> Evaluation:
         raise EvaluationError(f"need k >= 1 and limit >= 1 (or null), got k={cfg.k}, limit={cfg.limit}")
     run = load_run(cfg.ckpt, cfg.ema)  # fails before any process starts
     fid_setup = prepare_fid(cfg) if "fid" in metrics else None
+    owned = procs is None  # the processes this call started, and ends
     procs = procs or Processes(cfg.accelerator, cfg.devices, cfg.num_nodes)
     torch.manual_seed(cfg.seed)
     run.to(procs.device)
@@ -237,4 +238,6 @@ def evaluate(cfg: DictConfig, procs: Processes | None = None) -> Evaluation:
         if bad:
             raise EvaluationError(f"the {name} evaluation gave non-finite {bad}: the checkpoint is broken or the "
                                   "solver diverged; check the run's training curves")
+    if owned:
+        procs.close()
     return Evaluation(results, run, procs.is_main, describe(procs.device, procs.world))
