@@ -1,13 +1,15 @@
 """``python -m data_tools.inspect SHARDS [--verify]``: counts, resolution, integrity and a preview grid.
 
-SHARDS is a shard directory (with its ``manifest.json``), a glob or brace pattern, or several of them. Every shard is
-read and compared with its manifest record (size and sample count; with ``--verify`` also its sha256).
-Exit status 0 when every shard matches, 1 otherwise.
+SHARDS is a shard directory (with its ``manifest.json``), a glob or brace pattern, a URL or URL brace pattern
+(``https://host/data/x-train-{000000..000009}.tar``, ``s3://...``, ``pipe:...``), or several of them. Every shard is
+read once, front to back, and compared with its manifest record (size and sample count; with ``--verify`` also its
+sha256). Exit status 0 when every shard matches, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import math
 from collections import defaultdict
@@ -16,42 +18,81 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from webdataset.tariterators import base_plus_ext
 
 from data_tools.errors import DataToolError, run_cli
-from data_tools.files import atomic_write, sha256_file
+from data_tools.files import atomic_write
+from data_tools.http_stream import ShardReadError
+from data_tools.locations import Location, name_of
 from data_tools.manifest import PREVIEW_NAME
+from data_tools.reading import open_location
 from data_tools.shard_index import HOW_TO_CREATE, expand_shards, iter_tar_samples, manifest_records, shard_info
+from data_tools.tarread import iter_tar_members
 
 
 @dataclass
 class ShardCheck:
     """The verdict on one shard: samples counted in the tar, and a status (``ok`` or what is wrong)."""
 
-    path: Path
+    path: Location
     split: str
     samples: int
     status: str
 
 
-def check_shard(path: Path, record: dict | None, verify: bool = False) -> ShardCheck:
+class _Tally(io.RawIOBase):
+    """Passes a stream through, counting its bytes and (when asked) hashing them."""
+
+    def __init__(self, stream: io.BufferedIOBase, digest: bool) -> None:
+        super().__init__()
+        self.stream, self.nbytes = stream, 0
+        self.sha256 = hashlib.sha256() if digest else None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.stream.read(len(buffer))
+        buffer[:len(data)] = data
+        self.nbytes += len(data)
+        if self.sha256 is not None:
+            self.sha256.update(data)
+        return len(data)
+
+
+def scan_shard(location: Location, digest: bool) -> tuple[int, int, str | None]:
+    """(samples, bytes, sha256 or None) of the shard at `location`, read once front to back."""
+    with open_location(location) as stream:
+        tally = _Tally(stream, digest)
+        reader = io.BufferedReader(tally, 1 << 20)
+        keys, last = 0, None
+        for name, _ in iter_tar_members(reader, "the tar"):
+            key = base_plus_ext(name)[0]
+            keys, last = keys + (key != last), key
+        while reader.read(1 << 20):  # the blocks after the end-of-archive marker count towards the size
+            pass
+    return keys, tally.nbytes, tally.sha256.hexdigest() if tally.sha256 is not None else None
+
+
+def check_shard(path: Location, record: dict | None, verify: bool = False) -> ShardCheck:
     """Count samples and compare size, sample count (and with `verify` the sha256) with the manifest record."""
     try:
-        samples = sum(1 for _ in iter_tar_samples(path))
-    except (ValueError, OSError) as err:
+        samples, nbytes, sha256 = scan_shard(path, digest=verify and record is not None)
+    except (ValueError, ShardReadError) as err:
         return ShardCheck(path, record["split"] if record else "?", 0, f"unreadable ({err})")
     if record is None:
         return ShardCheck(path, "?", samples, "not in a manifest (unverified)")
     problems = []
-    if "nbytes" in record and path.stat().st_size != record["nbytes"]:
-        problems.append(f"{path.stat().st_size} bytes, manifest says {record['nbytes']}")
+    if "nbytes" in record and nbytes != record["nbytes"]:
+        problems.append(f"{nbytes} bytes, manifest says {record['nbytes']}")
     if samples != record["count"]:
         problems.append(f"{samples} samples, manifest says {record['count']}")
-    if verify and sha256_file(path) != record["sha256"]:
+    if verify and sha256 != record["sha256"]:
         problems.append("sha256 mismatch")
     return ShardCheck(path, record["split"], samples, "; ".join(problems) or "ok")
 
 
-def preview_grid(paths: list[Path], n: int) -> np.ndarray | None:
+def preview_grid(paths: list[Location], n: int) -> np.ndarray | None:
     """The first `n` images of `paths` (in order) tiled into one uint8 RGB array, or None if there are none."""
     images: list[np.ndarray] = []
     for path in paths:
@@ -82,7 +123,7 @@ def report(spec: list[str], preview: Path | None, n_preview: int, verify: bool =
         raise DataToolError(f"no shards match {' '.join(spec)}; {HOW_TO_CREATE}")
     info = shard_info(paths)
     records = manifest_records(info.manifest) if info.manifest else {}
-    checks = [check_shard(p, records.get(p.name), verify) for p in paths]
+    checks = [check_shard(p, records.get(name_of(p)), verify) for p in paths]
     if info.manifest:
         m = info.manifest
         print(f"dataset {m['name']!r} ({m['kind']}), complete: {m['complete']}, split seed: "
@@ -97,7 +138,7 @@ def report(spec: list[str], preview: Path | None, n_preview: int, verify: bool =
         print(f"{split}: {sum(c.samples for c in items)} samples in {len(items)} shards (manifest: {expected})")
     bad = [c for c in checks if c.status != "ok"]
     for c in bad:
-        print(f"  {c.path.name}: {c.status}")
+        print(f"  {name_of(c.path)}: {c.status}")
     what = "size, count and sha256" if verify else "size and count; --verify adds the sha256"
     print(f"integrity ({what}): {len(checks) - len(bad)}/{len(checks)} shards match the manifest")
     skipped = (info.manifest or {}).get("skipped", [])
@@ -107,7 +148,7 @@ def report(spec: list[str], preview: Path | None, n_preview: int, verify: bool =
     return 1 if bad else 0
 
 
-def _write_preview(paths: list[Path], kind: str, grid_path: Path, n: int) -> None:
+def _write_preview(paths: list[Location], kind: str, grid_path: Path, n: int) -> None:
     if kind != "images" or n <= 0:
         return
     grid = preview_grid(paths, n)

@@ -20,6 +20,9 @@ from typing import Any
 
 from data_tools.errors import DataToolError
 from data_tools.files import TMP_SUFFIX, atomic_write_json, sha256_file
+from data_tools.http_stream import ReadOptions, ShardReadError
+from data_tools.locations import is_remote, join, scheme
+from data_tools.reading import read_optional
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -30,17 +33,37 @@ def manifest_path(out_dir: Path) -> Path:
     return Path(out_dir) / MANIFEST_NAME
 
 
-def read_manifest(out_dir: Path) -> dict[str, Any] | None:
-    """The manifest of `out_dir`, or None if there is none; a corrupt one is a `DataToolError`."""
-    path = manifest_path(out_dir)
+def read_manifest(out_dir: str | Path, options: ReadOptions | None = None) -> dict[str, Any] | None:
+    """The manifest of the shard folder `out_dir` (a local folder or a URL prefix), or None if there is none; a
+    corrupt one is a `DataToolError`, and so is a remote one that cannot be read."""
+    if is_remote(out_dir):
+        where = join(out_dir, MANIFEST_NAME)
+        if scheme(out_dir) == "pipe":
+            return None
+        try:
+            data = read_optional(where, options or ReadOptions())
+        except ShardReadError as err:
+            raise DataToolError(f"cannot read the manifest {err}; check the address and that the server is up") from err
+        if data is None:
+            return None
+        return _parse_manifest(data, where)
+    path = manifest_path(Path(out_dir))
     if not path.is_file():
         return None
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataToolError(f"{path} is not readable JSON ({err}); delete it or choose another directory") from err
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataToolError(f"{path} is not readable ({err}); delete it or choose another directory") from err
+    return _parse_manifest(data, str(path))
+
+
+def _parse_manifest(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataToolError(f"{where} is not readable JSON ({err}); delete it or choose another directory") from err
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
-        raise DataToolError(f"{path} is not a data_tools manifest (format {FORMAT_VERSION})")
+        raise DataToolError(f"{where} is not a data_tools manifest (format {FORMAT_VERSION})")
     return manifest
 
 

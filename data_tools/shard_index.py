@@ -1,24 +1,27 @@
 """Finding shards and what they hold: pattern expansion, the shards of each split of a folder, per-shard sample
 counts, the manifest behind them.
 
-Shards are named ``{name}-{split}-{index:06d}.tar`` (`data_tools.writer.shard_filename`). No torch here: the data
-module, the latent encoder and ``data_tools.inspect`` all build on these functions.
+Shards are named ``{name}-{split}-{index:06d}.tar`` (`data_tools.writer.shard_filename`) and live in a local folder
+or under a URL prefix (`data_tools.locations`). A local folder is listed; a remote one is known by its manifest (a
+server cannot be listed). The data module, the latent encoder, ``fid_stats`` and ``data_tools.inspect`` all build on
+these functions.
 """
 
 from __future__ import annotations
 
-import glob
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import braceexpand
-
 from data_tools.errors import DataToolError
+from data_tools.http_stream import DEFAULT_READ, ReadOptions
+from data_tools.locations import Location, expand_shards, folder_of, is_remote, join, local_path, name_of
 from data_tools.manifest import read_manifest
-from data_tools.tarread import iter_samples
+from data_tools.reading import iter_shard_samples
+
+__all__ = ["expand_shards"]
 
 _SHARD = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)-(?P<split>[A-Za-z0-9_]+)-\d{6,}\.tar$")
 
@@ -26,40 +29,44 @@ HOW_TO_CREATE = ("create shards with `python -m data_tools.synthetic data/synthe
                  "or `python -m data_tools.shard SRC OUT` (your images)")
 
 
-def expand_shards(spec: str | Path | Sequence[str | Path]) -> list[Path]:
-    """Shard files named by a directory, a glob / brace pattern (``x-{000000..000009}.tar``) or a list.
-
-    A directory means every ``*.tar`` in it. The result is sorted and free of duplicates; it may be empty.
-    """
-    specs = [spec] if isinstance(spec, str | Path) else list(spec)
-    found: set[Path] = set()
-    for item in specs:
-        item = str(item)
-        if Path(item).is_dir():
-            found.update(Path(item).glob("*.tar"))
-            continue
-        for pattern in braceexpand.braceexpand(item):
-            matches = glob.glob(pattern) if glob.has_magic(pattern) else [pattern]
-            found.update(Path(m) for m in matches if Path(m).is_file())
-    return sorted(found)
-
-
 def split_pattern(root: str | Path, split: str) -> str:
     """The glob of one split's shards in a shard folder, e.g. ``data/synthetic-32/*-train-*.tar``."""
-    return str(Path(root) / f"*-{split}-*.tar")
+    return str(local_path(root) / f"*-{split}-*.tar")
 
 
-def shards_by_split(folder: Path, wanted: Sequence[str] = ()) -> tuple[str, dict[str, list[Path]]]:
-    """(dataset name, split -> its shard files) of a shard folder holding one dataset; `wanted` limits the splits
-    (empty: all of them). One-sentence `DataToolError`s when the folder is missing, empty or mixed."""
-    if not folder.is_dir():
-        raise DataToolError(f"no shard folder {folder}; {HOW_TO_CREATE}")
-    found: dict[str, list[Path]] = {}
+def split_shards(root: str | Path, split: str, options: ReadOptions = DEFAULT_READ) -> str | list[Location]:
+    """The shards of one split of a shard folder, as a spec for `expand_shards`: a glob for a local folder, the
+    manifest's list for a remote one."""
+    if not is_remote(root):
+        return split_pattern(root, split)
+    return shards_by_split(str(root), [split], options)[1][split]
+
+
+def shards_by_split(folder: str | Path, wanted: Sequence[str] = (), options: ReadOptions = DEFAULT_READ
+                    ) -> tuple[str, dict[str, list[Location]]]:
+    """(dataset name, split -> its shards) of a shard folder holding one dataset; `wanted` limits the splits
+    (empty: all of them). One-sentence `DataToolError`s when the folder is missing, empty or mixed.
+
+    A local folder is listed; a remote folder (a URL prefix) must have its ``manifest.json``, which lists them."""
+    found: dict[str, list[Location]] = {}
     names = set()
-    for path in sorted(folder.glob("*.tar")):
-        if match := _SHARD.match(path.name):
-            names.add(match["name"])
-            found.setdefault(match["split"], []).append(path)
+    if is_remote(folder):
+        manifest = read_manifest(str(folder), options)
+        if manifest is None:
+            raise DataToolError(f"no manifest.json under {folder}: a remote shard folder is known by its manifest; "
+                                "serve the folder with it, or name the shards with a brace pattern "
+                                "(NAME-SPLIT-{000000..000009}.tar)")
+        names.add(manifest["name"])
+        for split, state in sorted(manifest.get("splits", {}).items()):
+            found[split] = [join(folder, r["file"]) for r in state["shards"]]
+    else:
+        path = local_path(folder)
+        if not path.is_dir():
+            raise DataToolError(f"no shard folder {folder}; {HOW_TO_CREATE}")
+        for shard in sorted(path.glob("*.tar")):
+            if match := _SHARD.match(shard.name):
+                names.add(match["name"])
+                found.setdefault(match["split"], []).append(str(shard))
     if not found:
         raise DataToolError(f"no shards (NAME-SPLIT-000000.tar) in {folder}; {HOW_TO_CREATE}")
     if len(names) > 1:
@@ -70,15 +77,16 @@ def shards_by_split(folder: Path, wanted: Sequence[str] = ()) -> tuple[str, dict
     return names.pop(), {s: found[s] for s in (wanted or sorted(found))}
 
 
-def iter_tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+def iter_tar_samples(location: str | Path, options: ReadOptions = DEFAULT_READ
+                     ) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Yield (key, {field: bytes}) for each sample of a webdataset tar, in file order."""
-    for sample in iter_samples(path):
+    for sample in iter_shard_samples(location, options):
         yield str(sample["__key__"]), {k: v for k, v in sample.items() if not k.startswith("__")}
 
 
-def count_tar_samples(path: Path) -> int:
+def count_tar_samples(location: str | Path, options: ReadOptions = DEFAULT_READ) -> int:
     """Number of samples (distinct consecutive keys) in a tar."""
-    return sum(1 for _ in iter_samples(path))
+    return sum(1 for _ in iter_shard_samples(location, options))
 
 
 @dataclass
@@ -89,7 +97,7 @@ class ShardInfo:
     `resolution` is the image side for image shards; `fields` maps array names to shapes for latent shards.
     """
 
-    paths: list[Path]
+    paths: list[Location]
     counts: list[int]
     kind: str = "images"
     resolution: int | None = None
@@ -107,21 +115,22 @@ def manifest_records(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
             for r in state["shards"]}
 
 
-def shard_info(paths: Sequence[Path]) -> ShardInfo:
-    """Counts and metadata of `paths`, from the manifest(s) beside them when available."""
-    manifests: dict[Path, dict[str, Any] | None] = {}
-    records: dict[Path, dict[str, dict[str, Any]]] = {}
+def shard_info(paths: Sequence[str | Path], options: ReadOptions = DEFAULT_READ) -> ShardInfo:
+    """Counts and metadata of the shards at `paths`, from the manifest(s) beside them when available (a shard
+    without a manifest record is counted by reading it)."""
+    manifests: dict[str, dict[str, Any] | None] = {}
+    records: dict[str, dict[str, dict[str, Any]]] = {}
     counts: list[int] = []
     first_manifest = None
     for path in paths:
-        parent = path.parent
-        if parent not in manifests:
-            manifests[parent] = read_manifest(parent)
-            records[parent] = manifest_records(manifests[parent]) if manifests[parent] else {}
-        record = records[parent].get(path.name)
-        counts.append(record["count"] if record else count_tar_samples(path))
-        first_manifest = first_manifest or manifests[parent]
-    info = ShardInfo(paths=list(paths), counts=counts, manifest=first_manifest)
+        folder = folder_of(path)
+        if folder not in manifests:
+            manifests[folder] = read_manifest(folder, options) if folder else None
+            records[folder] = manifest_records(manifests[folder]) if manifests[folder] else {}
+        record = records[folder].get(name_of(path))
+        counts.append(record["count"] if record else count_tar_samples(path, options))
+        first_manifest = first_manifest or manifests[folder]
+    info = ShardInfo(paths=[str(p) for p in paths], counts=counts, manifest=first_manifest)
     if first_manifest is not None:
         info.kind = first_manifest.get("kind", "images")
         info.resolution = first_manifest.get("config", {}).get("resolution")
@@ -133,28 +142,30 @@ def shard_info(paths: Sequence[Path]) -> ShardInfo:
 class DamagedShard:
     """A shard that does not match its manifest record (or cannot be read), and how many samples it should hold."""
 
-    path: Path
+    path: Location
     problem: str
     count: int
 
 
 def damaged_shards(info: ShardInfo) -> list[DamagedShard]:
-    """The shards of `info` whose size differs from their manifest record (a cheap check: no shard is read).
-    Shards without a manifest record cannot be checked and are not listed."""
+    """The local shards of `info` whose size differs from their manifest record (a cheap check: no shard is read).
+    Shards without a manifest record cannot be checked and are not listed; nor are remote shards, which are checked
+    as they are read."""
     records = manifest_records(info.manifest) if info.manifest else {}
     out = []
     for path, count in zip(info.paths, info.counts, strict=True):
-        record = records.get(path.name)
-        if record is None or "nbytes" not in record:
+        record = records.get(name_of(path))
+        if record is None or "nbytes" not in record or is_remote(path):
             continue
-        size = path.stat().st_size if path.is_file() else None
+        file = local_path(path)
+        size = file.stat().st_size if file.is_file() else None
         if size != record["nbytes"]:
             found = "missing" if size is None else f"{size} bytes"
             out.append(DamagedShard(path, f"{found}, the manifest says {record['nbytes']} bytes", int(count)))
     return out
 
 
-def without(info: ShardInfo, dropped: Sequence[Path]) -> ShardInfo:
+def without(info: ShardInfo, dropped: Sequence[str]) -> ShardInfo:
     """`info` with the shards `dropped` left out."""
     keep = [(p, c) for p, c in zip(info.paths, info.counts, strict=True) if p not in set(dropped)]
     return ShardInfo(paths=[p for p, _ in keep], counts=[c for _, c in keep], kind=info.kind,

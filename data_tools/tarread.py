@@ -3,14 +3,16 @@
 Python's `tarfile` spends ~70 us per member on header handling (webdataset adds ~50 us per sample on top),
 more than opening a cached loose file costs. Shards are read strictly front to back, so this reader parses
 the 512-byte headers itself: ustar / GNU regular files, plus the PAX ('x', 'g') and GNU long-name ('L')
-records other tools write. Corrupt headers (bad checksum) and truncated files raise `ValueError`.
+records other tools write. Corrupt headers (bad checksum) and truncated streams raise `ValueError`.
+
+It reads any binary stream (a local file, an HTTP response, a pipe) and is used as the tar expander stage of the
+webdataset pipeline (`data_tools.reading.tar_members`).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 from typing import BinaryIO
 
 BLOCK = 512
@@ -47,36 +49,44 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return records
 
 
-def _read_exact(f: BinaryIO, n: int, path: Path | str) -> bytes:
+def _read_exact(f: BinaryIO, n: int, where: str) -> bytes:
     data = f.read(n)
     if len(data) != n:
-        raise ValueError(f"{path} is truncated (a tar member ends early)")
+        raise ValueError(f"{where} is truncated (a tar member ends early)")
     return data
 
 
-def iter_tar_members(path: Path | str) -> Iterator[tuple[str, bytes]]:
-    """Yield (member name, content) for every regular file of a tar archive, in order."""
-    with open(path, "rb", buffering=1 << 20) as f:
-        pax: dict[str, str] = {}
-        long_name: str | None = None
-        while True:
-            header = f.read(BLOCK)
-            if not header or header == _ZERO_BLOCK:
-                return
-            if len(header) != BLOCK or not _checksum_ok(header):
-                raise ValueError(f"{path} has a corrupt tar header at byte {f.tell() - len(header)}")
-            size = int(pax["size"]) if "size" in pax else _octal(header[124:136])
-            data = _read_exact(f, size, path)
-            f.read(-size % BLOCK)
-            kind = header[156:157]
-            if kind == b"x":
-                pax = _pax_records(data)
-            elif kind == b"L":
-                long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
-            elif kind != b"g":
-                if kind in _REGULAR:
-                    yield pax.get("path") or long_name or _header_name(header), data
-                pax, long_name = {}, None
+def iter_tar_members(stream: BinaryIO, where: str = "the tar stream") -> Iterator[tuple[str, bytes]]:
+    """Yield (member name, content) for every regular file of a tar stream, in order.
+
+    `where` names the shard in errors. The stream must end with the end-of-archive block (a zero block): a tar
+    that stops between members is truncated, not complete.
+    """
+    pax: dict[str, str] = {}
+    long_name: str | None = None
+    offset = 0
+    while True:
+        header = stream.read(BLOCK)
+        if header == _ZERO_BLOCK:
+            return
+        if not header:
+            raise ValueError(f"{where} is truncated (it ends at byte {offset}, between members, without the "
+                             "end-of-archive block)")
+        if len(header) != BLOCK or not _checksum_ok(header):
+            raise ValueError(f"{where} has a corrupt tar header at byte {offset}")
+        size = int(pax["size"]) if "size" in pax else _octal(header[124:136])
+        data = _read_exact(stream, size, where)
+        _read_exact(stream, -size % BLOCK, where)
+        offset += BLOCK + size + (-size % BLOCK)
+        kind = header[156:157]
+        if kind == b"x":
+            pax = _pax_records(data)
+        elif kind == b"L":
+            long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+        elif kind != b"g":
+            if kind in _REGULAR:
+                yield pax.get("path") or long_name or _header_name(header), data
+            pax, long_name = {}, None
 
 
 def _header_name(header: bytes) -> str:
@@ -86,26 +96,3 @@ def _header_name(header: bytes) -> str:
         if prefix:
             return f"{prefix}/{name}"
     return name
-
-
-def split_member_name(name: str) -> tuple[str, str]:
-    """(key, field) as webdataset defines them: the key ends at the first dot of the last path component."""
-    folder, _, base = name.rpartition("/")
-    stem, _, field = base.partition(".")
-    return (f"{folder}/{stem}" if folder else stem), field
-
-
-def iter_samples(path: Path | str) -> Iterator[dict[str, object]]:
-    """Samples of a webdataset shard: dicts with ``__key__``, ``__url__`` and one bytes entry per field."""
-    sample: dict[str, object] | None = None
-    for name, data in iter_tar_members(path):
-        key, field = split_member_name(name)
-        if not field:
-            continue
-        if sample is None or sample["__key__"] != key:
-            if sample is not None:
-                yield sample
-            sample = {"__key__": key, "__url__": str(path)}
-        sample[field.lower()] = data
-    if sample is not None:
-        yield sample

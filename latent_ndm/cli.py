@@ -18,10 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from data_tools.errors import DataToolError
+from data_tools.http_stream import ShardReadError
 from latent_ndm.errors import UserError
 from latent_ndm.runs.config import CONFIG_DIR
 
-USER_ERRORS = (UserError, DataToolError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException,
+USER_ERRORS = (UserError, DataToolError, ValueError, FileNotFoundError, ShardReadError, HydraException,
+               OmegaConfBaseException,
                MisconfigurationException)  # Lightning's configuration errors (e.g. a budget a checkpoint exceeds)
 T = TypeVar("T")
 

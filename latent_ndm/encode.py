@@ -22,9 +22,10 @@ from omegaconf import DictConfig
 
 from data_tools.errors import DataToolError
 from data_tools.latent_shards import vae_record, write_latent_shards
+from data_tools.locations import is_remote, local_path
 from data_tools.manifest import read_manifest
+from data_tools.reading import iter_shard_samples
 from data_tools.shard_index import HOW_TO_CREATE, shards_by_split
-from data_tools.tarread import iter_samples
 from latent_ndm.cli import hydra_command
 from latent_ndm.data.module import read_shard_info
 from latent_ndm.data.streams import SampleDecoder, collate
@@ -38,7 +39,7 @@ class EncodeOptions:
     """What to encode (configs/encode.yaml): see the module doc."""
 
     vae_ckpt: Path
-    shards: Path
+    shards: str  # a local folder or a URL prefix (https://, s3://, gs://) with its manifest.json
     out: Path | None = None
     batch_size: int = 64
     device: str = "auto"
@@ -46,19 +47,25 @@ class EncodeOptions:
 
     @property
     def out_dir(self) -> Path:
-        return self.out if self.out is not None else self.shards.parent / f"{self.shards.name}-latents"
+        if self.out is not None:
+            return self.out
+        if is_remote(self.shards):
+            raise DataToolError(f"the image shards {self.shards} are remote; give out=<local folder> for the latents")
+        folder = local_path(self.shards)
+        return folder.parent / f"{folder.name}-latents"
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> EncodeOptions:
         if int(cfg.batch_size) < 1:
             raise DataToolError(f"batch_size must be >= 1, got {cfg.batch_size}")
-        return cls(Path(cfg.vae_ckpt), Path(cfg.shards), Path(cfg.out) if cfg.out else None, int(cfg.batch_size),
+        return cls(Path(cfg.vae_ckpt), str(cfg.shards), Path(cfg.out) if cfg.out else None, int(cfg.batch_size),
                    str(cfg.device), [str(s) for s in cfg.splits or []])
 
 
-def image_splits(shards: Path, wanted: list[str]) -> tuple[str, dict[str, list[Path]]]:
-    """(dataset name, split -> its image shard files) of the folder `shards`; one-sentence errors when empty."""
-    if not shards.is_dir():
+def image_splits(shards: str, wanted: list[str]) -> tuple[str, dict[str, list[str]]]:
+    """(dataset name, split -> its image shards) of the folder `shards` (local, or a URL prefix with its manifest);
+    one-sentence errors when empty."""
+    if not is_remote(shards) and not local_path(shards).is_dir():
         raise DataToolError(f"no image shard folder {shards}; {HOW_TO_CREATE}")
     manifest = read_manifest(shards)
     if manifest is not None and manifest.get("kind") != "images":
@@ -66,7 +73,7 @@ def image_splits(shards: Path, wanted: list[str]) -> tuple[str, dict[str, list[P
     return shards_by_split(shards, wanted)
 
 
-def encode_images(model: LatentModel, paths: list[Path], resolution: int, batch_size: int,
+def encode_images(model: LatentModel, paths: list[str], resolution: int, batch_size: int,
                   device: torch.device) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
     """(key, {"mean", "logvar"}) of q(z|x) for every image of `paths`, in shard order, `batch_size` at a time."""
     decode = SampleDecoder("images", resolution)
@@ -81,7 +88,7 @@ def encode_images(model: LatentModel, paths: list[Path], resolution: int, batch_
 
     batch: list[dict[str, Any]] = []
     for path in paths:
-        for sample in iter_samples(path):
+        for sample in iter_shard_samples(path):  # a shard that cannot be read stops the encoding, naming it
             batch.append(decode(sample))
             if len(batch) == batch_size:
                 yield from flush(batch)
@@ -92,6 +99,7 @@ def encode_images(model: LatentModel, paths: list[Path], resolution: int, batch_
 
 def encode_shards(options: EncodeOptions) -> dict[str, Any]:
     """Encode the image shards of `options` into latent shards; return the latent manifest."""
+    out_dir = options.out_dir
     if not options.vae_ckpt.exists():
         raise DataToolError(f"no VAE checkpoint at {options.vae_ckpt}; train one with `python -m latent_ndm.train "
                             "stage=vae` (it writes runs/vae/default/export) or give vae_ckpt=<a VAE export folder>")
@@ -113,7 +121,7 @@ def encode_shards(options: EncodeOptions) -> dict[str, Any]:
     manifest: dict[str, Any] = {}
     for split, paths in splits.items():
         items = encode_images(LatentModel(vae), paths, resolution, options.batch_size, device)
-        manifest = write_latent_shards(options.out_dir, name, split, items, shard_size=shard_size, meta=meta)
+        manifest = write_latent_shards(out_dir, name, split, items, shard_size=shard_size, meta=meta)
     return manifest
 
 

@@ -2,6 +2,7 @@
 
     python -m latent_ndm.fid_stats shards=data/celebahq-256 out=data/celebahq-256-fid
     python -m latent_ndm.fid_stats shards=data/celebahq-256 out=data/celebahq-256-fid weights=/models/inception.pth
+    python -m latent_ndm.fid_stats shards=https://host/celebahq-256 out=data/celebahq-256-fid   # shards over HTTP
 
 writes ``OUT/fid_stats.npz`` (mu, sigma) and ``OUT/fid_stats.json`` (extractor, layer, weights sha256, resize, N,
 splits, shard sha256s). The extractor's weights are resolved before any data is read; a missing file is one line
@@ -10,42 +11,54 @@ on stderr and exit status 1. Nothing is downloaded.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from data_tools.files import sha256_file
-from data_tools.manifest import manifest_path
-from data_tools.shard_index import ShardInfo, manifest_records, split_pattern
+from data_tools.locations import is_remote, join, local_path, name_of
+from data_tools.manifest import MANIFEST_NAME
+from data_tools.reading import open_location, read_optional
+from data_tools.shard_index import ShardInfo, manifest_records, split_shards
 from latent_ndm.cli import hydra_command
 from latent_ndm.data.module import ShardDataModule, read_shard_info
 from latent_ndm.evaluation import fid
 
 
-def split_infos(root: Path, splits: list[str]) -> dict[str, ShardInfo]:
-    """The image shards of each split under `root`; missing shards raise a one-sentence error."""
-    if not root.is_dir():
+def split_infos(root: str, splits: list[str]) -> dict[str, ShardInfo]:
+    """The image shards of each split under `root` (a local folder, or a URL prefix with its manifest); missing
+    shards raise a one-sentence error."""
+    if not is_remote(root) and not local_path(root).is_dir():
         raise FileNotFoundError(f"shard directory {root} does not exist; create shards with "
                                 "`python -m data_tools.shard SRC OUT` or `python -m data_tools.synthetic OUT`")
-    infos = {split: read_shard_info(split_pattern(root, split)) for split in splits}
+    infos = {split: read_shard_info(split_shards(root, split)) for split in splits}
     for split, info in infos.items():
         if info.kind != "images":
             raise ValueError(f"{split} shards under {root} hold {info.kind}, but FID statistics need images")
     return infos
 
 
-def shard_sources(root: Path, infos: dict[str, ShardInfo]) -> dict[str, Any]:
+def shard_sources(root: str, infos: dict[str, ShardInfo]) -> dict[str, Any]:
     """Shard file -> sha256 (from the dataset manifest, else hashed now), counts per split, manifest hash."""
     shards: dict[str, str] = {}
     for info in infos.values():
         records = manifest_records(info.manifest) if info.manifest else {}
         for path in info.paths:
-            record = records.get(path.name)
-            shards[path.name] = record["sha256"] if record and "sha256" in record else sha256_file(path)
-    dataset_manifest = manifest_path(root)
+            record = records.get(name_of(path))
+            shards[name_of(path)] = record["sha256"] if record and "sha256" in record else sha256_bytes(path)
+    manifest = read_optional(join(root, MANIFEST_NAME))
     return {"root": str(root), "counts": {s: info.total for s, info in infos.items()}, "shards": shards,
-            "manifest_sha256": sha256_file(dataset_manifest) if dataset_manifest.is_file() else None}
+            "manifest_sha256": hashlib.sha256(manifest).hexdigest() if manifest is not None else None}
+
+
+def sha256_bytes(location: str) -> str:
+    """Hex sha256 of the shard at `location` (local or remote), read in chunks."""
+    digest = hashlib.sha256()
+    with open_location(location) as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def run(cfg: DictConfig) -> Path:
@@ -54,7 +67,7 @@ def run(cfg: DictConfig) -> Path:
     splits = [str(s) for s in cfg.splits or []]
     if not splits:
         raise ValueError("splits names no split; give e.g. splits=[train,val]")
-    shards, out = Path(cfg.shards), Path(cfg.out)
+    shards, out = str(cfg.shards), Path(cfg.out)
     weights = fid.resolve_weights(cfg.extractor, cfg.weights)  # before any data is read
     npz, _ = fid.stats_paths(out)
     if npz.exists() and not cfg.force:

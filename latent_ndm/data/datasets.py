@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
+from data_tools.http_stream import ReadOptions
 from data_tools.latent_shards import stored_vae_record
 from data_tools.manifest import read_manifest
-from data_tools.shard_index import split_pattern
+from data_tools.shard_index import split_shards
 from data_tools.synthetic import ensure_default_dataset
 from latent_ndm.data.module import ShardDataModule
 
@@ -26,11 +28,14 @@ def shard_datamodule(
     train_split: str = "train",
     val_split: str = "val",
     on_error: str = "warn",
+    read: dict[str, Any] | None = None,
 ) -> ShardDataModule:
-    """Image shards `<root>/*-<split>-*.tar` (as written by `python -m data_tools.shard SRC root`)."""
+    """Image shards `<root>/*-<split>-*.tar` (as written by `python -m data_tools.shard SRC root`); `root` may be a
+    URL prefix (``https://host/celebahq256``, ``s3://bucket/celebahq256``) whose ``manifest.json`` lists them."""
+    options = ReadOptions(**dict(read or {}))
     return ShardDataModule(
-        split_pattern(root, train_split),
-        split_pattern(root, val_split),
+        split_shards(root, train_split, options),
+        split_shards(root, val_split, options),
         batch_size=batch_size,
         num_workers=num_workers,
         resolution=resolution,
@@ -38,6 +43,7 @@ def shard_datamodule(
         seed=seed,
         flip=flip,
         on_error=on_error,
+        read=read,
     )
 
 
@@ -55,19 +61,20 @@ def synthetic_datamodule(root: str | Path, num_images: int, resolution: int, dat
 
 def latent_datamodule(root: str | Path, batch_size: int, resolution: int | None = None, num_workers: int = 0,
                       shuffle_buffer: int = 1000, seed: int = 0, train_split: str = "train", val_split: str = "val",
-                      on_error: str = "warn") -> ShardDataModule:
+                      on_error: str = "warn", read: dict[str, Any] | None = None) -> ShardDataModule:
     """Pre-encoded latent shards `<root>/*-<split>-*.tar` (written by `python -m latent_ndm.encode`).
 
     Batches are {"mean", "logvar"} of q(z|x); the module's `resolution` is that of the images they were encoded
     from and `vae_record` the manifest's record of the VAE that encoded them (checked by `stage=ndm`).
     """
-    record = stored_vae_record(read_manifest(Path(root)), str(root))
+    options = ReadOptions(**dict(read or {}))
+    record = stored_vae_record(read_manifest(str(root), options), str(root))
     if resolution is not None and int(resolution) != int(record["image_resolution"]):
         raise ValueError(f"the latents in {root} were encoded from {record['image_resolution']}px images, but "
                          f"data.resolution={resolution}; leave it unset (null)")
     datamodule = ShardDataModule(
-        split_pattern(root, train_split),
-        split_pattern(root, val_split),
+        split_shards(root, train_split, options),
+        split_shards(root, val_split, options),
         batch_size=batch_size,
         num_workers=num_workers,
         resolution=int(record["image_resolution"]),  # of the images; latents are not checked against it
@@ -76,6 +83,7 @@ def latent_datamodule(root: str | Path, batch_size: int, resolution: int | None 
         flip=False,  # a latent is not mirrored with its image
         kind="latents",
         on_error=on_error,
+        read=read,
     )
     datamodule.vae_record = record
     return datamodule

@@ -23,6 +23,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from data_tools.errors import DataToolError
+from data_tools.http_stream import DEFAULT_READ, ReadOptions, ShardReadError
+from data_tools.locations import folder_of
 from data_tools.shard_index import (
     HOW_TO_CREATE,
     ShardInfo,
@@ -39,17 +42,23 @@ ON_ERROR = ("warn", "raise")
 log = logging.getLogger(__name__)
 
 
-def read_shard_info(shards: ShardSpec) -> ShardInfo:
-    """Expand `shards` and read counts, kind and resolution (manifest first, else the tar files).
+def read_shard_info(shards: ShardSpec, read: ReadOptions = DEFAULT_READ) -> ShardInfo:
+    """Expand `shards` (local paths, patterns or URLs) and read counts, kind and resolution (manifest first, else
+    the tar files).
 
-    Raises a one-sentence ValueError when nothing matches.
+    Raises a one-sentence ValueError when nothing matches or a manifest (or an unlisted shard) cannot be read.
     """
     paths = expand_shards(shards)
     if not paths:
         raise ValueError(f"no shards match {shards!s}; {HOW_TO_CREATE}")
-    info = shard_info(paths)
+    try:
+        info = shard_info(paths, read)
+    except ShardReadError as err:
+        raise ValueError(f"cannot count the samples of shard {err}; serve its manifest.json beside it") from err
+    except DataToolError as err:
+        raise ValueError(str(err)) from err
     if info.resolution is None and info.kind == "images":
-        for _, fields in iter_tar_samples(paths[0]):  # no manifest: the first image tells
+        for _, fields in iter_tar_samples(paths[0], read):  # no manifest: the first image tells
             if "png" in fields:
                 info.resolution = Image.open(io.BytesIO(fields["png"])).size[0]
             break
@@ -109,16 +118,21 @@ class ShardDataModule(L.LightningDataModule):
             default (fork on Linux). "spawn" re-imports everything per worker, but is the safe choice in a
             process that already runs threads (a DDP rank's gloo threads): a forked child can deadlock on a lock
             one of them held.
-        on_error: a damaged shard (its size differs from the manifest's record, or it cannot be read while training)
-            is named in a warning and left out ("warn"), or stops the run ("raise"). Evaluation passes "raise": it
+        on_error: a damaged shard (its size differs from the manifest's record, or it cannot be opened or read while
+            training: HTTP 404, a stall, a cut, a corrupt tar) is named in a warning and left out, and a sample
+            that does not decode is passed over ("warn"); or the run stops ("raise"). Evaluation always stops: it
             never reports a number over fewer samples than the manifest promises.
+        read: how remote shards are read: {"timeout": seconds without a byte before a stall is declared,
+            "retries": further attempts after a transient failure, "backoff": seconds before the first retry}
+            (`data_tools.http_stream.ReadOptions`).
     """
 
     def __init__(self, train_shards: ShardSpec | None, val_shards: ShardSpec | None = None,
                  test_shards: ShardSpec | None = None, batch_size: int = 64, num_workers: int = 0,
                  resolution: int | None = None, batches_per_epoch: int | None = None, shuffle_buffer: int = 1000,
                  seed: int = 0, flip: bool = True, kind: str = "images", return_meta: bool = False,
-                 multiprocessing_context: str | None = None, on_error: str = "warn") -> None:
+                 multiprocessing_context: str | None = None, on_error: str = "warn",
+                 read: ReadOptions | dict[str, Any] | None = None) -> None:
         super().__init__()
         if kind not in ("images", "latents"):
             raise ValueError(f"kind must be 'images' or 'latents', got {kind!r}")
@@ -131,6 +145,7 @@ class ShardDataModule(L.LightningDataModule):
         self.batches_per_epoch, self.shuffle_buffer, self.seed = batches_per_epoch, shuffle_buffer, seed
         self.flip, self.kind, self.return_meta = flip, kind, return_meta
         self.multiprocessing_context, self.on_error = multiprocessing_context, on_error
+        self.read = read if isinstance(read, ReadOptions) else ReadOptions(**dict(read or {}))
         self.info: dict[str, ShardInfo] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -141,7 +156,7 @@ class ShardDataModule(L.LightningDataModule):
                 self.info[split] = self._checked_info(split)
 
     def _checked_info(self, split: str) -> ShardInfo:
-        info = self._intact(split, read_shard_info(self.specs[split]))
+        info = self._intact(split, read_shard_info(self.specs[split], self.read))
         if info.kind != self.kind:
             raise ValueError(f"{split} shards {self.specs[split]!s} hold {info.kind}, but kind={self.kind!r}")
         if self.kind == "images":
@@ -162,7 +177,7 @@ class ShardDataModule(L.LightningDataModule):
         role = {"train": "training", "val": "validation", "test": "evaluation"}[split]
         names = ", ".join(f"{d.path} ({d.problem})" for d in damaged)
         fix = (f"re-create them (`python -m data_tools.shard ...`), or check every shard with `python -m "
-               f"data_tools.inspect {damaged[0].path.parent} --verify`")
+               f"data_tools.inspect {folder_of(damaged[0].path)} --verify`")
         if self.on_error == "raise" or len(damaged) == len(info.paths):
             raise ValueError(f"damaged {role} shards: {names}; {fix}")
         lost = sum(d.count for d in damaged)
@@ -208,17 +223,20 @@ class ShardDataModule(L.LightningDataModule):
             warnings.warn(f"{len(info.paths)} training shards for {world} process(es) x {max(1, self.num_workers)} "
                           "worker(s): some read the same shards; write smaller shards (--shard-size) for disjoint "
                           "streams", stacklevel=2)
-        stream = TrainStream([str(p) for p in info.paths], SampleDecoder(self.kind, self.resolution),
-                             self.batch_size, self.train_batches_per_epoch(), self.shuffle_buffer, self.seed,
-                             self.flip, rank, world, self.return_meta, self.on_error)
+        stream = TrainStream(info.paths, self._decoder(info), self.batch_size, self.train_batches_per_epoch(),
+                             self.shuffle_buffer, self.seed, self.flip, rank, world, self.return_meta, self.on_error,
+                             counts=info.counts, read=self.read)
         return self._loader(stream)
 
     def _eval_loader(self, split: str) -> DataLoader:
         info = self._info(split)
         rank, world = self._placement()
-        stream = EvalStream([str(p) for p in info.paths], info.counts, SampleDecoder(self.kind, self.resolution),
-                            self.batch_size, rank, world, self.return_meta)
+        stream = EvalStream(info.paths, info.counts, self._decoder(info), self.batch_size, rank, world,
+                            self.return_meta, read=self.read)
         return self._loader(stream)
+
+    def _decoder(self, info: ShardInfo) -> SampleDecoder:
+        return SampleDecoder(self.kind, self.resolution, tuple(info.fields) if self.kind == "latents" else ())
 
     def val_dataloader(self) -> DataLoader | list:
         """The validation loader, or an empty list (Lightning then skips validation) without val_shards."""

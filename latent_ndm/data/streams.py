@@ -1,39 +1,53 @@
 """Iterable datasets over webdataset shards: resampled training batches and exact-once evaluation batches.
 
-Shards are read with `data_tools.tarread` (a header parser ~6x faster than tarfile + webdataset's expander)
-and shuffled with webdataset's buffer. Both yield whole batches (use them with ``DataLoader(batch_size=None)``)
-so that the number of batches per rank is fixed here rather than by how shards happen to divide:
+Shards are read by a webdataset `DataPipeline` from any location (local, ``http(s)://``, ``pipe:``, ``s3://``,
+``gs://``): the shard source below, then `data_tools.reading`'s stages (open, the tar expander, webdataset's
+`group_by_keys`), webdataset's shuffle buffer and `map` (decoding), each stage reporting errors to one handler
+(`ShardFaults`). Both streams yield whole batches (use them with ``DataLoader(batch_size=None)``) so that the number
+of batches per rank is fixed here rather than by how shards happen to divide:
 
 * `TrainStream`: shards are split by node (rank) and then by DataLoader worker, each worker resamples its
   own shards with replacement, shuffles samples in a seeded buffer, flips at random, and stops after its share
   of ``batches_per_epoch``. Every rank yields exactly ``batches_per_epoch`` batches. Every epoch starts a fresh
   stream seeded by (seed, epoch, rank, worker) only, so the batches of an epoch can be replayed by a new process
-  (a run resumed from a checkpoint draws what the uninterrupted run drew).
+  (a run resumed from a checkpoint draws what the uninterrupted run drew). The shard draws, the shuffle and the
+  flips share one seeded generator (webdataset's `ResampledShards` seeds with Python's per-process string hash,
+  and a separate generator would change every stream this project has measured).
+* Faults while training: a shard that cannot be opened or read (404, stall, cut off, corrupt tar) is named in one
+  warning and not drawn again this epoch; an undecodable sample is named and passed over; both are counted. The
+  same damage gives the same stream, so resuming stays exact. ``on_error="raise"`` stops instead.
 * `EvalStream`: the N samples (in shard order) are cut into ``world_size * K`` contiguous batches of
   near-equal size (K = ceil(N / (world_size * batch_size))); rank r reads batches r*K .. r*K+K-1. Every
-  sample is read exactly once across ranks, and all ranks yield K batches, so DDP never waits on a rank.
+  sample is read exactly once across ranks, and all ranks yield K batches, so DDP never waits on a rank. Any fault
+  stops evaluation with an error naming the shard: no number is computed on fewer samples than the manifest
+  promises.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import math
 import random
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from typing import Any
 
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import IterableDataset, get_worker_info
+from webdataset.tariterators import group_by_keys
 
-from data_tools.tarread import iter_samples
+from data_tools.http_stream import DEFAULT_READ, ReadOptions, ShardReadError
+from data_tools.reading import open_shards, shard_samples, tar_members
 
 Batch = torch.Tensor | dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 def worker_slot() -> tuple[int, int]:
@@ -67,17 +81,23 @@ def delivered_per_worker(sizes: list[int], delivered: int) -> list[int]:
     return taken
 
 
+class CorruptSample(ValueError):
+    """A sample whose bytes do not decode (or that lacks a field); the message names its key and shard."""
+
+
 @dataclass
 class SampleDecoder:
     """Turns a raw webdataset sample into tensors.
 
     ``kind="images"``: the ``png`` field becomes a uint8 tensor (3, R, R) (`collate` scales it); any other size than
     `resolution` is an error naming the key and shard. ``kind="latents"``: every ``<field>.npy`` becomes a
-    float tensor named ``<field>``.
+    float tensor named ``<field>``; with `fields` given, a sample must hold exactly those. Bytes that do not decode
+    are a `CorruptSample`.
     """
 
     kind: str = "images"
     resolution: int | None = None
+    fields: tuple[str, ...] = ()
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"key": sample["__key__"], "shard": sample.get("__url__", "?")}
@@ -85,10 +105,17 @@ class SampleDecoder:
             out["image"] = self._image(sample)
         else:
             fields = {k[:-4]: v for k, v in sample.items() if k.endswith(".npy")}
+            where = f"sample {out['key']} in shard {out['shard']}"
             if not fields:
-                raise ValueError(f"sample {out['key']} in shard {out['shard']} holds no .npy latents")
+                raise CorruptSample(f"{where} holds no .npy latents")
+            if self.fields and sorted(fields) != sorted(self.fields):
+                raise CorruptSample(f"{where} holds {sorted(fields)}, not the fields {sorted(self.fields)}")
             for name, data in fields.items():
-                out[name] = torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32))
+                try:
+                    array = np.load(io.BytesIO(data), allow_pickle=False)
+                except (ValueError, OSError, EOFError) as err:
+                    raise CorruptSample(f"{where}: {name}.npy does not load ({err})") from err
+                out[name] = torch.from_numpy(array.astype(np.float32))
         return out
 
     def _image(self, sample: dict[str, Any]) -> torch.Tensor:
@@ -96,8 +123,11 @@ class SampleDecoder:
         where = f"sample {sample['__key__']} in shard {sample.get('__url__', '?')}"
         if data is None:
             raise ValueError(f"{where} has no png image; is this a latent shard (use kind='latents')?")
-        img = Image.open(io.BytesIO(data))
-        arr = np.array(img if img.mode == "RGB" else img.convert("RGB"))
+        try:
+            img = Image.open(io.BytesIO(data))
+            arr = np.array(img if img.mode == "RGB" else img.convert("RGB"))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise CorruptSample(f"{where} does not decode as an image ({err})") from err
         if self.resolution is not None and arr.shape[:2] != (self.resolution, self.resolution):
             raise ValueError(f"{where} is {arr.shape[1]}x{arr.shape[0]}, expected "
                              f"{self.resolution}x{self.resolution}; reshard with --resolution {self.resolution}")
@@ -114,7 +144,8 @@ def collate(samples: list[dict[str, Any]], return_meta: bool) -> Batch:
 
     Images are stacked as uint8 and scaled to float in [-1, 1] once per batch.
     """
-    tensors = {k: torch.stack([s[k] for s in samples]) for k in samples[0] if k not in ("key", "shard")}
+    tensors = {k: torch.stack([s[k] for s in samples]) for k in samples[0]
+               if k not in ("key", "shard") and not k.startswith("__")}
     if "image" in tensors:
         tensors["image"] = to_unit_range(tensors["image"])
     if return_meta:
@@ -122,15 +153,60 @@ def collate(samples: list[dict[str, Any]], return_meta: bool) -> Batch:
     return tensors["image"] if list(tensors) == ["image"] else tensors
 
 
+_WARNED: set[str] = set()  # faults already warned about by this process (a bad shard is warned about once)
+
+
+class ShardFaults:
+    """The error handler of one training stream (webdataset's convention: ``handler(exn) -> True`` goes on).
+
+    A shard that cannot be read joins `bad` (the shard source draws it no more) and a corrupt sample is passed over,
+    each named in one warning with the running counts; with ``on_error="raise"`` the first fault stops the stream.
+    Anything else (a wrong image size, a bug) is raised as it is.
+    """
+
+    def __init__(self, on_error: str, counts: dict[str, int] | None = None) -> None:
+        self.on_error, self.counts = on_error, counts or {}
+        self.bad: set[str] = set()
+        self.corrupt = 0
+
+    def __call__(self, exn: BaseException) -> bool:
+        if isinstance(exn, ShardReadError):
+            what = f"training shard {exn.location} cannot be read ({exn.reason})"
+            if self.on_error == "raise":
+                raise ValueError(f"{what}; data.on_error=warn goes on without it") from exn
+            self.bad.add(exn.location)
+            held = self.counts.get(exn.location)
+            lost = f"its {held} samples" if held is not None else "it"
+            self._warn(exn.location, f"{what}: going on without {lost} (the samples read before the fault are kept)")
+            return True
+        if isinstance(exn, CorruptSample):
+            if self.on_error == "raise":
+                raise ValueError(f"{exn}; data.on_error=warn passes over it") from exn
+            self.corrupt += 1
+            self._warn(str(exn), f"{exn}: passed over")
+            return True
+        raise exn
+
+    def _warn(self, key: str, message: str) -> None:
+        summary = (f"{message} [this stream so far: {len(self.bad)} shard(s) left out, {self.corrupt} corrupt "
+                   "sample(s) passed over]")
+        log.warning(summary)
+        if key not in _WARNED:
+            _WARNED.add(key)
+            warnings.warn(summary, stacklevel=3)
+
+
 class TrainStream(IterableDataset):
     """Endless resampled stream cut into exactly `batches_per_epoch` batches per rank (see module doc)."""
 
     def __init__(self, paths: list[str], decoder: SampleDecoder, batch_size: int, batches_per_epoch: int,
                  shuffle_buffer: int, seed: int, flip: bool, rank: int = 0, world_size: int = 1,
-                 return_meta: bool = False, on_error: str = "raise") -> None:
+                 return_meta: bool = False, on_error: str = "raise", counts: list[int] | None = None,
+                 read: ReadOptions = DEFAULT_READ) -> None:
         super().__init__()
-        self.on_error = on_error
+        self.on_error, self.read = on_error, read
         self.paths, self.decoder = [str(p) for p in paths], decoder
+        self.counts = dict(zip(self.paths, counts, strict=True)) if counts is not None else {}
         self.batch_size, self.batches_per_epoch = batch_size, batches_per_epoch
         self.shuffle_buffer, self.seed, self.flip = shuffle_buffer, seed, flip
         self.rank, self.world_size, self.return_meta = rank, world_size, return_meta
@@ -153,49 +229,43 @@ class TrainStream(IterableDataset):
     def __len__(self) -> int:
         return self.batches_per_epoch
 
-    def _resampled(self, rng: random.Random, shards: list[str]) -> Iterator[dict[str, Any]]:
-        """Samples of shards drawn with replacement, forever. A shard that cannot be read stops the stream
-        (on_error="raise") or is named in one warning and passed over from then on ("warn"); the samples read
-        before the damage are kept. The same damage gives the same stream, so resuming stays exact."""
-        bad: set[str] = set()
+    @staticmethod
+    def _resampled(rng: random.Random, shards: list[str], bad: set[str]) -> Iterator[dict[str, str]]:
+        """The shard source: shards drawn with replacement, forever, passing over those found `bad` (the draws go on
+        as if they were taken, so the same damage gives the same stream)."""
         while True:
             path = rng.choice(shards)
             if path in bad:
-                if len(bad) == len(set(shards)):
-                    raise ValueError(f"none of the training shards {sorted(bad)} can be read; re-create them")
+                if bad >= set(shards):
+                    raise ValueError(f"none of the training shards {sorted(bad)} can be read; re-create them or "
+                                     "check the server")
                 continue
-            try:
-                yield from iter_samples(path)
-            except (ValueError, OSError) as err:
-                if self.on_error == "raise":
-                    raise ValueError(f"training shard {path} cannot be read ({err}); data.on_error=warn goes on "
-                                     "without it") from err
-                bad.add(path)
-                warnings.warn(f"training shard {path} cannot be read ({err}); going on without the rest of it",
-                              stacklevel=2)
+            yield {"url": path}
 
-    def _samples(self, rng: random.Random, shards: list[str]) -> Iterator[dict[str, Any]]:
-        samples = self._resampled(rng, shards)
+    def pipeline(self, rng: random.Random, shards: list[str], faults: ShardFaults) -> wds.DataPipeline:
+        """This worker's decoded samples: webdataset stages from the shard source to the decoder."""
+        stages: list[Any] = [
+            lambda: self._resampled(rng, shards, faults.bad),
+            partial(open_shards, options=self.read, handler=faults),
+            partial(tar_members, handler=faults),
+            partial(group_by_keys, handler=faults),
+        ]
         if self.shuffle_buffer > 1:
-            samples = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)(samples)
-        return samples
+            stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng))
+        stages.append(wds.map(self._decode_and_flip(rng), handler=faults))
+        return wds.DataPipeline(*stages)
 
     def _stream(self, worker: int, num_workers: int, skip: int = 0) -> Iterator[dict[str, Any]]:
         """This worker's decoded samples for the current epoch: a fresh stream seeded by (seed, epoch, rank, worker).
 
         Nothing carries over from the previous epoch (the shuffle buffer is refilled each epoch), so the stream
         depends on the epoch number alone, not on what this process read before. The first `skip` samples are
-        drawn (with their flips) but not decoded.
+        drawn, decoded (a corrupt one among them is passed over as it was the first time) and dropped.
         """
         rng = random.Random(f"train-{self.seed}-{self.epoch}-{self.rank}-{worker}")
         shards = assign_shards(self.paths, self.rank, self.world_size, worker, num_workers)
-        samples = self._samples(rng, shards)
-        flips = self.flip and self.decoder.kind == "images"
-        for _ in range(skip):
-            next(samples)
-            if flips:
-                rng.random()  # the draw `_decode_and_flip` would have made
-        return map(self._decode_and_flip(rng), samples)
+        samples = iter(self.pipeline(rng, shards, ShardFaults(self.on_error, self.counts)))
+        return islice(samples, skip, None)
 
     def __iter__(self) -> Iterator[Batch]:
         worker, num_workers = worker_slot()
@@ -215,14 +285,25 @@ class TrainStream(IterableDataset):
         return f
 
 
+def _refuse(exn: BaseException) -> bool:
+    """The evaluation handler: any fault stops evaluation, naming the shard."""
+    if isinstance(exn, ShardReadError | CorruptSample):
+        what = (f"evaluation shard {exn.location} cannot be read ({exn.reason})" if isinstance(exn, ShardReadError)
+                else str(exn))
+        raise ValueError(f"{what}; evaluation reads every sample the manifest promises, so it stops here (re-create "
+                         "or re-serve the shard)") from exn
+    raise exn
+
+
 class EvalStream(IterableDataset):
     """Every sample exactly once across ranks, the same number of batches on every rank (see module doc)."""
 
     def __init__(self, paths: list[str], counts: list[int], decoder: SampleDecoder, batch_size: int,
-                 rank: int = 0, world_size: int = 1, return_meta: bool = False) -> None:
+                 rank: int = 0, world_size: int = 1, return_meta: bool = False,
+                 read: ReadOptions = DEFAULT_READ) -> None:
         super().__init__()
         self.paths, self.counts, self.decoder = [str(p) for p in paths], list(counts), decoder
-        self.rank, self.world_size, self.return_meta = rank, world_size, return_meta
+        self.rank, self.world_size, self.return_meta, self.read = rank, world_size, return_meta, read
         total = sum(self.counts)
         if total < world_size:
             raise ValueError(f"{total} evaluation samples cannot be spread over {world_size} processes")
@@ -244,13 +325,16 @@ class EvalStream(IterableDataset):
         for path, count in zip(self.paths, self.counts, strict=True):
             if offset + count > start and offset < stop:
                 n_read = 0
-                for local, sample in enumerate(iter_samples(path)):
+                for local, sample in enumerate(shard_samples([path], self.read, _refuse)):
                     n_read = local + 1
                     if offset + local >= stop:
                         break
                     if offset + local >= start:
                         seen += 1
-                        yield self.decoder(sample)
+                        try:
+                            yield self.decoder(sample)
+                        except CorruptSample as err:
+                            _refuse(err)
                 if n_read < min(count, stop - offset):
                     raise ValueError(f"shard {path} holds {n_read} samples but its manifest says {count}")
             offset += count

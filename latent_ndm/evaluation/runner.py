@@ -19,7 +19,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from data_tools.shard_index import split_pattern
+from data_tools.errors import DataToolError
+from data_tools.http_stream import ReadOptions
+from data_tools.shard_index import split_shards
 from latent_ndm.data.module import ShardDataModule
 from latent_ndm.errors import EvaluationError
 from latent_ndm.evaluation import fid
@@ -45,19 +47,21 @@ def check_metrics(metrics: list[str]) -> list[str]:
 def heldout_images(run: LoadedRun, split: str, shards: str | None, batch_size: int | None) -> Any:
     """A loader of the `split` images (of `shards`, else of the run's own data config), `batch_size` per batch (None:
     the run's, which with seed 0 reproduces its validation numbers); each image is read by exactly one process."""
-    if shards is not None:
-        spec: Any = split_pattern(shards, split)
-    else:
-        data = OmegaConf.create(run.config["data"])
-        spec = instantiate(data, _convert_="all").specs.get(split)
-        if spec is None:
-            raise EvaluationError(f"the run's data config has no {split!r} split; give shards=<image shard folder>")
-    batch_size = batch_size or int(run.config["data"]["batch_size"])
-    module = ShardDataModule(train_shards=None, test_shards=spec, batch_size=batch_size, kind="images",
-                             resolution=run.resolution, on_error="raise")
+    read = ReadOptions(**dict(run.config["data"].get("read") or {}))
     try:
+        if shards is not None:
+            spec: Any = split_shards(shards, split, read)
+        else:
+            data = OmegaConf.create(run.config["data"])
+            spec = instantiate(data, _convert_="all").specs.get(split)
+            if spec is None:
+                raise EvaluationError(f"the run's data config has no {split!r} split; give shards=<image shard "
+                                      "folder>")
+        batch_size = batch_size or int(run.config["data"]["batch_size"])
+        module = ShardDataModule(train_shards=None, test_shards=spec, batch_size=batch_size, kind="images",
+                                 resolution=run.resolution, on_error="raise", read=read)
         module.setup("test")
-    except ValueError as err:
+    except (ValueError, DataToolError) as err:
         raise EvaluationError(str(err)) from err
     return module.test_dataloader()
 

@@ -49,8 +49,8 @@ NOT_SHAPING = (
     "trainer.check_val_every_n_epoch", "trainer.limit_val_batches", "trainer.num_sanity_val_steps",
     "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.fast_dev_run", "trainer.enable_checkpointing", "trainer.accelerator", "trainer.strategy",
-    "trainer.deterministic", "trainer.default_root_dir", "data.num_workers", "data.on_error", "stage.images",
-    "stage.non_finite", "stage.max_skips", "stage.lpips.backbone_path", "ndm.F_size",
+    "trainer.deterministic", "trainer.default_root_dir", "data.num_workers", "data.on_error", "data.read",
+    "stage.images", "stage.non_finite", "stage.max_skips", "stage.lpips.backbone_path", "ndm.F_size",
 )
 
 

@@ -17,22 +17,25 @@ def make_data(root: Path) -> Path:
                            workers=0, progress=False)
 
 
-def base_overrides(run_dir: Path, data_root: Path) -> list[str]:
+def base_overrides(run_dir: Path, data_root: Path | str) -> list[str]:
+    """The tiny runs' overrides; a URL `data_root` (the tiny dataset served over HTTP) selects ``data=shards``."""
+    data = ([f"data.num_images={NUM_IMAGES}"] if "://" not in str(data_root) else
+            ["data=shards", "data.read.timeout=5", "data.read.retries=1", "data.read.backoff=0.01"])
     return [
-        "vae=tiny", f"data.root={data_root}", "data.resolution=16", f"data.num_images={NUM_IMAGES}",
+        *data, "vae=tiny", f"data.root={data_root}", "data.resolution=16",
         "data.batch_size=8", "data.shuffle_buffer=8", "data.num_workers=0", f"run_dir={run_dir}",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0",
         "trainer.log_every_n_steps=1", "logger=[csv]",
     ]
 
 
-def vae_cfg(run_dir: Path, data_root: Path, *overrides: str) -> DictConfig:
+def vae_cfg(run_dir: Path, data_root: Path | str, *overrides: str) -> DictConfig:
     """A tiny VAE for 2 steps: (3, 16, 16) images -> (3, 4, 4) latents."""
     return compose_config("train", ["stage=vae", *base_overrides(run_dir, data_root), "trainer.max_steps=2",
                            "trainer.val_check_interval=2", "stage.images.num=2", *overrides])
 
 
-def ndm_cfg(run_dir: Path, data_root: Path, vae_export: Path | None, *overrides: str,
+def ndm_cfg(run_dir: Path, data_root: Path | str, vae_export: Path | None, *overrides: str,
             time: str = "continuous") -> DictConfig:
     """stage=ndm shrunk to seconds: a tiny denoiser (and F_phi of its sizes) on 3x4x4 latents, 4-step sample grids;
     `time="discrete"` uses T = 10 steps. The 2-step VAE is collapsed by design, so the stage warns instead of
