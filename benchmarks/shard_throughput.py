@@ -1,8 +1,11 @@
-"""Read throughput: the webdataset shard pipeline against loose image files (a torchvision ImageFolder).
+"""Read throughput, side by side: loose image files (a torchvision ImageFolder), local shards, local shards through
+webdataset's own tar expander, and the same shards over HTTP from a server on the loopback.
 
-Both loaders use the same PNG files' bytes, the same PIL decode, the same conversion (uint8 per image, float in
-[-1, 1] per batch), a random horizontal flip, the same batch size and number of worker processes; both shuffle.
-They are measured alternately in one run; the script prints images/s for each and the ratio.
+Every loader uses the same PNG files' bytes, the same PIL decode, the same conversion (uint8 per image, float in
+[-1, 1] per batch), a random horizontal flip, the same batch size and number of worker processes; all shuffle. The
+shard loaders are `ShardDataModule`'s training loader (the webdataset pipeline); the HTTP one reads
+``http://127.0.0.1:PORT/...`` from ``python -m http.server`` run as a separate process. They are measured
+alternately in one run; the script prints images/s for each and the ratio to local shards.
 
     python -m benchmarks.shard_throughput --n 2048 --workers 2
 
@@ -16,10 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterable
+import urllib.request
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +35,15 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
+from webdataset.tariterators import tar_file_expander
 
-from data_tools.shard_index import expand_shards, iter_tar_samples, split_pattern
+from data_tools.locations import name_of
+from data_tools.shard_index import expand_shards, iter_tar_samples, split_pattern, split_shards
 from data_tools.synthetic import write_synthetic
 from latent_ndm.data.module import ShardDataModule, read_shard_info
 from latent_ndm.data.streams import to_unit_range
+
+LOCAL = "local shards"
 
 
 def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
@@ -89,14 +101,45 @@ def timed_pass(loader: Iterable) -> tuple[int, float]:
     return images, time.perf_counter() - start
 
 
-def build_loaders(shard_dir: Path, loose_dir: Path, n: int, batch_size: int, workers: int) -> dict[str, Iterable]:
-    dm = ShardDataModule(split_pattern(shard_dir, "train"), batch_size=batch_size, num_workers=workers,
-                         batches_per_epoch=n // batch_size, shuffle_buffer=1000, seed=0, flip=True)
-    dm.setup("fit")
+@contextmanager
+def http_server(folder: Path) -> Iterator[str]:
+    """``python -m http.server`` serving `folder` on 127.0.0.1 (a free port) in its own process; yields its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 (the loopback)
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def build_loaders(shard_dir: Path, loose_dir: Path, url: str, n: int, batch_size: int,
+                  workers: int) -> dict[str, Iterable]:
+    def shards(spec: object, **kwargs: object) -> Iterable:
+        dm = ShardDataModule(spec, batch_size=batch_size, num_workers=workers, batches_per_epoch=n // batch_size,
+                             shuffle_buffer=1000, seed=0, flip=True, **kwargs)
+        dm.setup("fit")
+        return dm.train_dataloader()
+
     folder = ImageFolder(str(loose_dir), loader=pil_loader, transform=FlipToTensor())
     loose = DataLoader(folder, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
                        persistent_workers=workers > 0, collate_fn=collate_images)
-    return {"shards (ShardDataModule)": dm.train_dataloader(), "loose files (ImageFolder)": loose}
+    return {
+        LOCAL: shards(split_pattern(shard_dir, "train")),
+        "local shards, tarfile expander": shards(split_pattern(shard_dir, "train"), tar_expander=tar_file_expander),
+        "shards over loopback HTTP": shards(split_shards(f"{url}/{shard_dir.name}", "train")),
+        "loose files (ImageFolder)": loose,
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -133,20 +176,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shard-bench-") as tmp:
         shard_dir = args.shards or write_synthetic(Path(tmp) / "shards", n=args.n, resolution=args.resolution,
                                                    split="train=1.0", shard_size=256, progress=False)
-        shard_files = expand_shards(split_pattern(shard_dir, "train"))
-        resolution = read_shard_info(shard_files).resolution
+        shard_files = [Path(p) for p in expand_shards(split_pattern(shard_dir, "train"))]
+        resolution = read_shard_info([str(p) for p in shard_files]).resolution
         n = export_loose_files(shard_files, Path(tmp) / "loose")
-        loaders = build_loaders(shard_dir, Path(tmp) / "loose", n, args.batch_size, args.workers)
-        files = dict(zip(loaders, [shard_files, sorted((Path(tmp) / "loose").rglob("*.png"))], strict=True))
-        rates = measure(loaders, files, args.rounds, args.cold)
+        with http_server(Path(shard_dir).parent) as url:
+            loaders = build_loaders(Path(shard_dir), Path(tmp) / "loose", url, n, args.batch_size, args.workers)
+            loose = sorted((Path(tmp) / "loose").rglob("*.png"))
+            files = {name: loose if name.startswith("loose") else shard_files for name in loaders}
+            rates = measure(loaders, files, args.rounds, args.cold)
     cache = "cold (evicted from the page cache before each pass)" if args.cold else "warm page cache"
-    print(f"{n} images of {resolution}x{resolution}, batch {args.batch_size}, {args.workers} workers, "
-          f"{args.rounds} alternating rounds, {cache}:")
+    print(f"{n} images of {resolution}x{resolution} in {len(shard_files)} shards ({name_of(shard_files[0])}, ...), "
+          f"batch {args.batch_size}, {args.workers} workers, {args.rounds} alternating rounds, {cache}:")
+    print(f"  {'loader':34s} {'images/s':>9s}  (median; min-max)   x local shards (median of per-round ratios)")
     for name, r in rates.items():
-        print(f"  {name:28s} {statistics.median(r):9.1f} images/s (median; min {min(r):.0f}, max {max(r):.0f})")
-    ratios = [a / b for a, b in zip(*rates.values(), strict=True)]
-    print(f"  ratio shards / loose files: {statistics.median(ratios):.2f}x "
-          f"(median of per-round ratios; range {min(ratios):.2f}-{max(ratios):.2f})")
+        ratios = [a / b for a, b in zip(r, rates[LOCAL], strict=True)]
+        print(f"  {name:34s} {statistics.median(r):9.1f}  ({min(r):.0f}-{max(r):.0f})  "
+              f"{statistics.median(ratios):6.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
     return 0
 
 

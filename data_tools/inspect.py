@@ -1,7 +1,8 @@
 """``python -m data_tools.inspect SHARDS [--verify]``: counts, resolution, integrity and a preview grid.
 
-SHARDS is a shard directory (with its ``manifest.json``), a glob or brace pattern, a URL or URL brace pattern
-(``https://host/data/x-train-{000000..000009}.tar``, ``s3://...``, ``pipe:...``), or several of them. Every shard is
+SHARDS is a shard directory (with its ``manifest.json``), a glob or brace pattern, a URL brace pattern
+(``https://host/data/x-train-{000000..000009}.tar``, ``s3://...``, ``pipe:...``), a URL folder (the shards its
+``manifest.json`` lists), or several of them. Every shard is
 read once, front to back, and compared with its manifest record (size and sample count; with ``--verify`` also its
 sha256). Exit status 0 when every shard matches, 1 otherwise.
 """
@@ -26,7 +27,7 @@ from data_tools.http_stream import ShardReadError
 from data_tools.locations import Location, name_of
 from data_tools.manifest import PREVIEW_NAME
 from data_tools.reading import open_location
-from data_tools.shard_index import HOW_TO_CREATE, expand_shards, iter_tar_samples, manifest_records, shard_info
+from data_tools.shard_index import HOW_TO_CREATE, iter_tar_samples, manifest_records, resolve_shards, shard_info
 from data_tools.tarread import iter_tar_members
 
 
@@ -118,7 +119,7 @@ def preview_grid(paths: list[Location], n: int) -> np.ndarray | None:
 
 def report(spec: list[str], preview: Path | None, n_preview: int, verify: bool = False) -> int:
     """Print the report for the shards named by `spec`; return the exit status."""
-    paths = expand_shards(spec)
+    paths = resolve_shards(spec)
     if not paths:
         raise DataToolError(f"no shards match {' '.join(spec)}; {HOW_TO_CREATE}")
     info = shard_info(paths)
@@ -160,7 +161,7 @@ def _write_preview(paths: list[Location], kind: str, grid_path: Path, n: int) ->
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data_tools.inspect",
                                 description="Counts, resolution, checksum verification and a preview grid of shards.")
-    p.add_argument("shards", nargs="+", help="shard directory, glob or brace pattern")
+    p.add_argument("shards", nargs="+", help="shard directory, glob or brace pattern, URL pattern or URL folder")
     p.add_argument("--preview", type=Path, default=None,
                    help=f"where the preview grid PNG goes (default: {PREVIEW_NAME} in the working directory; never "
                         "into the dataset)")

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 from webdataset.gopen import gopen
 from webdataset.handlers import reraise_exception
-from webdataset.tariterators import base_plus_ext, group_by_keys
+from webdataset.tariterators import group_by_keys
 
 from data_tools.http_stream import DEFAULT_READ, HttpStream, ReadOptions, ShardReadError
 from data_tools.locations import HTTP_SCHEMES, OBJECT_STORES, join, local_path, object_store_command, scheme
@@ -137,11 +137,14 @@ def tar_members(sources: Iterable[dict[str, Any]], handler: Handler = reraise_ex
     for source in sources:
         url, stream = source["url"], source["stream"]
         held: list[dict[str, Any]] = []
+        held_key = None
         try:
             for name, data in iter_tar_members(stream, "the tar"):
-                if held and base_plus_ext(name)[0] != base_plus_ext(held[0]["fname"])[0]:
+                folder, _, base = name.rpartition("/")
+                key = (folder, base.partition(".")[0])  # the sample key, as webdataset's base_plus_ext cuts it
+                if key != held_key:
                     yield from held
-                    held = []
+                    held, held_key = [], key
                 held.append({"fname": name, "data": data, "__url__": url})
             yield from held
         except (ValueError, OSError) as err:

@@ -17,7 +17,7 @@ from typing import Any
 
 from data_tools.errors import DataToolError
 from data_tools.http_stream import DEFAULT_READ, ReadOptions
-from data_tools.locations import Location, expand_shards, folder_of, is_remote, join, local_path, name_of
+from data_tools.locations import Location, expand_shards, folder_of, is_remote, join, local_path, name_of, scheme
 from data_tools.manifest import read_manifest
 from data_tools.reading import iter_shard_samples
 
@@ -32,6 +32,19 @@ HOW_TO_CREATE = ("create shards with `python -m data_tools.synthetic data/synthe
 def split_pattern(root: str | Path, split: str) -> str:
     """The glob of one split's shards in a shard folder, e.g. ``data/synthetic-32/*-train-*.tar``."""
     return str(local_path(root) / f"*-{split}-*.tar")
+
+
+def resolve_shards(spec: str | Path | Sequence[str | Path], options: ReadOptions = DEFAULT_READ) -> list[Location]:
+    """`expand_shards`, where a remote folder (a URL that does not name a ``.tar``) means every shard its manifest
+    lists."""
+    specs = [spec] if isinstance(spec, str | Path) else list(spec)
+    found: set[str] = set()
+    for item in specs:
+        if is_remote(item) and scheme(item) != "pipe" and not str(item).rstrip("/").endswith((".tar", "}")):
+            found.update(p for paths in shards_by_split(str(item).rstrip("/"), (), options)[1].values() for p in paths)
+        else:
+            found.update(expand_shards(item))
+    return sorted(found)
 
 
 def split_shards(root: str | Path, split: str, options: ReadOptions = DEFAULT_READ) -> str | list[Location]:

@@ -26,12 +26,13 @@ from torch.utils.data import DataLoader
 from data_tools.errors import DataToolError
 from data_tools.http_stream import DEFAULT_READ, ReadOptions, ShardReadError
 from data_tools.locations import folder_of
+from data_tools.reading import tar_members
 from data_tools.shard_index import (
     HOW_TO_CREATE,
     ShardInfo,
     damaged_shards,
-    expand_shards,
     iter_tar_samples,
+    resolve_shards,
     shard_info,
     without,
 )
@@ -48,10 +49,10 @@ def read_shard_info(shards: ShardSpec, read: ReadOptions = DEFAULT_READ) -> Shar
 
     Raises a one-sentence ValueError when nothing matches or a manifest (or an unlisted shard) cannot be read.
     """
-    paths = expand_shards(shards)
-    if not paths:
-        raise ValueError(f"no shards match {shards!s}; {HOW_TO_CREATE}")
     try:
+        paths = resolve_shards(shards, read)
+        if not paths:
+            raise ValueError(f"no shards match {shards!s}; {HOW_TO_CREATE}")
         info = shard_info(paths, read)
     except ShardReadError as err:
         raise ValueError(f"cannot count the samples of shard {err}; serve its manifest.json beside it") from err
@@ -125,6 +126,7 @@ class ShardDataModule(L.LightningDataModule):
         read: how remote shards are read: {"timeout": seconds without a byte before a stall is declared,
             "retries": further attempts after a transient failure, "backoff": seconds before the first retry}
             (`data_tools.http_stream.ReadOptions`).
+        tar_expander: the training pipeline's tar expander stage (`TrainStream`).
     """
 
     def __init__(self, train_shards: ShardSpec | None, val_shards: ShardSpec | None = None,
@@ -132,7 +134,8 @@ class ShardDataModule(L.LightningDataModule):
                  resolution: int | None = None, batches_per_epoch: int | None = None, shuffle_buffer: int = 1000,
                  seed: int = 0, flip: bool = True, kind: str = "images", return_meta: bool = False,
                  multiprocessing_context: str | None = None, on_error: str = "warn",
-                 read: ReadOptions | dict[str, Any] | None = None) -> None:
+                 read: ReadOptions | dict[str, Any] | None = None,
+                 tar_expander: Callable[..., Iterator[dict[str, Any]]] = tar_members) -> None:
         super().__init__()
         if kind not in ("images", "latents"):
             raise ValueError(f"kind must be 'images' or 'latents', got {kind!r}")
@@ -146,6 +149,7 @@ class ShardDataModule(L.LightningDataModule):
         self.flip, self.kind, self.return_meta = flip, kind, return_meta
         self.multiprocessing_context, self.on_error = multiprocessing_context, on_error
         self.read = read if isinstance(read, ReadOptions) else ReadOptions(**dict(read or {}))
+        self.tar_expander = tar_expander
         self.info: dict[str, ShardInfo] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -225,7 +229,7 @@ class ShardDataModule(L.LightningDataModule):
                           "streams", stacklevel=2)
         stream = TrainStream(info.paths, self._decoder(info), self.batch_size, self.train_batches_per_epoch(),
                              self.shuffle_buffer, self.seed, self.flip, rank, world, self.return_meta, self.on_error,
-                             counts=info.counts, read=self.read)
+                             counts=info.counts, read=self.read, expander=self.tar_expander)
         return self._loader(stream)
 
     def _eval_loader(self, split: str) -> DataLoader:

@@ -197,14 +197,19 @@ class ShardFaults:
 
 
 class TrainStream(IterableDataset):
-    """Endless resampled stream cut into exactly `batches_per_epoch` batches per rank (see module doc)."""
+    """Endless resampled stream cut into exactly `batches_per_epoch` batches per rank (see module doc).
+
+    `expander` is the tar expander stage: `data_tools.reading.tar_members` (a header parser) or webdataset's own
+    `tar_file_expander` (Python's tarfile), which gives the same samples more slowly (benchmarks/shard_throughput.py).
+    """
 
     def __init__(self, paths: list[str], decoder: SampleDecoder, batch_size: int, batches_per_epoch: int,
                  shuffle_buffer: int, seed: int, flip: bool, rank: int = 0, world_size: int = 1,
                  return_meta: bool = False, on_error: str = "raise", counts: list[int] | None = None,
-                 read: ReadOptions = DEFAULT_READ) -> None:
+                 read: ReadOptions = DEFAULT_READ, expander: Callable[..., Iterator[dict[str, Any]]] = tar_members
+                 ) -> None:
         super().__init__()
-        self.on_error, self.read = on_error, read
+        self.on_error, self.read, self.expander = on_error, read, expander
         self.paths, self.decoder = [str(p) for p in paths], decoder
         self.counts = dict(zip(self.paths, counts, strict=True)) if counts is not None else {}
         self.batch_size, self.batches_per_epoch = batch_size, batches_per_epoch
@@ -247,7 +252,7 @@ class TrainStream(IterableDataset):
         stages: list[Any] = [
             lambda: self._resampled(rng, shards, faults.bad),
             partial(open_shards, options=self.read, handler=faults),
-            partial(tar_members, handler=faults),
+            partial(self.expander, handler=faults),
             partial(group_by_keys, handler=faults),
         ]
         if self.shuffle_buffer > 1:

@@ -132,3 +132,5 @@ def test_inspect_checks_url_shards_against_their_manifest(server: tuple[Path, st
     out = capsys.readouterr().out
     assert status == 0 and "integrity (size, count and sha256): 2/2 shards match the manifest" in out
     assert (tmp_path / "p.png").is_file()
+    assert inspect.main([url, "--preview-images", "0"]) == 0  # a URL folder: the shards its manifest lists
+    assert "integrity (size and count; --verify adds the sha256): 4/4 shards match" in capsys.readouterr().out
