@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +18,11 @@ import pytest
 from data_tools import inspect
 from data_tools.shard_index import iter_tar_samples, split_shards
 from latent_ndm import encode, fid_stats
+from latent_ndm.comparison.measure import training_images
 from latent_ndm.data.module import ShardDataModule
 from latent_ndm.evaluation.runner import evaluate
 from latent_ndm.runs.config import compose_config
+from latent_ndm.runs.load import load_run
 from latent_ndm.training import ndm_module
 from latent_ndm.training.builders import build_strategy
 from latent_ndm.training.run import train
@@ -68,6 +71,12 @@ def test_a_resumed_run_on_url_shards_reproduces_the_uninterrupted_losses(tmp_pat
     train(ndm_cfg(tmp_path / "cut", url, vae, "trainer.max_steps=6", *common))  # resumed mid-epoch 0
     assert sorted(losses) == [2, 3, 4, 5]
     assert [losses[s] for s in range(2, 6)] == pytest.approx([full[s] for s in range(2, 6)], rel=1e-6, abs=0)
+    # evaluate and benchmark read a run's own data config: its URL
+    run = load_run(tmp_path / "full")
+    assert training_images(run, 4).shape == (4, 3, 16, 16)
+    out = evaluate(compose_config("evaluate", [f"ckpt={tmp_path / 'full'}", "metrics=[nelbo]", "progress=false",
+                                               "accelerator=cpu"]))
+    assert out.results["nelbo"]["count"] == 12
 
 
 def test_two_process_ddp_from_urls_evaluates_every_sample_once(tmp_path: Path) -> None:
@@ -89,6 +98,25 @@ def test_two_process_ddp_from_urls_evaluates_every_sample_once(tmp_path: Path) -
     val = Counter(seen[0]["val_keys"] + seen[1]["val_keys"])
     expected = {f"{url}/{p.name}/{k}" for p in sorted(root.glob("*-val-*.tar")) for k, _ in iter_tar_samples(p)}
     assert set(val) == expected and set(val.values()) == {1}
+
+
+def test_a_rank_that_loses_all_its_shards_stops_the_run_instead_of_leaving_the_other_waiting(tmp_path: Path) -> None:
+    """Rank 1 reads training shards 1, 3 and 5 of 6, all 404: it stops with an error naming them, and the run ends
+    (the other rank is not left waiting in a collective for `ddp_timeout_s`)."""
+    tiny_synthetic(tmp_path / "www" / "syn", n=64, resolution=16, shard_size=8)  # 6 train shards, 2 val shards
+    faults = {f"synthetic-train-00000{i}.tar": "404" for i in (1, 3, 5)}
+    with ShardServer(tmp_path / "www", faults) as running:
+        url = f"{running.url}/syn"
+        dm = ShardDataModule(split_shards(url, "train"), split_shards(url, "val"), batch_size=4, batches_per_epoch=3,
+                             shuffle_buffer=1, return_meta=True, read={"timeout": 5, "retries": 0})
+        trainer = L.Trainer(accelerator="cpu", devices=2, strategy=build_strategy("ddp_spawn", 600), max_epochs=1,
+                            num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False)
+        start = time.monotonic()
+        with pytest.raises(Exception, match=r"none of the training shards .*synthetic-train-000001.tar.*"
+                                            r"synthetic-train-000005.tar.* can be read"):
+            trainer.fit(KeyRecorder(str(tmp_path)), datamodule=dm)
+    assert time.monotonic() - start < 120
 
 
 def test_encode_from_a_url_writes_the_latents_of_the_local_folder(tmp_path: Path, server: tuple[Path, str],
