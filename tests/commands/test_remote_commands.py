@@ -131,6 +131,14 @@ def test_encode_from_a_url_writes_the_latents_of_the_local_folder(tmp_path: Path
         b = list(iter_tar_samples(tmp_path / "url" / shard.name))
         assert [k for k, _ in a] == [k for k, _ in b] and all(x == y for (_, x), (_, y) in zip(a, b, strict=True))
     assert command("encode", encode.run, [f"vae_ckpt={vae}", f"shards={url}", "device=cpu"]) == 1  # out= needed
+    with ShardServer(tmp_path) as latents:  # data=latents from a URL: the manifest's VAE record is checked as ever
+        cfg = compose_config("train", [
+            "stage=ndm", "data=latents", f"data.root={latents.url}/url", "data.batch_size=8", "data.read.timeout=5",
+            f"run_dir={tmp_path / 'ndm'}", f"vae_ckpt={vae}", "ndm/denoiser=tiny", "ndm.latent.channels=3",
+            "ndm.latent.resolution=4", "ndm.denoiser.channel_mult=[1]", "stage.images.num=2", "stage.images.steps=4",
+            "stage.collapsed_vae=warn", "trainer.enable_progress_bar=false", "logger=[csv]",
+            "trainer.fast_dev_run=true"])
+        assert train(cfg).trainer.global_step == 1
 
 
 def test_fid_stats_and_evaluate_from_a_url_match_the_local_folder(tmp_path: Path, server: tuple[Path, str],
