@@ -23,13 +23,12 @@ from latent_ndm.data.module import ShardDataModule
 from latent_ndm.evaluation.runner import evaluate
 from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.load import load_run
-from latent_ndm.training import ndm_module
 from latent_ndm.training.builders import build_strategy
 from latent_ndm.training.run import train
 from tests.support.data_fixtures import KeyRecorder, tiny_synthetic
 from tests.support.fid_stand_in import STAND_IN
 from tests.support.http_server import ShardServer
-from tests.support.tiny_runs import command, ndm_cfg, vae_cfg
+from tests.support.tiny_runs import command, ndm_cfg, record_ndm_losses, vae_cfg
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +51,13 @@ def test_a_resumed_run_on_url_shards_reproduces_the_uninterrupted_losses(tmp_pat
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """As the local-shard resume test (tests/training/test_train_ndm.py), with `data=shards data.root=<URL>`."""
     _, url = server
-    losses: dict[int, float] = {}
-    real_step = ndm_module.NDMModule.training_step
-
-    def recording(self, batch, batch_idx):
-        loss = real_step(self, batch, batch_idx)
-        losses[self.global_step] = loss.item()
-        return loss
-
-    monkeypatch.setattr(ndm_module.NDMModule, "training_step", recording)
+    losses = record_ndm_losses(monkeypatch)
     common = ("trainer.val_check_interval=2",
               "trainer.limit_val_batches=1", "stage.images.every_n_steps=0")
     vae = tiny_vae_run / "export"
     train(ndm_cfg(tmp_path / "full", url, vae, "trainer.max_steps=6", *common))
-    full, losses = dict(losses), {}
+    full = dict(losses)
+    losses.clear()
     train(ndm_cfg(tmp_path / "cut", url, vae, "trainer.max_steps=2", *common))
     losses.clear()
     train(ndm_cfg(tmp_path / "cut", url, vae, "trainer.max_steps=6", *common))  # resumed mid-epoch 0

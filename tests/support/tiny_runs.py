@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import torch
 from omegaconf import DictConfig
 
 from data_tools.synthetic import write_synthetic
 from latent_ndm.runs.config import compose_config
+from latent_ndm.training import ndm_module
 
 NUM_IMAGES = 48  # 36 train images (4 batches of 8 per epoch) and 12 val images
 
@@ -58,3 +61,17 @@ def command(name: str, run: object, overrides: list[str]) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     return 0
+
+
+def record_ndm_losses(monkeypatch: pytest.MonkeyPatch) -> dict[int, float]:
+    """Patch the NDM training step to record its loss by global step; the returned dict fills as runs train."""
+    losses: dict[int, float] = {}
+    real_step = ndm_module.NDMModule.training_step
+
+    def recording(self: ndm_module.NDMModule, batch: object, batch_idx: int) -> torch.Tensor:
+        loss = real_step(self, batch, batch_idx)
+        losses[self.global_step] = loss.item()
+        return loss
+
+    monkeypatch.setattr(ndm_module.NDMModule, "training_step", recording)
+    return losses

@@ -22,7 +22,7 @@ from latent_ndm.training import ndm_loss, ndm_module
 from latent_ndm.training import run as train_module
 from latent_ndm.training.ndm_stage import build_model
 from latent_ndm.training.run import train
-from tests.support.tiny_runs import base_overrides, ndm_cfg
+from tests.support.tiny_runs import base_overrides, ndm_cfg, record_ndm_losses
 
 
 @pytest.fixture(scope="module")
@@ -95,19 +95,12 @@ def test_resume_from_last_ckpt_reproduces_the_uninterrupted_losses(tmp_path: Pat
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # Everything a resumed run must restore: weights, optimizer, LR schedule, EMA, the per-step noise, and the data
     # (every epoch's training stream is seeded by (seed, epoch, rank, worker), and the epoch comes from the checkpoint).
-    losses: dict[int, float] = {}
-    real_step = ndm_module.NDMModule.training_step
-
-    def recording(self, batch, batch_idx):
-        loss = real_step(self, batch, batch_idx)
-        losses[self.global_step] = loss.item()
-        return loss
-
-    monkeypatch.setattr(ndm_module.NDMModule, "training_step", recording)
+    losses = record_ndm_losses(monkeypatch)
     common = ("ndm/transform=neural", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",  # 4 = an epoch
               "stage.images.every_n_steps=0")
     train(ndm_cfg(tmp_path / "full", data_root, vae_export, "trainer.max_steps=10", *common))
-    full, losses = dict(losses), {}
+    full = dict(losses)
+    losses.clear()
     train(ndm_cfg(tmp_path / "cut", data_root, vae_export, "trainer.max_steps=4", *common))
     assert sorted(losses) == [0, 1, 2, 3]
     for stop in (6, 10):  # resumed at the end of epoch 0, then in the middle of epoch 1 (and on into epoch 2)
