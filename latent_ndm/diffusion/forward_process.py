@@ -5,6 +5,9 @@ Posterior (eq. 8):  q(z_s | z_t, x) = N(alpha_s F(x, s) + sqrt(sigma_s^2 - nu^2)
                     nu^2 I) for s < t and any 0 < nu^2 <= sigma_s^2; DDPM's nu^2 = sigma_s^2 (1 - SNR_t / SNR_s).
 Continuous time:    c(t) = d sigma_t^2/dt - 2 r(t) sigma_t^2 + g^2(t), the coefficient of the score in the reverse drift
                     and in the continuous objective (the corrected eq. 11-12).
+Learned noise:      the Gaussian NFDM process sigma(x, t) = sigma_t exp(L(x, t)) (`latent_ndm.diffusion.noise`) samples
+                    z_t = alpha_t F + sigma(x, t) eps and adds `noise_drift` to the reverse drift f(z, t, x) (MATH.md
+                    section 11); with L = None everything here is NDM's, computed as before.
 
 Shapes: data-like tensors are (B, ...); schedule fields are (B,) and are broadcast with `append_dims`.
 """
@@ -17,12 +20,16 @@ from latent_ndm.diffusion.checks import append_dims
 from latent_ndm.diffusion.schedule import ScheduleOutput
 
 
-def forward_sample(F_x_t: torch.Tensor, eps: torch.Tensor, sched_t: ScheduleOutput) -> torch.Tensor:
-    """z_t = alpha_t F(x, t) + sigma_t eps (NDM eq. 7), in the dtype of F."""
+def forward_sample(F_x_t: torch.Tensor, eps: torch.Tensor, sched_t: ScheduleOutput,
+                   L_x_t: torch.Tensor | None = None) -> torch.Tensor:
+    """z_t = alpha_t F(x, t) + sigma_t eps (NDM eq. 7), in the dtype of F; with a learned noise scale L(x, t),
+    z_t = alpha_t F(x, t) + sigma_t exp(L(x, t)) eps."""
     nd = F_x_t.ndim
     alpha = append_dims(sched_t.alpha, nd).to(F_x_t.dtype)
     sigma = append_dims(sched_t.sigma, nd).to(F_x_t.dtype)
-    return alpha * F_x_t + sigma * eps
+    if L_x_t is None:
+        return alpha * F_x_t + sigma * eps
+    return alpha * F_x_t + sigma * torch.exp(L_x_t.to(F_x_t.dtype)) * eps
 
 
 def ddpm_nu2(sched_s: ScheduleOutput, sched_t: ScheduleOutput) -> torch.Tensor:
@@ -44,3 +51,17 @@ def drift_coefficient(sched: ScheduleOutput, g2: torch.Tensor) -> torch.Tensor:
 
     The printed eq. (12) drops d sigma^2/dt; this is the corrected form (docs/MATH.md section 5)."""
     return sched.d_sigma2 - 2.0 * sched.r * sched.sigma2 + g2
+
+
+def noise_excess(L: torch.Tensor, dL_dt: torch.Tensor, sched: ScheduleOutput, g2: torch.Tensor) -> torch.Tensor:
+    """e = dL/dt + g^2 / (2 sigma_t^2) (exp(-2 L) - 1): how much sigma'/sigma + g^2 / (2 sigma^2), the coefficient of
+    (z - mu) in the reverse drift, grows when sigma_t becomes sigma_t exp(L); zero at L = 0. Shape of L."""
+    c = append_dims(g2 / (2.0 * sched.sigma2), L.ndim).to(L.dtype)
+    return dL_dt + c * torch.expm1(-2.0 * L)
+
+
+def noise_drift(z: torch.Tensor, F: torch.Tensor, L: torch.Tensor, dL_dt: torch.Tensor, sched: ScheduleOutput,
+                g2: torch.Tensor) -> torch.Tensor:
+    """What a learned noise scale adds to the reverse drift f(z, t, x): e (z - alpha_t F(x, t)) (MATH.md section 11)."""
+    alpha = append_dims(sched.alpha, z.ndim).to(z.dtype)
+    return noise_excess(L.to(z.dtype), dL_dt.to(z.dtype), sched, g2) * (z - alpha * F.to(z.dtype))

@@ -4,7 +4,9 @@ Reverse SDE (t from 1 to 0):  dz = f(z, t, x_hat) dt + g dw,  with reverse noise
   f(z, t, x) = alpha_t dF/dt(x, t) + r z - 1/2 c(t) s(x, z, t),   s(x, z, t) = (alpha_t F(x, t) - z) / sigma_t^2,
   c(t) = d sigma^2/dt - 2 r sigma^2 + g^2.
 k = 1 is the SDE matching the forward process; k = 0 gives the probability-flow ODE v(z, t)
-(NDM eq. 12-13 corrected; docs/MATH.md section 6).
+(NDM eq. 12-13 corrected; docs/MATH.md section 6). With a learned noise scale (the Gaussian NFDM process) the drift
+gains `noise_drift` = e (z - alpha_t F(x_hat, t)) at the same g (MATH.md section 11): the samplers and the ODE
+likelihood, which only call `drift` and `velocity`, serve both processes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import torch
 from torch import nn
 
 from latent_ndm.diffusion.checks import append_dims
-from latent_ndm.diffusion.forward_process import drift_coefficient
+from latent_ndm.diffusion.forward_process import drift_coefficient, noise_drift
+from latent_ndm.diffusion.noise import NoiseScale
 from latent_ndm.diffusion.schedule import ScheduleOutput, VPSchedule
 from latent_ndm.diffusion.transforms import Transform, TransformOutput
 
@@ -28,13 +31,16 @@ def reverse_drift(z: torch.Tensor, tf_xh: TransformOutput, sched: ScheduleOutput
 
 
 class ReverseProcess(nn.Module):
-    """Holds the denoiser x_hat_theta, the transform F_phi and the schedule; gives x_hat, drifts and velocities."""
+    """Holds the denoiser x_hat_theta, the transform F_phi, the schedule and (NFDM) the noise scale L_phi; gives x_hat,
+    drifts and velocities."""
 
-    def __init__(self, denoiser: nn.Module, transform: Transform, schedule: VPSchedule) -> None:
+    def __init__(self, denoiser: nn.Module, transform: Transform, schedule: VPSchedule,
+                 noise: NoiseScale | None = None) -> None:
         super().__init__()
         self.denoiser = denoiser
         self.transform = transform
         self.schedule = schedule
+        self.noise = noise
 
     def drift(self, z: torch.Tensor, t: torch.Tensor, g2_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(z, t, x_hat), g^2(t)) for the reverse SDE with g^2 = g2_scale * g_F^2; t of shape (B,)."""
@@ -43,7 +49,11 @@ class ReverseProcess(nn.Module):
         tf = self.transform.F_and_dF_dt(x_hat.to(z.dtype), t.to(z.dtype))
         g2 = g2_scale * sched.g2
         s = _cast(sched, z.dtype)
-        return reverse_drift(z, tf, s, g2.to(z.dtype)), g2
+        f = reverse_drift(z, tf, s, g2.to(z.dtype))
+        if self.noise is not None:
+            nl = self.noise.F_and_dF_dt(x_hat.to(z.dtype), t.to(z.dtype))
+            f = f + noise_drift(z, tf.F, nl.F, nl.dF_dt, s, g2.to(z.dtype))
+        return f, g2
 
     def velocity(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Probability-flow ODE velocity v(z, t) = f(z, t, x_hat) with g = 0."""

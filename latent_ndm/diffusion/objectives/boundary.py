@@ -16,7 +16,8 @@ def boundary_times(x: torch.Tensor, t_0: float) -> tuple[torch.Tensor, torch.Ten
 
 
 def boundary_terms(schedule: VPSchedule, x: torch.Tensor, F_0: torch.Tensor, F_1: torch.Tensor,
-                   t_0: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L_rec, L_prior) per example from F(x, t_0) and F(x, 1)."""
+                   t_0: float, L_0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_rec, L_prior) per example from F(x, t_0) and F(x, 1) (and a learned noise scale's L(x, t_0); L(x, 1) = 0 by
+    construction, so the prior term is NDM's)."""
     t0, t1 = boundary_times(x, t_0)
-    return reconstruction(x, F_0, schedule(t0)), prior_kl(F_1, schedule(t1))
+    return reconstruction(x, F_0, schedule(t0), L_0), prior_kl(F_1, schedule(t1))

@@ -10,8 +10,9 @@ from torch import nn
 
 from latent_ndm.diffusion.checks import check_batch
 from latent_ndm.diffusion.forward_process import forward_sample
+from latent_ndm.diffusion.noise import NoiseScale
 from latent_ndm.diffusion.objectives.boundary import boundary_terms, boundary_times
-from latent_ndm.diffusion.objectives.terms import NDMLoss, continuous_integrand
+from latent_ndm.diffusion.objectives.terms import NDMLoss, NoiseTerms, continuous_integrand
 from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.diffusion.time_sampling import TimeSampler
 from latent_ndm.diffusion.transforms import Transform
@@ -22,13 +23,15 @@ class ContinuousNDMObjective:
 
     The reconstruction term sits at the sampler's t_eps, so rec + diff + prior is a bound on -log p(x).
     The transform is called twice: once at x for (F, dF/dt) at t and F at t_eps and 1 (needed for z_t), and once
-    at x_hat for (F, dF/dt) at t.
+    at x_hat for (F, dF/dt) at t. With a learned noise scale `noise` (the Gaussian NFDM process, MATH.md section 11)
+    it is called the same way: at x for (L, dL/dt) at t and L at t_eps, at x_hat for (L, dL/dt) at t.
     """
 
-    def __init__(self, schedule: VPSchedule, time_sampler: TimeSampler) -> None:
+    def __init__(self, schedule: VPSchedule, time_sampler: TimeSampler, noise: NoiseScale | None = None) -> None:
         self.schedule = schedule
         self.time_sampler = time_sampler
         self.t_eps = time_sampler.t_eps
+        self.noise = noise
 
     def __call__(self, denoiser: nn.Module, transform: Transform, x: torch.Tensor,
                  generator: torch.Generator | None = None) -> NDMLoss:
@@ -41,10 +44,20 @@ class ContinuousNDMObjective:
 
         t_0, t_1 = (b.to(x.dtype) for b in boundary_times(x, self.t_eps))
         tf_x, tf_0, tf_1 = transform.evaluate(x, [t, t_0, t_1], [True, False, False])
-        z_t = forward_sample(tf_x.F, eps, sched)
+        if self.noise is None:
+            z_t = forward_sample(tf_x.F, eps, sched)
+            x_hat = denoiser(z_t, t)
+            tf_xh = transform.F_and_dF_dt(x_hat, t)
+            diff = ts.weight * continuous_integrand(tf_x.F, tf_x.dF_dt, tf_xh.F, tf_xh.dF_dt, sched)
+            rec, prior = boundary_terms(self.schedule, x, tf_0.F, tf_1.F, self.t_eps)
+            return NDMLoss(rec=rec, diff=diff, prior=prior, total=rec + diff + prior)
+
+        nl_x, nl_0 = self.noise.evaluate(x, [t, t_0], [True, False])
+        z_t = forward_sample(tf_x.F, eps, sched, nl_x.F)
         x_hat = denoiser(z_t, t)
         tf_xh = transform.F_and_dF_dt(x_hat, t)
-        diff = ts.weight * continuous_integrand(tf_x.F, tf_x.dF_dt, tf_xh.F, tf_xh.dF_dt, sched)
-
-        rec, prior = boundary_terms(self.schedule, x, tf_0.F, tf_1.F, self.t_eps)
+        nl_xh = self.noise.F_and_dF_dt(x_hat, t)
+        noise = NoiseTerms(z=z_t, L_x=nl_x.F, dL_x=nl_x.dF_dt, L_xh=nl_xh.F, dL_xh=nl_xh.dF_dt)
+        diff = ts.weight * continuous_integrand(tf_x.F, tf_x.dF_dt, tf_xh.F, tf_xh.dF_dt, sched, noise)
+        rec, prior = boundary_terms(self.schedule, x, tf_0.F, tf_1.F, self.t_eps, nl_0.F)
         return NDMLoss(rec=rec, diff=diff, prior=prior, total=rec + diff + prior)

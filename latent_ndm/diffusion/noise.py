@@ -1,0 +1,43 @@
+"""The learnable noise scale of the Gaussian NFDM forward process (Bartosh et al. 2024; docs/MATH.md section 11).
+
+NDM learns the mean of q(z_t | x) and fixes its noise. The Gaussian NFDM forward process learns both:
+
+    q(z_t | x) = N(alpha_t F(x, t), sigma(x, t)^2 I),   sigma(x, t) = sigma_t exp(L(x, t)),
+    L(x, t) = t (1 - t) rho(x, t),
+
+per example and per dimension. L vanishes at t = 0 and t = 1, so q(z_1 | x) has NDM's variance sigma_1^2 (the prior
+term is NDM's) and the noise is exactly the schedule's at the data end. L = 0 is NDM, element for element.
+
+`NoiseScale` returns L(x, t) and, in one forward-mode pass, its partial time derivative dL/dt (the same jvp as the
+transforms': its `TransformOutput` holds L in `.F` and dL/dt in `.dF_dt`). What L adds to the drifts is
+`noise_excess` (terms.py): e = dL/dt + g^2 / (2 sigma_t^2) (exp(-2 L) - 1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from latent_ndm.diffusion.checks import append_dims
+from latent_ndm.diffusion.transforms import JvpMethod, JvpTransform
+
+
+def boundary_weight(t: torch.Tensor) -> torch.Tensor:
+    """w(t) = t (1 - t): zero at both ends of [0, 1], so L(x, 0) = L(x, 1) = 0."""
+    return t * (1.0 - t)
+
+
+class NoiseScale(JvpTransform):
+    """L(x, t) = t (1 - t) rho(x, t), the log of sigma(x, t) / sigma_t; `rho` = `net(x, t)`, any time-conditioned
+    network returning a tensor of the shape of x (run with autocast off, as the transforms' are)."""
+
+    def __init__(self, net: nn.Module, jvp_method: JvpMethod = "forward") -> None:
+        super().__init__(jvp_method)
+        self.net = net
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            rho = self.net(x, t)
+        if rho.shape != x.shape:
+            raise ValueError(f"noise-scale network returned shape {tuple(rho.shape)} for input {tuple(x.shape)}")
+        return append_dims(boundary_weight(t.to(x.dtype)), x.ndim) * rho
