@@ -44,14 +44,19 @@ class ReverseProcess(nn.Module):
 
     def drift(self, z: torch.Tensor, t: torch.Tensor, g2_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(z, t, x_hat), g^2(t)) for the reverse SDE with g^2 = g2_scale * g_F^2; t of shape (B,)."""
+        return self.drift_given(z, t, self.denoiser(z, t), g2_scale)
+
+    def drift_given(self, z: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
+                    g2_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f(z, t, x), g^2(t)) at a given x: x_hat for the model, the data for the forward process (with g = 0, the
+        velocity of z_t = mu + sigma eps at fixed eps)."""
         sched = self.schedule(t)
-        x_hat = self.denoiser(z, t)
-        tf = self.transform.F_and_dF_dt(x_hat.to(z.dtype), t.to(z.dtype))
+        tf = self.transform.F_and_dF_dt(x.to(z.dtype), t.to(z.dtype))
         g2 = g2_scale * sched.g2
         s = _cast(sched, z.dtype)
         f = reverse_drift(z, tf, s, g2.to(z.dtype))
         if self.noise is not None:
-            nl = self.noise.F_and_dF_dt(x_hat.to(z.dtype), t.to(z.dtype))
+            nl = self.noise.F_and_dF_dt(x.to(z.dtype), t.to(z.dtype))
             f = f + noise_drift(z, tf.F, nl.F, nl.dF_dt, s, g2.to(z.dtype))
         return f, g2
 

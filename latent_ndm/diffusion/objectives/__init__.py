@@ -1,7 +1,9 @@
-"""NDM objectives (NDM eq. 9-11): per-example negative ELBO terms in nats, discrete (T steps) or continuous time."""
+"""NDM objectives (NDM eq. 9-11): per-example negative ELBO terms in nats, discrete (T steps) or continuous time; and
+the straight-trajectory regression for few-step sampling (not a bound)."""
 
 from latent_ndm.diffusion.objectives.continuous import ContinuousNDMObjective
 from latent_ndm.diffusion.objectives.discrete import DiscreteNDMObjective
+from latent_ndm.diffusion.objectives.straight import StraightFlowObjective, StraightLoss
 from latent_ndm.diffusion.objectives.terms import NDMLoss
 
-__all__ = ["ContinuousNDMObjective", "DiscreteNDMObjective", "NDMLoss"]
+__all__ = ["ContinuousNDMObjective", "DiscreteNDMObjective", "NDMLoss", "StraightFlowObjective", "StraightLoss"]

@@ -1,0 +1,78 @@
+"""The straight-trajectory objective (docs/MATH.md section 12): a regression for few-step sampling, not a bound.
+
+The generative ODE is the model's probability flow v_theta(z, t) = f(z, t, x_hat_theta(z, t)) at g = 0
+(`ReverseProcess.velocity`), over a forward process whose mean (F_phi) and noise (L_phi) may be learned. Per example,
+with t uniform on [t_eps, 1] and z_t = alpha_t F(x, t) + sigma(x, t) eps:
+
+    flow      = || v_theta(z_t, t) - u(z_t, t, x) ||^2,   u = f(z_t, t, x) at g = 0 = dz_t/dt at fixed eps,
+    curvature = || a(z_t, t) ||^2,   a = dv/dt + (dv/dz) v, the acceleration of the ODE's path through (z_t, t),
+    total     = flow + curvature_weight * curvature.
+
+Minimising `flow` over v gives the marginal velocity E[u | z_t], which carries q(z_t) from N(0, I)-like noise to the
+data (flow matching); `curvature` asks the paths of that flow to be straight lines run at constant speed, along
+which a K-step Euler sampler (`sample_ode(method="euler", steps=K)`) is exact. Both terms train the denoiser and the
+forward process; the forward process's ends stay hard-wired (F(x, 0) = x, L(x, 0) = L(x, 1) = 0, alpha_1 ~ 0), so it
+cannot collapse to a trivial path. The model is judged by its samples at K steps, never by a likelihood bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from latent_ndm.diffusion.checks import check_batch
+from latent_ndm.diffusion.forward_process import forward_sample
+from latent_ndm.diffusion.objectives.terms import sum_dims
+from latent_ndm.diffusion.reverse_process import ReverseProcess
+from latent_ndm.diffusion.schedule import VPSchedule
+
+
+@dataclass(frozen=True)
+class StraightLoss:
+    """Per-example terms, each of shape (B,): total = flow + curvature_weight * curvature."""
+
+    flow: torch.Tensor
+    curvature: torch.Tensor
+    total: torch.Tensor
+
+
+def acceleration(process: ReverseProcess, z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(v(z, t), a(z, t)) with a = dv/dt + (dv/dz) v: one forward-mode jvp of (z, t) -> v in the direction (v, 1).
+    The direction is v detached (the penalty is the square of a directional derivative)."""
+    t = t.to(z.dtype).contiguous()
+    v = process.velocity(z, t)
+    _, a = torch.func.jvp(process.velocity, (z, t), (v.detach(), torch.ones_like(t)))
+    return v, a
+
+
+class StraightFlowObjective:
+    """`objective(process, x) -> StraightLoss` (per example): see the module doc."""
+
+    def __init__(self, schedule: VPSchedule, t_eps: float = 1e-3, curvature_weight: float = 0.1) -> None:
+        if not 0 < t_eps < 1 or curvature_weight < 0:
+            raise ValueError(f"need 0 < t_eps < 1 and curvature_weight >= 0, got {t_eps}, {curvature_weight}")
+        self.schedule, self.t_eps, self.curvature_weight = schedule, float(t_eps), float(curvature_weight)
+
+    def __call__(self, process: ReverseProcess, x: torch.Tensor, generator: torch.Generator | None = None,
+                 t: torch.Tensor | None = None) -> StraightLoss:
+        """`t` (shape (B,)) fixes the times; by default they are uniform on [t_eps, 1]."""
+        check_batch(x, "x")
+        if t is None:
+            u01 = torch.rand(x.shape[0], device=x.device, dtype=x.dtype, generator=generator)
+            t = self.t_eps + (1.0 - self.t_eps) * u01
+        t = t.to(x.dtype)
+        eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        sched = self.schedule(t)
+        F = process.transform(x, t)
+        L = process.noise(x, t) if process.noise is not None else None
+        z_t = forward_sample(F, eps, sched, L)
+        u = process.drift_given(z_t, t, x, g2_scale=0.0)[0]
+        if self.curvature_weight > 0:
+            v, a = acceleration(process, z_t, t)
+            curvature = sum_dims(a**2)
+        else:
+            v = process.velocity(z_t, t)
+            curvature = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+        flow = sum_dims((v - u) ** 2)
+        return StraightLoss(flow=flow, curvature=curvature, total=flow + self.curvature_weight * curvature)
