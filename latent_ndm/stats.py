@@ -49,31 +49,32 @@ def estimate(values: Sequence[float]) -> Estimate:
 
 
 def paired_difference(ndm: Sequence[float], baseline_values: Sequence[float], unit: str = "bits/dim",
-                      baseline: str = "LSGM") -> dict[str, Any]:
-    """The paired difference NDM - `baseline` over seeds (lower is better for both): the per-seed differences, their
+                      baseline: str = "LSGM", name: str = "NDM") -> dict[str, Any]:
+    """The paired difference `name` - `baseline` over seeds (lower is better for both): the per-seed differences, their
     mean +- SE, the baseline's name and a verdict sentence."""
     if len(ndm) != len(baseline_values):
         raise ValueError(f"paired values need the same seeds, got {len(ndm)} NDM and {len(baseline_values)} "
                          f"{baseline} values")
     differences = [a - b for a, b in zip(ndm, baseline_values, strict=True)]
     d = estimate(differences)
-    return {"differences": differences, **asdict(d), "baseline": baseline, "verdict": verdict(d, unit, baseline)}
+    return {"differences": differences, **asdict(d), "baseline": baseline, "verdict": verdict(d, unit, baseline, name)}
 
 
-def lower(d: Estimate, baseline: str = "LSGM") -> str | None:
-    """Which model a paired difference NDM - `baseline` shows lower (beyond Z standard errors), or None."""
+def lower(d: Estimate, baseline: str = "LSGM", name: str = "NDM") -> str | None:
+    """Which model a paired difference `name` - `baseline` shows lower (beyond Z standard errors), or None."""
     if d.se is None or abs(d.mean) <= Z * d.se:
         return None
-    return "NDM" if d.mean < 0 else baseline
+    return name if d.mean < 0 else baseline
 
 
-def verdict(d: Estimate, unit: str = "bits/dim", baseline: str = "LSGM") -> str:
-    """One sentence on a paired difference NDM - `baseline`."""
+def verdict(d: Estimate, unit: str = "bits/dim", baseline: str = "LSGM", name: str = "NDM") -> str:
+    """One sentence on a paired difference `name` - `baseline`."""
+    unit = f" {unit}" if unit else ""
     if d.se is None:
-        return (f"NDM - {baseline} = {number(d.mean, True)} {unit} from one seed: no error estimate, so no evidence "
+        return (f"{name} - {baseline} = {number(d.mean, True)}{unit} from one seed: no error estimate, so no evidence "
                 "either way (use 3 seeds or more)")
-    head = f"NDM - {baseline} = {number(d.mean, True)} ± {number(d.se)} {unit} over {d.n} paired seeds"
-    winner = lower(d, baseline)
+    head = f"{name} - {baseline} = {number(d.mean, True)} ± {number(d.se)}{unit} over {d.n} paired seeds"
+    winner = lower(d, baseline, name)
     if winner is not None:
         return f"{head}: {winner} is lower, by more than {Z:g} standard errors"
     return f"{head}: no difference (within {Z:g} standard errors)"

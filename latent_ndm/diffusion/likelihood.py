@@ -110,19 +110,25 @@ def ode_nll_bound(process, x: torch.Tensor, t_eps: float = 1e-5, generator: torc
     q(z_eps | x) = N(alpha F(x, t_eps), sigma^2 I) is the NDM forward process and p(x | z_eps) = N(z_eps / alpha,
     sigma^2 / alpha^2 I) its reconstruction model (docs/MATH.md section 4), so the two Gaussian terms are exact:
     E[-log p(x|z) + log q(z|x)] = -D log alpha_eps + alpha^2 ||x - F(x, t_eps)||^2 / (2 sigma^2), while -log p_ODE is
-    estimated at one sample. `solver` goes to `ode_log_likelihood` (rtol, atol, exact, probe, method).
+    estimated at one sample. With a learned noise scale (`process.noise`, MATH.md section 11) q(z_eps | x) has
+    variance sigma^2 exp(2 L(x, t_eps)), which adds sum_d [(exp(2 L_d) - 1) / 2 - L_d]. `solver` goes to
+    `ode_log_likelihood` (rtol, atol, exact, probe, method).
     """
     check_batch(x, "x")
     B = x.shape[0]
     t = torch.full((B,), t_eps, dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
     sched = process.schedule(t)
+    noise = getattr(process, "noise", None)
     with torch.no_grad():
         F_eps = process.transform(x, t.to(x.dtype))
+        L_eps = noise(x, t.to(x.dtype)) if noise is not None else None
     alpha, sigma = sched.alpha.to(x.dtype), sched.sigma.to(x.dtype)
     eps = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
-    z_eps = forward_sample(F_eps, eps, sched)
+    z_eps = forward_sample(F_eps, eps, sched, L_eps)
     ll = ode_log_likelihood(process.velocity, z_eps, t_eps=t_eps, generator=generator, **solver)
     D = x[0].numel()
     gap = (x - F_eps).reshape(B, -1).pow(2).sum(1)
     dequant = -D * torch.log(alpha) + alpha**2 * gap / (2 * sigma**2)
+    if L_eps is not None:
+        dequant = dequant + (0.5 * torch.expm1(2 * L_eps) - L_eps).reshape(B, -1).sum(1)
     return NLLBound(nll=dequant - ll.logp, ode_nll=-ll.logp, dequant=dequant, nfe=ll.nfe)

@@ -1,4 +1,5 @@
-"""The demo's figure: data, samples of both models, ODE trajectories, and what the learned F_phi does to the board.
+"""The demo's figure: per model a row of its ODE trajectories, its adaptive-ODE samples and its K-step Euler samples;
+a last row with what the NDM's learned F_phi does to the board.
 
 The bottom row shows the held-out points pushed through F_phi(x, t) at each t, coloured by their square, so an
 un-interleaving of the board would be visible; an arrow per point (a subset) goes from x to x + k (F(x, t) - x), with
@@ -10,7 +11,7 @@ matplotlib is imported inside the functions (Agg backend), so importing this mod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ class FigureData:
     titles: dict[str, str]  # model name -> a one-line summary for the sample panel
     seed: int = 0  # the seed whose models are drawn
     summary: str = ""  # a line for the figure title, e.g. the seed-statistics verdict
+    euler: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)  # model -> K -> (m, 2) K-step samples
+    euler_titles: dict[str, dict[str, str]] = field(default_factory=dict)  # model -> str(K) -> panel title
 
 
 def _scatter(ax: Any, pts: torch.Tensor, title: str, square: torch.Tensor | None = None,
@@ -88,32 +91,47 @@ def _arrows(ax: Any, x: torch.Tensor, F: torch.Tensor, square: torch.Tensor, k: 
 
 
 def save_figure(fig_data: FigureData, path: Path) -> None:
-    """Write the 2 x 5 panel PNG to `path`: top row data, samples and trajectories of both models; bottom row
-    F_phi(x, t) of the held-out points at each of `F_times` (with magnified displacement arrows)."""
+    """Write the PNG to `path`: one row per model (ODE trajectories, adaptive-ODE samples, then the samples of each
+    K-step Euler sampler), and a last row with F_phi(x, t) of the held-out points at each of `F_times` (with
+    magnified displacement arrows; the held-out data alone when there is no NDM)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 5, figsize=(22, 9.6))
-    top, bottom = axes
-    _scatter(top[0], fig_data.data, "held-out data (colour = square)", square=fig_data.square, limits=BOARD_LIMITS,
-             size=3.0)
-    for ax, name in zip(top[1:3], ("ndm", "baseline"), strict=True):
-        _scatter(ax, fig_data.samples[name], fig_data.titles[name], limits=BOARD_LIMITS)
-    for ax, name, label in zip(top[3:], ("ndm", "baseline"), ("NDM", "baseline (F = id)"), strict=True):
-        _paths(ax, fig_data.paths[name], fig_data.data, f"{label}: ODE trajectories z_1 -> x")
-    shifts = [(F - fig_data.data).norm(dim=1).mean().item() for F in fig_data.F_ndm]
-    k = magnification(max(shifts))
-    for ax, t, F, shift in zip(bottom, fig_data.F_times, fig_data.F_ndm, shifts, strict=True):
-        note = " = x" if t == 0 else f"\nmean |F - x| = {shift:.3f}; arrows x -> x + {k:g} (F - x)"
-        _scatter(ax, F, f"NDM: F_phi(x, t={t:g}){note}", square=fig_data.square, limits=BOARD_LIMITS, size=3.0)
-        if t != 0:
-            _arrows(ax, fig_data.data, F, fig_data.square, k)
-    title = (f"2D checkerboard, seed {fig_data.seed}: NDM (learnable F_phi) vs F = identity (DDPM); colours = source "
-             "square of x; bottom row: held-out x pushed through the learned F_phi(x, t)")
+    models = list(fig_data.samples)
+    ks = sorted({k for per in fig_data.euler.values() for k in per})
+    cols = max(2 + len(ks), len(fig_data.F_times) if fig_data.F_ndm else 1)
+    fig, axes = plt.subplots(len(models) + 1, cols, figsize=(3.9 * cols, 3.9 * (len(models) + 1)), squeeze=False)
+    for row, name in zip(axes, models, strict=False):
+        _paths(row[0], fig_data.paths[name], fig_data.data, f"{name}: ODE trajectories z_1 -> x")
+        _scatter(row[1], fig_data.samples[name], fig_data.titles[name], limits=BOARD_LIMITS)
+        for ax, k in zip(row[2:], ks, strict=False):
+            title = fig_data.euler_titles.get(name, {}).get(str(k), f"{name}: {k} Euler steps")
+            _scatter(ax, fig_data.euler[name][k], title, limits=BOARD_LIMITS)
+        for ax in row[2 + len(ks):]:
+            ax.axis("off")
+    bottom = axes[-1]
+    if fig_data.F_ndm:
+        shifts = [(F - fig_data.data).norm(dim=1).mean().item() for F in fig_data.F_ndm]
+        k = magnification(max(shifts))
+        for ax, t, F, shift in zip(bottom, fig_data.F_times, fig_data.F_ndm, shifts, strict=False):
+            note = " = x" if t == 0 else f"\nmean |F - x| = {shift:.3f}; arrows x -> x + {k:g} (F - x)"
+            _scatter(ax, F, f"NDM: F_phi(x, t={t:g}){note}", square=fig_data.square, limits=BOARD_LIMITS, size=3.0)
+            if t != 0:
+                _arrows(ax, fig_data.data, F, fig_data.square, k)
+        used = len(fig_data.F_times)
+    else:
+        _scatter(bottom[0], fig_data.data, "held-out data (colour = square)", square=fig_data.square,
+                 limits=BOARD_LIMITS, size=3.0)
+        used = 1
+    for ax in bottom[used:]:
+        ax.axis("off")
+    title = (f"2D checkerboard, seed {fig_data.seed}: one row per model (ODE trajectories, adaptive-ODE samples, "
+             "K-step Euler samples, ED = energy distance to held-out data); last row: held-out x (colour = square) "
+             "pushed through the NDM's learned F_phi(x, t)")
     fig.suptitle(title + (f"\n{fig_data.summary}" if fig_data.summary else ""), fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)

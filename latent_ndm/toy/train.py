@@ -1,8 +1,10 @@
 """Models and a small plain-torch training loop for the 2D demo.
 
-Both models share the denoiser x_hat_theta = SkipPrediction(TimeMLP) on the VP schedule and differ only in
-the forward transform: the NDM learns F_phi(x, t) = x + t G_phi(x, t), the baseline has F = identity.
-Both are trained on the continuous-time NELBO (`ContinuousNDMObjective(...).total.mean()`).
+All models share the denoiser x_hat_theta = SkipPrediction(TimeMLP) on the VP schedule and differ in the forward
+process and the objective (`TOY_MODELS`): the baseline has F = identity; the NDM learns F_phi(x, t) = x + t G_phi(x, t);
+the NFDM learns F_phi and the noise scale sigma(x, t) = sigma_t exp(t (1 - t) rho_phi(x, t)) (docs/MATH.md section 11).
+These three are trained on the continuous-time NELBO (`ContinuousNDMObjective(...).total.mean()`); NFDM-straight has
+the NFDM's forward process and is trained on the straight-trajectory regression (section 12), which is not a bound.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from latent_ndm.diffusion.objectives import ContinuousNDMObjective
+from latent_ndm.diffusion.noise import NoiseScale
+from latent_ndm.diffusion.objectives import ContinuousNDMObjective, StraightFlowObjective
 from latent_ndm.diffusion.parameterisation import Denoiser, SkipPrediction
 from latent_ndm.diffusion.reverse_process import ReverseProcess
 from latent_ndm.diffusion.schedule import VPSchedule
@@ -25,6 +28,26 @@ from latent_ndm.diffusion.transforms import IdentityTransform, NeuralTransform
 from latent_ndm.networks import TimeMLP
 
 DataFn = Callable[[int, int], torch.Tensor]  # (batch, step) -> x of shape (batch, 2)
+LossFn = Callable[[ReverseProcess, torch.Tensor, torch.Generator], torch.Tensor]  # (process, x, gen) -> (B,)
+
+
+@dataclass(frozen=True)
+class ToyModel:
+    """One model of the demo: which parts of the forward process it learns and what it is trained on."""
+
+    name: str
+    learn_transform: bool
+    learn_noise: bool = False
+    straight: bool = False  # trained on the straight-trajectory regression instead of the NELBO
+
+    @property
+    def is_bound(self) -> bool:
+        """Whether its training loss (and so its reported NELBO) is a bound on -log p(x)."""
+        return not self.straight
+
+
+TOY_MODELS = (ToyModel("ndm", True), ToyModel("baseline", False), ToyModel("nfdm", True, True),
+              ToyModel("nfdm-straight", True, True, True))
 
 
 @dataclass(frozen=True)
@@ -39,19 +62,37 @@ class ModelSpec:
     transform_time_scale: float = 4.0  # small, so that F_phi is smooth in t and dF/dt stays moderate
 
 
-def build_process(learn_transform: bool, sigma_data: float, spec: ModelSpec, schedule: VPSchedule,
+def build_process(model: ToyModel | bool, sigma_data: float, spec: ModelSpec, schedule: VPSchedule,
                   seed: int) -> ReverseProcess:
-    """The reverse process of one model; the denoiser's initial weights depend only on `seed`."""
+    """The reverse process of one model (a `ToyModel`, or True / False for the NDM / the baseline); the denoiser's
+    initial weights depend only on `seed`, and F_phi's on `seed` too (made right after the denoiser)."""
+    if isinstance(model, bool):
+        model = ToyModel("ndm" if model else "baseline", model)
     torch.manual_seed(seed)
     denoiser = Denoiser(TimeMLP(dim=2, hidden=spec.hidden, depth=spec.depth, time_scale=spec.time_scale),
                         schedule, SkipPrediction(sigma_data=sigma_data))
-    if learn_transform:
+    if model.learn_transform:
         net = TimeMLP(dim=2, hidden=spec.transform_hidden, depth=spec.transform_depth,
                       time_scale=spec.transform_time_scale)
         transform = NeuralTransform(net)  # G_phi starts at zero, so F starts as the identity
     else:
         transform = IdentityTransform()
-    return ReverseProcess(denoiser, transform, schedule)
+    noise = None
+    if model.learn_noise:  # rho_phi starts at zero, so the noise starts as the schedule's
+        noise = NoiseScale(TimeMLP(dim=2, hidden=spec.transform_hidden, depth=spec.transform_depth,
+                                   time_scale=spec.transform_time_scale))
+    return ReverseProcess(denoiser, transform, schedule, noise)
+
+
+def nelbo_loss(objective: ContinuousNDMObjective) -> LossFn:
+    """The per-example NELBO of a process (with its learned noise scale, if any)."""
+    return lambda process, x, generator: objective(process.denoiser, process.transform, x, generator=generator,
+                                                   noise=process.noise).total
+
+
+def straight_loss(objective: StraightFlowObjective) -> LossFn:
+    """The per-example straight-trajectory loss (flow + curvature_weight * curvature) of a process."""
+    return lambda process, x, generator: objective(process, x, generator=generator).total
 
 
 def build_objective(schedule: VPSchedule, t_eps: float, stratified: bool = True) -> ContinuousNDMObjective:
@@ -99,15 +140,18 @@ def cosine_lr(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def train(process: ReverseProcess, objective: ContinuousNDMObjective, data: DataFn, steps: int, batch: int,
+def train(process: ReverseProcess, objective: ContinuousNDMObjective | LossFn, data: DataFn, steps: int, batch: int,
           lr: float = 2e-3, seed: int = 0, clip: float = 1.0, ema_decay: float = 0.995,
           transform_lr: float | None = None) -> TrainResult:
-    """Adam on the NELBO `objective(...).total.mean()` for `steps` steps; returns the EMA weights.
+    """Adam on `loss(process, x, generator).mean()` for `steps` steps (a `ContinuousNDMObjective` means its NELBO,
+    `nelbo_loss`); returns the EMA weights.
 
-    `transform_lr` is the peak learning rate of F_phi's parameters (default `lr`); both groups follow the same
-    warm-up and cosine decay.
+    `transform_lr` is the peak learning rate of the forward process's parameters (F_phi's, and the noise scale's)
+    (default `lr`); both groups follow the same warm-up and cosine decay.
     """
+    loss_fn = nelbo_loss(objective) if isinstance(objective, ContinuousNDMObjective) else objective
     transform_params = list(process.transform.parameters())
+    transform_params += list(process.noise.parameters()) if process.noise is not None else []
     ids = {id(p) for p in transform_params}
     groups = [{"params": [p for p in process.parameters() if id(p) not in ids], "peak_lr": lr}]
     if transform_params:
@@ -122,7 +166,7 @@ def train(process: ReverseProcess, objective: ContinuousNDMObjective, data: Data
         for group in optimiser.param_groups:
             group["lr"] = cosine_lr(step, steps, group["peak_lr"], warmup=min(100, steps // 10 + 1))
         x = data(batch, step)
-        loss = objective(process.denoiser, process.transform, x, generator=generator).total.mean()
+        loss = loss_fn(process, x, generator).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(process.parameters(), clip)
