@@ -1,5 +1,5 @@
-"""The 2D checkerboard demo: the data sampler, the seed statistics, the figure's arrow scale, F's own learning
-rate, and a smoke run of `python -m latent_ndm.toy` over two seeds."""
+"""The 2D checkerboard demo: the data sampler, the energy distance against its closed form, the figure's arrow scale,
+F's own learning rate, and a smoke run of `python -m latent_ndm.toy` (four models) over two seeds."""
 
 import json
 import math
@@ -62,31 +62,58 @@ def test_toy_cli_smoke(tmp_path, monkeypatch):
     report = json.loads((tmp_path / "toy.json").read_text())
     assert report["seeds"] == [5, 6] and report["config"]["transform_lr"] == 1e-2
     assert report["model_spec"]["transform_hidden"] == 32 and report["model_spec"]["transform_depth"] == 1
-    assert [set(s) for s in report["per_seed"]] == [{"ndm", "baseline"}] * 2
+    assert [set(s) for s in report["per_seed"]] == [{"ndm", "baseline", "nfdm", "nfdm-straight"}] * 2
     for per_model in report["per_seed"]:
-        for r in per_model.values():
-            values = [r["nelbo"]["total"]["mean"], r["nelbo"]["total"]["se"], r["nelbo"]["rec"],
-                      r["nelbo"]["diff"]["mean"], r["nelbo"]["prior"], r["ode_nll_bound"]["mean"],
-                      r["ode_nll_bound"]["se"], r["train_seconds"]]
-            assert all(math.isfinite(v) for v in values), r
-            assert r["ode_nll_nfe"] > 0 and r["sample_nfe"] > 0
-            assert 0.0 <= r["samples_on_board"] <= 1.0
+        for name, r in per_model.items():
+            assert r["is_bound"] == (name != "nfdm-straight")
+            if r["is_bound"]:
+                values = [r["nelbo"]["total"]["mean"], r["nelbo"]["total"]["se"], r["nelbo"]["rec"],
+                          r["nelbo"]["diff"]["mean"], r["nelbo"]["prior"], r["ode_nll_bound"]["mean"],
+                          r["ode_nll_bound"]["se"], r["train_seconds"]]
+                assert all(math.isfinite(v) for v in values), r
+                assert r["ode_nll_nfe"] > 0
+            else:
+                assert "nelbo" not in r and "ode_nll_bound" not in r  # a regression is never reported as a bound
+            assert r["sample_nfe"] > 0 and 0.0 <= r["samples_on_board"] <= 1.0
+            assert set(r["energy_distance"]) == {"ode", "1", "2", "4", "8"}
+            assert all(math.isfinite(v) and v > -0.05 for v in r["energy_distance"].values())
     summary = report["summary"]
     assert summary["n_seeds"] == 2
-    for name in ("ndm", "baseline"):
+    for name in ("ndm", "baseline", "nfdm"):
         for metric in ("nelbo", "ode_nll_bound"):
             est = summary["models"][name][metric]
             per_seed = [s[name]["nelbo"]["total"]["mean"] if metric == "nelbo" else s[name][metric]["mean"]
                         for s in report["per_seed"]]
             assert est["values"] == per_seed and est["n"] == 2 and est["se"] >= 0
             assert math.isclose(est["mean"], sum(per_seed) / 2)
-    for metric in ("nelbo", "ode_nll_bound"):
-        paired = summary["paired_difference"][metric]
-        ndm, base = summary["models"]["ndm"][metric]["values"], summary["models"]["baseline"][metric]["values"]
-        assert paired["differences"] == [a - b for a, b in zip(ndm, base, strict=True)]
-        assert paired["verdict"].startswith("NDM - baseline")
+    assert "nelbo" not in summary["models"]["nfdm-straight"]
+    for (a, b), label in ((("ndm", "baseline"), "NDM - baseline"), (("nfdm", "ndm"), "NFDM - ndm")):
+        for metric in ("nelbo", "ode_nll_bound"):
+            paired = summary["paired_difference"][f"{a} - {b}"][metric]
+            first, second = summary["models"][a][metric]["values"], summary["models"][b][metric]["values"]
+            assert paired["differences"] == [x - y for x, y in zip(first, second, strict=True)]
+            assert paired["verdict"].startswith(label)
+    straight = summary["paired_difference"]["nfdm-straight - nfdm"]
+    assert set(straight) == {f"energy_distance_{k}" for k in ("ode", "1", "2", "4", "8")}
+    assert straight["energy_distance_1"]["verdict"].startswith("NFDM-straight - NFDM")
     assert set(summary["F_displacement"]) == {f"{t:g}" for t in toy_main.F_TIMES}
     assert summary["F_displacement"]["0"]["mean"] == 0.0
+
+
+def test_energy_distance_matches_its_closed_form():
+    """For N(0, 1) against N(mu, 1): ED = 2 [2/sqrt(pi) exp(-mu^2/4) + mu erf(mu/2)] - 4/sqrt(pi) (0.5418 at mu = 1);
+    0 for two samples of one distribution (the U-statistic is unbiased)."""
+    from latent_ndm.toy.evaluate import energy_distance
+
+    g = torch.Generator().manual_seed(0)
+    mu, shifted, same = 1.0, [], []
+    for _ in range(10):  # one estimate at n = 2000 has an SE of about 0.03; the mean of ten, about 0.01
+        x, y, y0 = (torch.randn(2000, 1, generator=g, dtype=torch.float64) for _ in range(3))
+        shifted.append(energy_distance(x, y + mu))
+        same.append(energy_distance(x, y0))
+    exact = 2 * (2 / math.sqrt(math.pi) * math.exp(-mu**2 / 4) + mu * math.erf(mu / 2)) - 4 / math.sqrt(math.pi)
+    assert abs(sum(shifted) / 10 - exact) < 0.03
+    assert abs(sum(same) / 10) < 0.005
 
 
 def test_magnification_is_round_and_makes_arrows_visible():
