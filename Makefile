@@ -3,7 +3,7 @@
 #                  stage=vae, then stage=ndm (learnable F) and the LSGM baseline (F = identity) on its latents,
 #                  then sample -> evaluate -> benchmark (NDM vs LSGM table and chart in runs/benchmark/600)
 #   make test   -> create .venv if missing, install with the test extra, run ruff and the test suite
-#   make toy    -> the 2D checkerboard demo (NDM vs F = identity)
+#   make toy    -> the 2D checkerboard demo (F = identity, NDM, NFDM, NFDM-straight; about 30 min on one core)
 #   make real   -> the VAE stage on two real-image sets bundled with scikit-learn (photo tiles, digits); no downloads
 #   make study  -> after make demo: NDM vs LSGM over 3 seeds on its VAE (equal steps and equal time), and the variants
 #                  (F sizes, T = 10, joint training); tables and charts in runs/benchmark/{seeds3,variants,joint}
