@@ -7,10 +7,9 @@ forward process q(z_eps | x) = N(alpha_eps F(x, t_eps), sigma_eps^2 I) as the va
     -log p(x) <= E_{z_eps ~ q(z_eps | x)} [ -log p(x | z_eps) - log p_ODE(z_eps) + log q(z_eps | x) ].
 (With a learned noise scale the variational posterior has its variance; `ode_nll_bound` accounts for it.)
 
-Sample quality: the energy distance (Szekely) between samples Y and held-out points X in the plane,
-    ED = 2 E||X - Y|| - E||X - X'|| - E||Y - Y'||   (Euclidean norm; >= 0, and 0 only for equal distributions),
-estimated with U-statistics (the within-set means leave out the pairs of a point with itself), so its expectation
-is exactly ED; it needs no kernel bandwidth and no density. Everything here runs in float64 on a copy of the model.
+Sample quality: the energy distance between samples and held-out points in the plane
+(`latent_ndm.distance.energy_distance`, U-statistic; >= 0, and 0 only for equal distributions).
+Everything here runs in float64 on a copy of the model.
 """
 
 from __future__ import annotations
@@ -99,18 +98,6 @@ def euler_samples(process: ReverseProcess, n: int, steps: int, t_eps: float, see
     dtype = next(process.parameters()).dtype
     return sample_ode(process, (n, 2), t_eps=t_eps, method="euler", steps=steps, dtype=dtype,
                       generator=torch.Generator().manual_seed(seed)).x
-
-
-def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
-    """The energy distance between point sets x (n, D) and y (m, D), U-statistic estimate (see the module doc)."""
-    x, y = x.double(), y.double()
-    n, m = x.shape[0], y.shape[0]
-    if n < 2 or m < 2:
-        raise ValueError(f"the energy distance needs at least 2 points per set, got {n} and {m}")
-    between = torch.cdist(x, y).mean()
-    within_x = torch.cdist(x, x).sum() / (n * (n - 1))
-    within_y = torch.cdist(y, y).sum() / (m * (m - 1))
-    return (2 * between - within_x - within_y).item()
 
 
 @torch.no_grad()
