@@ -140,8 +140,10 @@ class LatentModel(nn.Module):
 
 
 def ndm_parameters(model: LatentModel) -> dict[str, list[nn.Parameter]]:
-    """Trainable parameters of an NDM prior by part: denoiser (mixing logits included) and transform."""
+    """Trainable parameters of an NDM prior by part: denoiser (mixing logits included) and transform (the forward
+    process: F_phi's, and the NFDM noise scale's)."""
     prior = model.prior
     if not isinstance(prior, NDMPrior):
         raise ValueError(f"the model's prior is {type(prior).__name__}, not an NDMPrior")
-    return {"denoiser": list(prior.denoiser.parameters()), "transform": list(prior.transform.parameters())}
+    forward = list(prior.transform.parameters()) + (list(prior.noise.parameters()) if prior.noise is not None else [])
+    return {"denoiser": list(prior.denoiser.parameters()), "transform": forward}

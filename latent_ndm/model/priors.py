@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from latent_ndm.diffusion.likelihood import ode_nll_bound, standard_normal_logp
+from latent_ndm.diffusion.noise import NoiseScale
+from latent_ndm.diffusion.objectives.straight import StraightFlowObjective, StraightLoss
 from latent_ndm.diffusion.ode import FIXED
 from latent_ndm.diffusion.reverse_process import ReverseProcess
 from latent_ndm.diffusion.samplers import SampleOutput, sample_discrete, sample_ode, sample_sde
@@ -23,14 +25,16 @@ from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.diffusion.transforms import Transform
 from vae import DiagonalGaussian
 
-SAMPLERS = ("ode", "sde", "discrete")
+SAMPLERS = ("ode", "sde", "discrete", "euler")
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """How to draw prior samples: `name` ode | sde | discrete; ode: `method` (dopri5: adaptive at rtol = atol =
-    `tol`; a fixed-step torchdiffeq method: `steps` steps); sde / discrete: `steps` steps; discrete: `eta`
-    (1 DDPM-like, 0 deterministic); `t_eps`: where sampling stops (None: the model's training t_eps)."""
+    """How to draw prior samples: `name` ode | sde | discrete | euler; ode: `method` (dopri5: adaptive at rtol = atol
+    = `tol`; a fixed-step torchdiffeq method: `steps` steps); sde / discrete: `steps` steps; discrete: `eta`
+    (1 DDPM-like, 0 deterministic); euler: the probability-flow ODE in `steps` fixed Euler steps (the same as ode
+    with method euler; the few-step sampler of a straight-trajectory model); `t_eps`: where sampling stops (None:
+    the model's training t_eps)."""
 
     name: str = "ode"
     tol: float = 1e-2
@@ -46,6 +50,8 @@ class SamplerSpec:
             raise ValueError(f"need tol > 0, steps >= 1 and eta >= 0, got {self.tol}, {self.steps}, {self.eta}")
 
     def describe(self) -> str:
+        if self.name == "euler":
+            return f"euler {self.steps} steps"
         if self.name == "ode":
             return f"ode {self.method} {self.steps} steps" if self.method in FIXED else \
                 f"ode {self.method} tol {self.tol:g}"
@@ -85,6 +91,9 @@ class Prior(nn.Module):
         """(latents u drawn from z_1 ~ N(0, I), NFE)."""
         raise NotImplementedError
 
+    def check_sampler(self, spec: SamplerSpec) -> None:
+        """Raise a one-sentence ValueError when this prior cannot be sampled with `spec`."""
+
 
 class StandardNormalPrior(Prior):
     """The VAE stage's p(z) = N(0, I): every quantity is exact; the cross-entropy is taken in closed form over q,
@@ -108,9 +117,11 @@ class StandardNormalPrior(Prior):
 
 
 class NDMPrior(Prior):
-    """The latent NDM over normalised latents: denoiser x_hat_theta, transform F_phi, schedule, and `objective`, the
-    NELBO estimator that bounds -log p(u) (`ContinuousNDMObjective` / `DiscreteNDMObjective`); `t_eps` is the
-    training t_eps (where sampling stops), `eval_t_eps` the one of the objective's bound.
+    """The latent NDM over normalised latents: denoiser x_hat_theta, transform F_phi, schedule, optionally the learned
+    noise scale L_phi of the Gaussian NFDM forward process (`noise`), and `objective`: the NELBO estimator that
+    bounds -log p(u) (`ContinuousNDMObjective` / `DiscreteNDMObjective`), or the straight-trajectory regression
+    (`StraightFlowObjective`, not a bound: such a prior has no `nll_bound` and no `ode_nll`, and is judged by its
+    samples). `t_eps` is the training t_eps (where sampling stops), `eval_t_eps` the one of the objective's bound.
 
     Gradients flow through `nll_bound` (training calls it); evaluation wraps it in `torch.no_grad()` (not
     inference mode: the jvp of F needs forward-mode AD)."""
@@ -118,9 +129,11 @@ class NDMPrior(Prior):
     normalised = True
 
     def __init__(self, denoiser: nn.Module, transform: Transform, schedule: VPSchedule, objective: Any,
-                 latent_shape: tuple[int, int, int], t_eps: float, eval_t_eps: float | None = None) -> None:
+                 latent_shape: tuple[int, int, int], t_eps: float, eval_t_eps: float | None = None,
+                 noise: NoiseScale | None = None) -> None:
         super().__init__()
         self.denoiser, self.transform, self.schedule, self.objective = denoiser, transform, schedule, objective
+        self.noise = noise
         self.latent_shape = tuple(int(n) for n in latent_shape)
         self.t_eps = float(t_eps)
         self.eval_t_eps = float(t_eps if eval_t_eps is None else eval_t_eps)
@@ -128,19 +141,44 @@ class NDMPrior(Prior):
     @property
     def process(self) -> ReverseProcess:
         """The reverse process p_theta of this prior's networks (built on use, so it adds no state)."""
-        return ReverseProcess(self.denoiser, self.transform, self.schedule)
+        return ReverseProcess(self.denoiser, self.transform, self.schedule, self.noise)
+
+    @property
+    def is_bound(self) -> bool:
+        """Whether the prior was trained on (and reports) a likelihood bound; False for the straight mode."""
+        return not isinstance(self.objective, StraightFlowObjective)
 
     def with_objective(self, objective: Any, eval_t_eps: float | None = None) -> NDMPrior:
-        """The same networks (shared, not copied) with another bound estimator, e.g. at a smaller t_eps."""
+        """The same networks (shared, not copied) with another objective, e.g. the bound at a smaller t_eps."""
         return NDMPrior(self.denoiser, self.transform, self.schedule, objective, self.latent_shape, self.t_eps,
-                        self.eval_t_eps if eval_t_eps is None else eval_t_eps)
+                        self.eval_t_eps if eval_t_eps is None else eval_t_eps, self.noise)
+
+    def _require_bound(self, what: str) -> None:
+        if not self.is_bound:
+            raise ValueError(f"this prior was trained on the straight-trajectory regression, which is not a likelihood "
+                             f"bound, so it has no {what}: judge it by its samples (sampler=euler steps=K; FID or "
+                             "the energy distance)")
 
     def nll_bound(self, u: torch.Tensor, generator: torch.Generator | None = None) -> PriorBound:
-        ndm = self.objective(self.denoiser, self.transform, u, generator=generator)
+        self._require_bound("NELBO")
+        extra = {} if self.noise is None else {"noise": self.noise}
+        ndm = self.objective(self.denoiser, self.transform, u, generator=generator, **extra)
         return PriorBound(ndm.total, {"ndm_rec": ndm.rec, "ndm_diff": ndm.diff, "ndm_prior": ndm.prior})
+
+    def straight_loss(self, u: torch.Tensor, generator: torch.Generator | None = None) -> StraightLoss:
+        """The straight-trajectory regression of u (per example: flow, curvature, total); straight mode only."""
+        if self.is_bound:
+            raise ValueError("straight_loss needs a prior trained with ndm/objective=straight")
+        return self.objective(self.process, u, generator=generator)
+
+    def check_sampler(self, spec: SamplerSpec) -> None:
+        if spec.name == "discrete" and self.noise is not None:
+            raise ValueError("the discrete sampler (the paper's Algorithm 2) uses NDM's fixed noise schedule, and this "
+                             "prior learns its noise (ndm/noise=neural): use sampler=ode, sde or euler")
 
     def ode_nll(self, u: torch.Tensor, generator: torch.Generator | None = None, **solver: Any
                 ) -> tuple[PriorBound, int]:
+        self._require_bound("ODE likelihood bound")
         t_eps = solver.pop("t_eps", None)
         t_eps = self.t_eps if t_eps is None else float(t_eps)  # default: the cut-off the prior was trained above
         bound = ode_nll_bound(self.process, u, t_eps=t_eps, generator=generator, **solver)
@@ -150,12 +188,15 @@ class NDMPrior(Prior):
                ) -> tuple[torch.Tensor, int]:
         t_eps = self.t_eps if spec.t_eps is None else spec.t_eps
         out: SampleOutput
-        if spec.name == "ode":
+        if spec.name == "euler":
+            out = sample_ode(self.process, t_eps=t_eps, method="euler", steps=spec.steps, z_1=z_1)
+        elif spec.name == "ode":
             out = sample_ode(self.process, t_eps=t_eps, method=spec.method, rtol=spec.tol, atol=spec.tol,
                              steps=spec.steps if spec.method in FIXED else None, z_1=z_1)
         elif spec.name == "sde":
             out = sample_sde(self.process, steps=spec.steps, t_eps=t_eps, z_1=z_1, generator=generator)
         else:
+            self.check_sampler(spec)
             out = sample_discrete(self.process, T=spec.steps, t_eps=t_eps, eta=spec.eta, z_1=z_1,
                                   generator=generator)
         return out.x, out.nfe

@@ -2,7 +2,7 @@
 its objective at any t_eps, and the VAE a second stage builds on, checked against the latent shape it expects.
 
 Construction order matters for reproducibility (it fixes the initial weights drawn from the seeded RNG): the VAE
-first, then the denoiser's network, then F_phi's.
+first, then the denoiser's network, then F_phi's, then (NFDM) the noise scale's.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from latent_ndm.diffusion.objectives import DiscreteNDMObjective
 from latent_ndm.diffusion.parameterisation import Denoiser, MixingPrediction, Parameterisation
 from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.errors import TrainingError
@@ -46,6 +47,15 @@ def transform_kind(ndm: NDMConfig) -> str:
     return (parts[-1] if parts else target.rsplit(".", 1)[-1]).removesuffix("Transform").lower()
 
 
+def forward_process_kind(ndm: NDMConfig) -> str:
+    """The model family of an `ndm` config: "lsgm" (F = identity, fixed noise), "ndm" (learned F_phi), "nfdm"
+    (learned F_phi and noise scale), each with "-straight" when trained on the straight-trajectory regression."""
+    noise = ndm.get("noise") if hasattr(ndm, "get") else None
+    kind = "nfdm" if noise else ("lsgm" if transform_kind(ndm) == "identity" else "ndm")
+    straight = str(ndm["objective"]["_target_"]).endswith("StraightFlowObjective")
+    return f"{kind}-straight" if straight else kind
+
+
 def build_denoiser(net: nn.Module, schedule: VPSchedule, parameterisation: Parameterisation, channels: int,
                    mixing: bool = False, mixing_init: float = -6.0) -> Denoiser:
     """x_hat_theta = parameterisation(net(z_t, t)), optionally inside LSGM's per-channel mixing (`MixingPrediction`)."""
@@ -68,17 +78,29 @@ def objective_at(objective: NDMConfig, t_eps: float) -> Any:
 
 def build_ndm_prior(ndm: NDMConfig, state: Mapping[str, torch.Tensor] | None = None,
                     t_eps: float | None = None) -> NDMPrior:
-    """The NDM prior of an `ndm` config: denoiser, transform, schedule, and the objective at `t_eps` (None: the
-    config's `eval_t_eps`, the t_eps of its validation bound). `state` ({"denoiser.*", "transform.*"}) is loaded
-    when given; weights that do not fit the config raise a one-sentence ValueError."""
+    """The NDM prior of an `ndm` config: denoiser, transform, (NFDM) noise scale, schedule, and the objective at
+    `t_eps` (None: the config's `eval_t_eps`, the t_eps of its validation bound). `state` ({"denoiser.*",
+    "transform.*", "noise.*"}) is loaded when given; weights that do not fit the config raise a one-sentence
+    ValueError."""
     n = OmegaConf.create(ndm) if not isinstance(ndm, DictConfig) else ndm
     shape = latent_shape(n)
     schedule = instantiate(n.schedule)
     denoiser = build_denoiser(instantiate(n.denoiser, _convert_="all"), schedule, instantiate(n.parameterisation),
                               shape[0], n.mixing, n.mixing_init)
     transform = instantiate(n.transform, _convert_="all")
+    noise = instantiate(n.noise, _convert_="all") if n.get("noise") else None
+    eval_t_eps = float(n.get("eval_t_eps", n.t_eps))
+    objective = objective_at(n.objective, eval_t_eps if t_eps is None else t_eps)
+    if noise is not None and isinstance(objective, DiscreteNDMObjective):
+        raise ValueError("the discrete objective uses NDM's fixed noise schedule; a learned noise scale "
+                         "(ndm/noise=neural) needs ndm/objective=continuous (or straight)")
+    parts = {"denoiser": denoiser, "transform": transform, **({"noise": noise} if noise is not None else {})}
     if state is not None:
-        for part, module in (("denoiser", denoiser), ("transform", transform)):
+        extra = sorted({k.split(".", 1)[0] for k in state} - set(parts))
+        if extra:
+            raise ValueError(f"the checkpoint holds weights of {extra}, which its config does not build; the "
+                             "checkpoint and its ndm_config.yaml come from different runs")
+        for part, module in parts.items():
             prefix = f"{part}."
             sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             try:
@@ -86,9 +108,8 @@ def build_ndm_prior(ndm: NDMConfig, state: Mapping[str, torch.Tensor] | None = N
             except RuntimeError as err:
                 raise ValueError(f"the {part} weights do not fit its config ({str(err).splitlines()[0]}); the "
                                  "checkpoint and its ndm_config.yaml come from different runs") from err
-    eval_t_eps = float(n.get("eval_t_eps", n.t_eps))
-    objective = objective_at(n.objective, eval_t_eps if t_eps is None else t_eps)
-    return NDMPrior(denoiser, transform, schedule, objective, shape, t_eps=float(n.t_eps), eval_t_eps=eval_t_eps)
+    return NDMPrior(denoiser, transform, schedule, objective, shape, t_eps=float(n.t_eps), eval_t_eps=eval_t_eps,
+                    noise=noise)
 
 
 def checked_vae(vae_ckpt: str | Path | None, resolution: int, shape: tuple[int | None, ...],

@@ -4,7 +4,7 @@
                                   "vae_config" (`VAE.config()`), both plain dicts
     <run>/export/                 the EMA weights the next stage, `sample`, `evaluate` and `benchmark` load:
         VAE run:  ema.safetensors (the VAE's state_dict) + vae_config.yaml
-        NDM run:  ndm.safetensors (denoiser.* and transform.*) + ndm_config.yaml (the resolved `ndm` config)
+        NDM run:  ndm.safetensors (denoiser.*, transform.*, noise.*) + ndm_config.yaml (the resolved `ndm` config)
                   + vae/ (the VAE export the NDM was trained with)
         both:     train_config.yaml (the resolved run config) + metrics.yaml (step, train_seconds, the last
                   validation's metrics and its val_step)
@@ -98,11 +98,13 @@ def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu") 
 
 # -- the NDM export -------------------------------------------------------------------------------------------
 def ndm_state(model: LatentModel) -> dict[str, torch.Tensor]:
-    """The NDM prior's weights as stored in `ndm.safetensors`: denoiser.* and transform.*."""
+    """The NDM prior's weights as stored in `ndm.safetensors`: denoiser.*, transform.* and (NFDM) noise.*."""
     prior = model.prior
     if not isinstance(prior, NDMPrior):
         raise ValueError(f"an NDM export needs an NDMPrior, got {type(prior).__name__}")
     parts = {"denoiser": prior.denoiser, "transform": prior.transform}
+    if prior.noise is not None:
+        parts["noise"] = prior.noise
     return {f"{part}.{k}": v for part, module in parts.items() for k, v in module.state_dict().items()}
 
 

@@ -67,23 +67,25 @@ def log_hyperparameters(loggers: Sequence[Logger], cfg: DictConfig) -> None:
 
 
 def run_callbacks(cfg: DictConfig, run_dir: Path, images: L.Callback, non_finite: str = "stop", max_skips: int = 100,
-                  hint: str = "") -> list[L.Callback]:
+                  hint: str = "", best_monitor: str = BOUND_METRIC) -> list[L.Callback]:
     """The callbacks of every stage, in order: Lightning's `Timer` (the run's training wall-clock, validation
     included, kept across resumes in the checkpoint; the export records it), the non-finite guard,
     `checkpoints/last.ckpt`, the periodic and best checkpoints asked for in `cfg.checkpoints`, the `export/`, the
-    stage's image grids, and the learning-rate monitor when a logger is on."""
+    stage's image grids, and the learning-rate monitor when a logger is on. `best_monitor`: the validation metric
+    (lower is better) that best.ckpt keeps the best of."""
     checkpoints = LastCheckpoint(run_dir / CHECKPOINT_DIR)
+    kept = kept_checkpoints(cfg.get("checkpoints"), run_dir / CHECKPOINT_DIR, best_monitor)
     callbacks: list[L.Callback] = [Timer(verbose=False), NonFiniteGuard(checkpoints.path, non_finite, max_skips, hint),
-                                   checkpoints, *kept_checkpoints(cfg.get("checkpoints"), run_dir / CHECKPOINT_DIR),
+                                   checkpoints, *kept,
                                    RunExport(run_dir / EXPORT_DIR, resolved(cfg)), images]
     if cfg.get("logger"):
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     return callbacks
 
 
-def kept_checkpoints(cfg: DictConfig | None, ckpt_dir: Path) -> list[ModelCheckpoint]:
+def kept_checkpoints(cfg: DictConfig | None, ckpt_dir: Path, best_monitor: str = BOUND_METRIC) -> list[ModelCheckpoint]:
     """Lightning `ModelCheckpoint`s beside last.ckpt: every `every_n_steps` optimizer steps (`step<N>.ckpt`, the
-    newest `keep` of them, -1: all) and the best validation bound so far (`best.ckpt`)."""
+    newest `keep` of them, -1: all) and the lowest `best_monitor` so far (`best.ckpt`; the validation bound)."""
     if not cfg:
         return []
     out = []
@@ -92,7 +94,7 @@ def kept_checkpoints(cfg: DictConfig | None, ckpt_dir: Path) -> list[ModelCheckp
                                    every_n_train_steps=int(cfg.every_n_steps), save_top_k=int(cfg.get("keep", -1)),
                                    monitor="step", mode="max", save_on_train_epoch_end=False))
     if cfg.get("best"):
-        out.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=BOUND_METRIC, mode="min", save_top_k=1,
+        out.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=best_monitor, mode="min", save_top_k=1,
                                    enable_version_counter=False, auto_insert_metric_name=False))
     return out
 

@@ -8,6 +8,9 @@ Training loss, in nats per image dimension:
     disjoint: E[cross_entropy] / D, z drawn from the frozen encoder (or from pre-encoded (mean, logvar) latents);
               the VAE terms are constants and are not computed.
     joint:    E[NELBO(x)] / D, gradients into the VAE, the denoiser and F_phi (all on the likelihood weighting).
+A prior in the straight mode (ndm/objective=straight; docs/MATH.md section 12) is not trained on a bound: its loss is
+the straight-trajectory regression of u = z / s per latent dimension, E[flow + w curvature] / D_u (disjoint only), and
+its validation reports that regression's terms (`StraightValidationMetrics`), not a NELBO.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from latent_ndm.diffusion.objectives import StraightLoss
 from latent_ndm.model.latent import Batch, LatentModel
 from vae import nats_to_bpd
 
@@ -27,14 +31,22 @@ MODES = ("disjoint", "joint")
 @dataclass
 class NDMStepLoss:
     """`loss`: the minimised scalar (nats per image dimension); `terms`: batch means in nats per image, by name
-    (rec, neg_entropy, cross_entropy, diff, prior, ndm_rec; rec only in joint mode); `num_dims` = D."""
+    (rec, neg_entropy, cross_entropy, diff, prior, ndm_rec; rec only in joint mode); `num_dims` = D.
+    Straight mode (`bound` False): `loss` and `terms` (flow, curvature) are per latent dimension, not in nats."""
 
     loss: torch.Tensor
     terms: dict[str, torch.Tensor]
     num_dims: int
+    bound: bool = True
 
     def bpd(self, name: str) -> torch.Tensor:
         return nats_to_bpd(self.terms[name], self.num_dims)
+
+    def logged(self) -> dict[str, torch.Tensor]:
+        """What training logs: the loss and each term, named by unit (`*_bpd` for a bound's, else `*_per_dim`)."""
+        if not self.bound:
+            return {"loss_per_dim": self.loss, **{f"{k}_per_dim": v for k, v in self.terms.items()}}
+        return {"loss_bpd": self.loss / math.log(2.0), **{f"{k}_bpd": self.bpd(k) for k in self.terms}}
 
 
 def _ndm_terms(parts: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -52,6 +64,8 @@ class NDMTrainingLoss:
         self.mode, self.num_dims = mode, int(num_dims)
 
     def __call__(self, model: LatentModel, batch: Batch, generator: torch.Generator | None = None) -> NDMStepLoss:
+        if not getattr(model.prior, "is_bound", True):
+            return self.straight(model, batch, generator)
         if self.mode == "joint":
             if isinstance(batch, Mapping):
                 raise ValueError("ndm.mode=joint trains the encoder and needs images, not pre-encoded latents")
@@ -67,6 +81,23 @@ class NDMTrainingLoss:
         terms.update(_ndm_terms(parts))
         means = {k: v.mean() for k, v in terms.items()}
         return NDMStepLoss(loss=total.mean() / self.num_dims, terms=means, num_dims=self.num_dims)
+
+    def straight(self, model: LatentModel, batch: Batch, generator: torch.Generator | None = None) -> NDMStepLoss:
+        """The straight-trajectory regression of u = z / s, z ~ q(z|x) of the frozen VAE, per latent dimension."""
+        if self.mode != "disjoint":
+            raise ValueError("ndm/objective=straight is not a bound, so it cannot train the VAE: use ndm.mode=disjoint")
+        out, dims = straight_terms(model, batch, generator)
+        terms = {"flow": out.flow.mean() / dims, "curvature": out.curvature.mean() / dims}
+        return NDMStepLoss(loss=out.total.mean() / dims, terms=terms, num_dims=self.num_dims, bound=False)
+
+
+def straight_terms(model: LatentModel, batch: Batch, generator: torch.Generator | None = None
+                   ) -> tuple[StraightLoss, int]:
+    """(the per-example straight regression of u = z / s with z ~ q(z|x) of the frozen VAE, D_u)."""
+    with torch.no_grad():
+        q = model.posterior(batch)
+        u = model.normalise(q.sample(generator))
+    return model.prior.straight_loss(u, generator), u[0].numel()
 
 
 class NDMValidationMetrics:
@@ -128,6 +159,36 @@ class NDMValidationMetrics:
         out.update({f"{k}_bpd": bpd(v) for k, v in m.items() if k != "vae_kl"})
         out["count"] = float(s["count"])
         return out
+
+
+class StraightValidationMetrics:
+    """Sums over a validation pass of a straight-mode prior; `compute` gives straight_loss, flow and curvature per
+    latent dimension (the regression minimised in training; lower is better, but it is not a likelihood)."""
+
+    NAMES = ("straight_loss", "flow", "curvature")
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def _record(self, out: StraightLoss, dims: int) -> None:
+        values = {"count": torch.tensor(float(out.total.shape[0]), device=out.total.device),
+                  "straight_loss": out.total / dims, "flow": out.flow / dims, "curvature": out.curvature / dims}
+        for name, value in values.items():
+            value = value.detach().double().sum()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+
+    def update(self, model: LatentModel, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        self._record(*straight_terms(model, x, generator))
+
+    def update_latents(self, model: LatentModel, batch: Mapping[str, torch.Tensor], num_dims: int,
+                       generator: torch.Generator | None = None) -> None:
+        self._record(*straight_terms(model, batch, generator))
+
+    def compute(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
+        if not self.sums:
+            return {}
+        s = {k: reduce_sum(v) for k, v in sorted(self.sums.items())}
+        return {**{k: float(s[k] / s["count"]) for k in self.NAMES}, "count": float(s["count"])}
 
 
 def pixel_dims(image_channels: int, resolution: int) -> int:

@@ -7,7 +7,6 @@ generator seeded by (seed, rank, step, batch index), so a resumed run draws what
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ from latent_ndm.model.latent import ndm_parameters
 from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC
 from latent_ndm.training.callbacks.non_finite import check_finite_metrics
 from latent_ndm.training.ema import EMA
-from latent_ndm.training.ndm_loss import NDMTrainingLoss, NDMValidationMetrics
+from latent_ndm.training.ndm_loss import NDMTrainingLoss, NDMValidationMetrics, StraightValidationMetrics
 from latent_ndm.training.step_noise import seeded_step
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]  # param groups -> optimizer (a Hydra `_partial_`)
@@ -53,7 +52,7 @@ class NDMModule(L.LightningModule):
         self.val_metrics: dict[str, float] = {}
         self.skip_step = False  # set by the non-finite guard: the optimizer step was skipped
         self._ema_step = -1
-        self._val: NDMValidationMetrics | None = None
+        self._val: NDMValidationMetrics | StraightValidationMetrics | None = None
 
     def train(self, mode: bool = True) -> NDMModule:
         super().train(mode)
@@ -66,8 +65,10 @@ class NDMModule(L.LightningModule):
             out = self.loss(self.model, batch, generator)
         self.last_terms = {**{k: v.detach() for k, v in out.terms.items()}, "loss": out.loss.detach()}
         size = _batch_size(batch)
-        self.log("train/loss_bpd", out.loss / math.log(2.0), prog_bar=True, batch_size=size)
-        self.log_dict({f"train/{k}_bpd": out.bpd(k) for k in out.terms}, batch_size=size)
+        logged = out.logged()
+        main = next(iter(logged))
+        self.log(f"train/{main}", logged.pop(main), prog_bar=True, batch_size=size)
+        self.log_dict({f"train/{k}": v for k, v in logged.items()}, batch_size=size)
         return out.loss
 
     def on_train_start(self) -> None:
@@ -79,12 +80,18 @@ class NDMModule(L.LightningModule):
                 self.ema.update(self.model)
             self._ema_step, self.skip_step = self.global_step, False
 
+    @property
+    def is_bound(self) -> bool:
+        """False for a straight-mode prior: validation reports its regression, not a NELBO."""
+        return bool(getattr(self.model.prior, "is_bound", True))
+
     def on_validation_epoch_start(self) -> None:
-        self._val = NDMValidationMetrics()
+        self._val = NDMValidationMetrics() if self.is_bound else StraightValidationMetrics()
         self.ema.module.eval()
 
     def validation_step(self, x: Any, batch_idx: int) -> None:
-        """Images: the latent NELBO and its parts; pre-encoded latents: every part but rec (no images)."""
+        """Images: the latent NELBO and its parts; pre-encoded latents: every part but rec (no images); a straight-mode
+        prior: its regression's terms."""
         device = x["mean"].device if isinstance(x, dict) else x.device
         generator = torch.Generator(device=device).manual_seed(batch_idx)  # the same noise every validation
         model = self.validation_model()
@@ -108,9 +115,13 @@ class NDMModule(L.LightningModule):
             return
         check_finite_metrics(metrics, self.global_step)
         self.val_metrics = {"step": self.global_step, **metrics}
-        main = "nelbo_bpd" if "nelbo_bpd" in metrics else "kl_bpd"  # kl: pre-encoded latents, no rec term
+        if not self.is_bound:  # not a bound: nothing is logged as one
+            main = "straight_loss"
+        else:
+            main = "nelbo_bpd" if "nelbo_bpd" in metrics else "kl_bpd"  # kl: pre-encoded latents, no rec term
         self.log(f"val/{main}", metrics[main], prog_bar=True, sync_dist=True)  # values already reduced
-        self.log(BOUND_METRIC, metrics[main], sync_dist=True)
+        if self.is_bound:
+            self.log(BOUND_METRIC, metrics[main], sync_dist=True)
         self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != main}, sync_dist=True)
 
     def configure_optimizers(self) -> Any:

@@ -39,10 +39,15 @@ class StraightLoss:
 
 def acceleration(process: ReverseProcess, z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(v(z, t), a(z, t)) with a = dv/dt + (dv/dz) v: one forward-mode jvp of (z, t) -> v in the direction (v, 1).
-    The direction is v detached (the penalty is the square of a directional derivative)."""
+    The direction is v detached (the penalty is the square of a directional derivative).
+
+    Runs with grad mode on even under `torch.no_grad()` (validation): a learned F or noise scale makes this a jvp of
+    a jvp, and PyTorch has no forward-over-forward rule for some ops' no-grad kernels (silu_backward); with frozen
+    parameters no graph is kept, so this costs nothing beyond the computation."""
     t = t.to(z.dtype).contiguous()
-    v = process.velocity(z, t)
-    _, a = torch.func.jvp(process.velocity, (z, t), (v.detach(), torch.ones_like(t)))
+    with torch.enable_grad():
+        v = process.velocity(z, t)
+        _, a = torch.func.jvp(process.velocity, (z, t), (v.detach(), torch.ones_like(t)))
     return v, a
 
 

@@ -96,13 +96,14 @@ class ImageGrids(PeriodicImages):
 
 
 class NDMSampleGrids(PeriodicImages):
-    """The NDM stage's `samples_<tag>.png`: VAE decoder means of latents drawn by the NDM prior (the paper's
-    Algorithm 2 on a `steps`-point grid with `eta`, fixed seed)."""
+    """The NDM stage's `samples_<tag>.png`: VAE decoder means of latents drawn by the NDM prior with `sampler` in
+    `steps` steps and a fixed seed: "discrete" (the paper's Algorithm 2 with `eta`), or, for priors it does not fit,
+    "sde" (a learned noise scale) or "euler" (a straight-mode prior's ODE)."""
 
     def __init__(self, out_dir: str | Path, every_n_steps: int = 200, num_images: int = 16, steps: int = 100,
-                 eta: float = 1.0, seed: int = 0, row: int = 8) -> None:
+                 eta: float = 1.0, seed: int = 0, row: int = 8, sampler: str = "discrete") -> None:
         super().__init__(out_dir, every_n_steps, num_images, seed, row)
-        self.spec = SamplerSpec("discrete", steps=steps, eta=eta)
+        self.spec = SamplerSpec(sampler, steps=steps, eta=eta)
 
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, Path]:
         model = pl_module.ema.module
