@@ -1,4 +1,4 @@
-"""`python -m latent_ndm.sample ckpt=<run> num=64 sampler=ode|sde|discrete [tol= steps= eta= seed=]`: decoded samples.
+"""`python -m latent_ndm.sample ckpt=<run> num=64 sampler=ode|sde|discrete|euler [tol= steps= eta= seed=]`: samples.
 
 Writes `<out>/000000.png ...` (full resolution: the VAE decoder's mean), `<out>/grid.png` and `<out>/samples.json`
 (settings, NFE per batch, images/s). Sample i starts from the noise of (seed, i), so the same command gives the same
@@ -44,11 +44,19 @@ class SampleResult:
 def sample(cfg: DictConfig) -> SampleResult:
     if cfg.num < 1 or cfg.batch_size < 1:
         raise EvaluationError(f"need num >= 1 and batch_size >= 1, got num={cfg.num}, batch_size={cfg.batch_size}")
-    spec = SamplerSpec(cfg.sampler, tol=cfg.tol, method=cfg.method, steps=cfg.steps, eta=cfg.eta, t_eps=cfg.t_eps)
+    try:
+        spec = SamplerSpec(cfg.sampler, tol=cfg.tol, method=cfg.method, steps=cfg.steps, eta=cfg.eta, t_eps=cfg.t_eps)
+    except ValueError as err:
+        raise EvaluationError(str(err)) from err
     run = load_run(cfg.ckpt, cfg.ema)
+    try:
+        run.model.prior.check_sampler(spec)
+    except ValueError as err:
+        raise EvaluationError(str(err)) from err
     device = resolve_device(cfg.device)
     run.to(device)
-    out_dir = Path(cfg.out) if cfg.out else run.run_dir / "samples" / f"{cfg.sampler}-seed{cfg.seed}"
+    tag = f"euler{cfg.steps}" if cfg.sampler == "euler" else cfg.sampler
+    out_dir = Path(cfg.out) if cfg.out else run.run_dir / "samples" / f"{tag}-seed{cfg.seed}"
     out_dir.mkdir(parents=True, exist_ok=True)
     images, nfes, seconds = [], [], 0.0
     with tqdm(total=cfg.num, unit="img", desc=f"sampling ({spec.describe()})", disable=not cfg.progress) as bar:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 from data_tools.files import atomic_write_text
 from latent_ndm import stats
-from latent_ndm.comparison import measure, report
+from latent_ndm.comparison import few_step, measure, report
 from latent_ndm.comparison.report import EQUAL_TIME
 from latent_ndm.comparison.step_cost import step_costs
 from latent_ndm.errors import EvaluationError
@@ -63,6 +63,10 @@ def check(cfg: DictConfig) -> None:
             raise EvaluationError(f"variants maps a name (letters, digits, _) to a list of train overrides, got "
                                   f"{name!r}: {overrides!r}; e.g. 'variants={{T10:[\"ndm/objective=discrete\","
                                   f"\"ndm.objective.T=10\"]}}'")
+    for name, run in (cfg.few_step.runs or {}).items():
+        if not Path(str(run)).exists():
+            raise EvaluationError(f"no run at {run} (few_step.runs.{name}): train it with `python -m latent_ndm.train "
+                                  "stage=ndm ...` first, or leave it out")
     if ((cfg.ndm_run is None or cfg.lsgm_run is None or cfg.get("variants"))
             and not Path(cfg.vae_ckpt).exists()):
         raise EvaluationError(f"no VAE export at {cfg.vae_ckpt} (vae_ckpt) to train the priors on: run "
@@ -284,6 +288,8 @@ def compare(cfg: DictConfig, sampling_speed: bool = True) -> dict[str, Any]:
            "paper": report.PAPER, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if EQUAL_TIME in models:
         out["paired_equal_time"] = paired(models, EQUAL_TIME)
+    if sampling_speed and cfg.few_step.steps:
+        out["few_step"] = few_step.section(cfg, {name: seed_runs[name][0] for name in KINDS})
     return out
 
 

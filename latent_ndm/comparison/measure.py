@@ -22,7 +22,7 @@ from latent_ndm.evaluation.generation import batches, generate
 from latent_ndm.evaluation.results import write_results
 from latent_ndm.evaluation.runner import evaluate, heldout_images
 from latent_ndm.model import NDMPrior, SamplerSpec
-from latent_ndm.runs.build import objective_at, transform_kind
+from latent_ndm.runs.build import forward_process_kind, objective_at, transform_kind
 from latent_ndm.runs.config import compose_config, resolved, shaping_differences
 from latent_ndm.runs.export import EXPORT_DIR, TRAIN_CONFIG, read_run_record, read_yaml
 from latent_ndm.runs.load import LoadedRun
@@ -128,6 +128,29 @@ def evaluate_run(ckpt: str, bench: DictConfig) -> tuple[dict[str, dict[str, Any]
         run = out.run
     assert run is not None
     return results, run
+
+
+def few_step(ckpt: str, bench: DictConfig, nelbo: bool = True) -> dict[str, Any]:
+    """The energy distance of `ckpt`'s decoded samples to held-out images at K fixed Euler steps (and the adaptive
+    ODE), from `evaluate metrics=[distance]` with the benchmark's `few_step` settings (merged into evaluation.json);
+    with `nelbo`, a bound-trained run also gets its held-out NELBO on `few_step.nelbo_limit` images (0: none)."""
+    f = bench.few_step
+    cfg = evaluation_config(ckpt, ["distance"], None, bench)
+    cfg = OmegaConf.merge(cfg, {"distance": {"num": f.num, "steps": list(f.steps), "groups": f.groups, "ode": f.ode,
+                                             "batch_size": f.batch_size}})
+    out = evaluate(cfg)
+    info = {"ckpt": ckpt, "weights": out.run.weights, "hardware": out.hardware, "by": "latent_ndm.benchmark"}
+    write_results(out.run.out_dir, out.results, info)
+    result: dict[str, Any] = {"run": ckpt, "kind": forward_process_kind(out.run.config["ndm"]),
+                              "vae_ckpt": out.run.config.get("vae_ckpt"), "steps": read_run_record(
+                                  str(out.run.out_dir)).get("step"), "distance": out.results["distance"],
+                              "nelbo_bpd": None}
+    if nelbo and getattr(out.run.model.prior, "is_bound", False) and f.nelbo_limit:
+        nelbo = evaluate(evaluation_config(ckpt, ["nelbo"], int(f.nelbo_limit), bench))
+        write_results(nelbo.run.out_dir, nelbo.results, info)
+        result["nelbo_bpd"] = nelbo.results["nelbo"]["nelbo_bpd"]
+        result["nelbo_count"] = int(nelbo.results["nelbo"]["count"])
+    return result
 
 
 def sampling_speed(run: LoadedRun, tolerances: Sequence[float], num: int, batch_size: int, seed: int,

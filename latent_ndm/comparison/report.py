@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.files import atomic_write, atomic_write_text
+from latent_ndm.comparison import few_step
 from latent_ndm.stats import number, short_verdict
 
 MODELS = ("NDM", "LSGM")
@@ -121,6 +122,7 @@ def markdown(report: dict[str, Any]) -> str:
         "reference only; they are not results of this code or of this data",
     ]
     lines += [f"- note: {note}" for note in report.get("notes", [])]
+    lines += few_step.markdown(report.get("few_step"))
     lines += variants_markdown(report)
     return "\n".join(lines) + "\n"
 

@@ -73,6 +73,13 @@ def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
         r = results["fid"]
         rows.append(("FID", f"{r['fid']:.2f}", "", f"{r['num']} samples, {r['settings']['sampler']}, NFE "
                      f"{r['nfe']:.0f}, {r['images_per_s']:.2f} images/s, {r['settings']['extractor']}"))
+    if "distance" in results:
+        r = results["distance"]
+        for e in r["by_steps"].values():
+            se = f" ± {e['se']:.4f}" if e.get("se") is not None else ""
+            rows.append((f"energy distance, {e['sampler']}", f"{e['energy_distance']:.4f}", "",
+                         f"{se.strip()} over {r['settings']['groups']} groups; {r['num']} samples vs held-out images; "
+                         f"NFE {e['nfe']:.0f}, {e['images_per_s']:.2f} images/s"))
     width = max(len(row[0]) for row in rows)
     lines = [title] + [f"  {m:<{width}}  {v:>8} {u:<8}  {d}" for m, v, u, d in rows]
     return "\n".join(lines)

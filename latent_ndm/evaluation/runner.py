@@ -1,4 +1,5 @@
-"""`evaluate(cfg)`: the NELBO, the ODE NLL bound and FID of a trained run, on 1 or N processes, as one dict.
+"""`evaluate(cfg)`: the NELBO, the ODE NLL bound, FID and the few-step energy distance of a trained run, on 1 or N
+processes (the distance on one), as one dict.
 
 Everything that can be missing (the checkpoint, the reference statistics, the extractor weights, the data) is
 checked before any model is evaluated. Held-out images are split across processes by the data module (each image
@@ -23,6 +24,7 @@ from data_tools.errors import DataToolError
 from data_tools.http_stream import ReadOptions
 from data_tools.shard_index import split_shards
 from latent_ndm.data.module import ShardDataModule
+from latent_ndm.distance import grouped_energy_distance
 from latent_ndm.errors import EvaluationError
 from latent_ndm.evaluation import fid
 from latent_ndm.evaluation.bounds import TermSums, nelbo_terms, nll_terms
@@ -34,7 +36,8 @@ from latent_ndm.runs.load import LoadedRun, load_run
 from vae import VAE
 from vae.diagnostics import LatentUsage, collapse_verdict
 
-METRICS = ("nelbo", "nll", "fid")
+METRICS = ("nelbo", "nll", "fid", "distance")
+BOUNDS = ("nelbo", "nll")
 
 
 def check_metrics(metrics: list[str]) -> list[str]:
@@ -208,6 +211,58 @@ def eval_fid(run: LoadedRun, procs: Processes, cfg: DictConfig, setup: FIDSetup)
                          "seed": cfg.seed}}
 
 
+def heldout_sample(run: LoadedRun, cfg: DictConfig, num: int) -> torch.Tensor:
+    """The first `num` held-out images of `cfg.split` (fewer if the split has fewer), on the CPU, quantised as the
+    VAE models them."""
+    loader = heldout_images(run, cfg.split, cfg.shards, cfg.batch_size)
+    taken, count = [], 0
+    for x in loader:
+        taken.append(x[: num - count])
+        count += taken[-1].shape[0]
+        if count >= num:
+            break
+    if not taken:
+        raise EvaluationError(f"the {cfg.split!r} split has no images to compare samples with")
+    return run.model.vae.quantize(torch.cat(taken).float())
+
+
+def eval_distance(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str, Any]:
+    """For each K in `distance.steps`: `distance.num` samples drawn with K fixed Euler steps of the prior's
+    probability-flow ODE (`distance.sampler`: euler; or ode with dopri5 at `distance.tol` once, labelled "ode"),
+    decoded, and their energy distance to as many held-out images (flattened pixels in [-1, 1]; mean +- SE over
+    `distance.groups` disjoint groups), with NFE and images/s. One process; every K starts from the same noise."""
+    d = cfg.distance
+    if procs.world > 1:
+        raise EvaluationError("metrics=[distance] runs on one process; run it without devices>1 / torchrun")
+    steps = [int(k) for k in d.steps]
+    if d.num < 2 * d.groups or not steps or min(steps) < 1:
+        raise EvaluationError(f"distance needs num >= 2 x groups and steps >= 1, got num={d.num}, groups={d.groups}, "
+                              f"steps={list(d.steps)}")
+    reference = heldout_sample(run, cfg, int(d.num))
+    n = reference.shape[0]
+    if n < 2 * d.groups:
+        raise EvaluationError(f"the {cfg.split!r} split has {n} images, fewer than the {2 * d.groups} that "
+                              f"distance.groups={d.groups} needs")
+    specs = {str(k): SamplerSpec("euler", steps=k, t_eps=d.t_eps) for k in steps}
+    if d.ode:
+        specs["ode"] = SamplerSpec("ode", tol=d.tol, t_eps=d.t_eps)
+    out: dict[str, Any] = {"num": n, "by_steps": {}}
+    for label, spec in specs.items():
+        images, nfe, seconds = [], 0, 0.0
+        for chunk in tqdm(list(batches(range(n), d.batch_size)), disable=not cfg.progress,
+                          desc=f"distance ({spec.describe()})"):
+            got = generate(run, chunk, spec, cfg.seed, procs.device)
+            images.append(got.images.cpu())
+            nfe, seconds = nfe + got.nfe, seconds + got.seconds
+        est = grouped_energy_distance(torch.cat(images), reference, groups=int(d.groups))
+        out["by_steps"][label] = {"energy_distance": est.mean, "se": est.se, "groups": est.groups,
+                                  "nfe": nfe / max(1, len(images)), "images_per_s": n / max(seconds, 1e-9),
+                                  "sampler": spec.describe()}
+    out["settings"] = {"split": cfg.split, "seed": cfg.seed, "groups": int(d.groups), "t_eps": d.t_eps,
+                       "metric": "energy distance of flattened pixels in [-1, 1] (U-statistic)"}
+    return out
+
+
 @dataclass
 class Evaluation:
     """Results by metric, the run, and whether this process reports (rank 0)."""
@@ -219,11 +274,15 @@ class Evaluation:
 
 
 def evaluate(cfg: DictConfig, procs: Processes | None = None) -> Evaluation:
-    """Evaluate `cfg.ckpt` on `cfg.metrics` (nelbo, nll, fid)."""
+    """Evaluate `cfg.ckpt` on `cfg.metrics` (nelbo, nll, fid, distance)."""
     metrics = check_metrics(list(cfg.metrics))
     if cfg.k < 1 or (cfg.limit is not None and cfg.limit < 1):
         raise EvaluationError(f"need k >= 1 and limit >= 1 (or null), got k={cfg.k}, limit={cfg.limit}")
     run = load_run(cfg.ckpt, cfg.ema)  # fails before any process starts
+    if not getattr(run.model.prior, "is_bound", True) and set(metrics) & set(BOUNDS):
+        raise EvaluationError(f"{cfg.ckpt} was trained on the straight-trajectory regression (ndm/objective=straight), "
+                              "which is not a likelihood bound, so it has no NELBO or NLL: evaluate it by its samples "
+                              "with metrics=[distance] or metrics=[fid]")
     fid_setup = prepare_fid(cfg) if "fid" in metrics else None
     owned = procs is None  # the processes this call started, and ends
     procs = procs or Processes(cfg.accelerator, cfg.devices, cfg.num_nodes)
@@ -235,6 +294,8 @@ def evaluate(cfg: DictConfig, procs: Processes | None = None) -> Evaluation:
             results[name] = eval_nelbo(run, procs, cfg)
         elif name == "nll":
             results[name] = eval_nll(run, procs, cfg)
+        elif name == "distance":
+            results[name] = eval_distance(run, procs, cfg)
         else:
             assert fid_setup is not None
             results[name] = eval_fid(run, procs, cfg, fid_setup)

@@ -51,7 +51,8 @@ def vae_export(tiny_vae_run: Path) -> Path:
 def bench_cfg(out: Path, *overrides: str, train_overrides: list[str] | None = None):
     cfg = compose_config("benchmark", [
         f"out={out}", "nll_limit=2", "sample_num=4", "sample_batch_size=4", "step.repeats=2", "step.batch_size=4",
-        "tolerances=[1e-2,1e-3]", 'eval_overrides=["nll.rtol=1e-3","nll.atol=1e-3"]', *overrides])
+        "tolerances=[1e-2,1e-3]", 'eval_overrides=["nll.rtol=1e-3","nll.atol=1e-3"]', "few_step.num=8",
+        "few_step.groups=2", "few_step.steps=[1,2]", "few_step.ode=false", "few_step.nelbo_limit=4", *overrides])
     if train_overrides is not None:
         OmegaConf.update(cfg, "train_overrides", train_overrides)
     return cfg
@@ -205,7 +206,7 @@ def test_benchmark_of_given_runs_writes_table_json_chart_with_the_paper_row_apar
         assert (out / f"benchmark.{name}").stat().st_size > 0
     assert json.loads((out / "benchmark.json").read_text()) == json.loads(json.dumps(report))
     table = (out / "benchmark.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    rows = [line for line in table.split("## Few-step")[0].splitlines() if line.startswith("| ")]
     assert len(rows) == 5 and rows[1].startswith("| NDM (F: separable") and rows[2].startswith("| LSGM (F: identity")
     assert all(row.startswith(f"| {PAPER_LABEL}: ") for row in rows[3:])
     assert "≤ 0.65 | 7.18" in rows[3] and "≤ 0.70 | 7.22" in rows[4]
@@ -228,6 +229,40 @@ def test_benchmark_of_given_runs_writes_table_json_chart_with_the_paper_row_apar
     assert "budget: 2 optimizer steps" in table and "hardware: CPU" in table
 
 
+def test_few_step_section_compares_nfdm_and_straight_runs_by_sample_quality(
+        trained: tuple[Path, dict, str], data_root: Path, vae_export: Path, tmp_path: Path) -> None:
+    """NDM, LSGM and the runs of few_step.runs at K Euler steps: the energy distance of each, the NELBO only of the
+    bound-trained ones, the straight run marked as no bound; each number is the run's evaluation.json."""
+    from latent_ndm.training.run import train
+    from tests.support.tiny_runs import ndm_cfg
+
+    root = trained[0]
+    extra = {"NFDM": ["ndm/noise=neural"], "STRAIGHT": ["ndm/noise=neural", "ndm/objective=straight"]}
+    for name, overrides in extra.items():
+        train(ndm_cfg(tmp_path / name, data_root, vae_export, "trainer.max_steps=2", "trainer.val_check_interval=2",
+                      *overrides))
+    runs = {name: root / "runs" / f"bench-{name.lower()}-2" for name in ("NDM", "LSGM")}
+    cfg = bench_cfg(tmp_path / "out", f"ndm_run={runs['NDM']}", f"lsgm_run={runs['LSGM']}", "budget=2",
+                    "vae_ckpt=/nowhere", "nll_limit=0", "tolerances=[1e-2]",
+                    f"few_step.runs={{NFDM:{tmp_path / 'NFDM'},STRAIGHT:{tmp_path / 'STRAIGHT'}}}")
+    report = run(cfg)
+    section = report["few_step"]
+    assert list(section["models"]) == ["NDM", "LSGM", "NFDM", "STRAIGHT"] and section["steps"] == [1, 2]
+    kinds = {name: m["kind"] for name, m in section["models"].items()}
+    assert kinds == {"NDM": "ndm", "LSGM": "lsgm", "NFDM": "nfdm", "STRAIGHT": "nfdm-straight"}
+    assert section["models"]["NFDM"]["nelbo_bpd"] is not None and section["models"]["STRAIGHT"]["nelbo_bpd"] is None
+    table = (tmp_path / "out" / "benchmark.md").read_text().split("## Few-step")[1]
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "not a bound" in rows["STRAIGHT"] and "not a bound" not in rows["NFDM"]
+    for name in ("NFDM", "STRAIGHT"):
+        written = read_results(tmp_path / name / "export")["distance"]["by_steps"]
+        for k in ("1", "2"):
+            e = section["models"][name]["distance"]["by_steps"][k]
+            assert written[k]["energy_distance"] == e["energy_distance"] and e["nfe"] == int(k)
+            assert f"{number(e['energy_distance'])} ± {number(e['se'])}" in rows[name]
+    assert not section["notes"]  # all on the same VAE export
+
+
 def test_user_errors_are_one_sentence(tmp_path: Path, trained: tuple[Path, dict, str]) -> None:
     with pytest.raises(EvaluationError, match=r"budget .* must be >= 1, got 0"):
         run(bench_cfg(tmp_path, "budget=0"))
@@ -244,6 +279,8 @@ def test_user_errors_are_one_sentence(tmp_path: Path, trained: tuple[Path, dict,
     lsgm = trained[0] / "runs" / "bench-lsgm-2"
     with pytest.raises(EvaluationError, match=r"ndm_run=.* has F = identity"):
         run(bench_cfg(tmp_path, f"ndm_run={lsgm}", f"lsgm_run={lsgm}"))
+    with pytest.raises(EvaluationError, match=r"no run at .*nfdm \(few_step.runs.NFDM\)"):
+        run(bench_cfg(tmp_path, f"few_step.runs={{NFDM:{tmp_path / 'nfdm'}}}"))
     with pytest.raises(SystemExit):
         run_or_exit(run, bench_cfg(tmp_path, f"vae_ckpt={tmp_path / 'novae'}"))
 

@@ -1,0 +1,66 @@
+"""The benchmark's few-step section: sample quality at K fixed Euler steps of seed 0's NDM and LSGM and of any other
+runs on the same VAE (NFDM, NFDM-straight), measured by `evaluate metrics=[distance]` (`measure.few_step`), and its
+table for benchmark.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from latent_ndm.comparison import measure
+from latent_ndm.stats import number
+
+
+def section(cfg: DictConfig, pair: dict[str, str]) -> dict[str, Any]:
+    """Few-step sampling quality of seed 0's NDM and LSGM and of the `few_step.runs` (e.g. NFDM, NFDM-straight: runs
+    on the same VAE export), each at K = `few_step.steps` Euler steps: energy distance to held-out images +- SE over
+    sample groups (one training seed each), images/s, and the held-out NELBO of the bound-trained ones."""
+    runs = {**pair, **{str(k): str(v) for k, v in (cfg.few_step.runs or {}).items()}}
+    models = {}
+    for name, ckpt in runs.items():
+        print(f"few-step sampling {name} ({ckpt}) at K = {list(cfg.few_step.steps)}", flush=True)
+        models[name] = measure.few_step(ckpt, cfg, nelbo=name not in pair)  # the pair's NELBO is the main table's
+    vae = models["NDM"]["vae_ckpt"]
+    notes = [f"{name} ({r['run']}) was trained on another VAE export ({r['vae_ckpt']} vs {vae}); its row does not "
+             "compare like for like" for name, r in models.items() if r["vae_ckpt"] != vae]
+    return {"steps": [int(k) for k in cfg.few_step.steps], "num": int(cfg.few_step.num),
+            "groups": int(cfg.few_step.groups), "models": models, "notes": notes}
+
+
+def markdown(section: dict[str, Any] | None) -> list[str]:
+    """The few-step table: per model its forward process, held-out NELBO (bound-trained runs), and for each K the
+    energy distance to held-out images ± SE and images/s; then how it was measured."""
+    if not section:
+        return []
+    models = section["models"]
+    labels = list(next(iter(models.values()))["distance"]["by_steps"])
+    cols = ["model", "forward process", "steps", "NELBO (bits/dim)",
+            *[f"ED, {'adaptive ODE' if k == 'ode' else f'K = {k}'}" for k in labels]]
+    lines = ["", "## Few-step sampling: energy distance to held-out images (lower is better)", "",
+             "| " + " | ".join(cols) + " |", "|" + "|".join(["---", "---", "---:"] + ["---:"] * (len(cols) - 3)) + "|"]
+    for name, r in models.items():
+        by = r["distance"]["by_steps"]
+        if r["kind"].endswith("straight"):
+            nelbo = "not a bound"
+        elif name in ("NDM", "LSGM"):
+            nelbo = "(table above)"
+        else:
+            nelbo = "—" if r.get("nelbo_bpd") is None else f"{r['nelbo_bpd']:.4f}"
+        cells = [f"{number(by[k]['energy_distance'])} ± {number(by[k]['se'])} "
+                 f"({by[k]['images_per_s']:.0f}/s, NFE {by[k]['nfe']:.0f})" for k in labels]
+        lines.append("| " + " | ".join([name, r["kind"], str(r.get("steps") or "—"), nelbo, *cells]) + " |")
+    d = next(iter(models.values()))["distance"]
+    lines += [
+        "",
+        f"- energy distance between {d['num']} decoded samples and {d['num']} held-out images "
+        f"({d['settings']['split']} split), flattened pixels in [-1, 1], U-statistic; ± is the standard error over "
+        f"{section['groups']} disjoint groups of samples (sampling noise only: one training seed per model); images/s "
+        "include decoding",
+        "- K = fixed Euler steps of the probability-flow ODE from the same initial noise for every K and model "
+        "(`python -m latent_ndm.sample sampler=euler steps=K`); a straight-mode run is judged only here, never by "
+        "a bound",
+        "- a difference between two models smaller than about twice its standard error is no difference",
+    ]
+    lines += [f"- note: {note}" for note in section.get("notes", [])]
+    return lines
