@@ -22,10 +22,12 @@ from latent_ndm import stats
 from latent_ndm.diffusion.objectives import StraightFlowObjective
 from latent_ndm.diffusion.reverse_process import ReverseProcess
 from latent_ndm.diffusion.schedule import VPSchedule
+from latent_ndm.distance import energy_distance
 from latent_ndm.toy import evaluate
 from latent_ndm.toy.data import CHECKERBOARD_ENTROPY_NATS, CHECKERBOARD_STD, fraction_on_board, sample_checkerboard
 from latent_ndm.toy.plot import FigureData, save_figure
 from latent_ndm.toy.train import (
+    EXTRA_MODELS,
     TOY_MODELS,
     ModelSpec,
     ToyModel,
@@ -36,11 +38,13 @@ from latent_ndm.toy.train import (
     train,
 )
 
-MODELS = {m.name: m for m in TOY_MODELS}
+MODELS = {m.name: m for m in (*TOY_MODELS, *EXTRA_MODELS)}
+DEFAULT_MODELS = [m.name for m in TOY_MODELS]
 BOUND_METRICS = ("nelbo", "ode_nll_bound")
 PAIRS = (("ndm", "baseline"), ("nfdm", "ndm"))  # paired differences of the bounds: (model, against)
-STRAIGHT_PAIR = ("nfdm-straight", "nfdm")  # paired difference of sample quality at each K
-LABELS = {"ndm": "NDM", "baseline": "baseline", "nfdm": "NFDM", "nfdm-straight": "NFDM-straight"}
+STRAIGHT_PAIRS = (("nfdm-straight", "nfdm"), ("ndm-straight", "ndm"))  # paired sample quality at each K
+LABELS = {"ndm": "NDM", "baseline": "baseline", "nfdm": "NFDM", "nfdm-straight": "NFDM-straight",
+          "ndm-straight": "NDM-straight"}
 F_TIMES = [0.0, 0.25, 0.5, 0.75, 1.0]
 JIT_WARNING = re.escape("`torch.jit.script` is deprecated")  # emitted from inside torch by torch.func.jvp
 
@@ -71,10 +75,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="rtol = atol of the ODE NLL solve (1e-5 moved a trained model's ODE NLL by < 0.001 nats, "
                         "against a held-out SE of 0.016, at twice the cost)")
     p.add_argument("--trajectories", type=int, default=30, help="ODE trajectories per model for the figure")
-    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help=f"comma-separated subset of {', '.join(MODELS)} (default: all but ndm-straight)")
     p.add_argument("--euler-steps", default="1,2,4,8", help="the K of the K-step Euler samplers, comma-separated")
     p.add_argument("--curvature-weight", type=float, default=0.1,
-                   help="weight of the path-acceleration penalty of NFDM-straight (not tuned)")
+                   help="weight of the path-acceleration penalty of the straight models (not tuned)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is fastest for these small networks, and robust on a shared machine)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/toy/<YYYYmmdd-HHMMSS>)")
@@ -138,8 +143,7 @@ def evaluate_model(model: ToyModel, process: ReverseProcess, x: torch.Tensor, ar
         numbers.update(nelbo=asdict(nelbo), ode_nll_bound=asdict(ode.nll), ode_nll_nfe=ode.nfe)
     samples, sample_nfe = evaluate.samples(process, args.samples, args.t_eps, seed=seed + 3)
     euler = {k: evaluate.euler_samples(process, args.samples, k, args.t_eps, seed=seed + 3) for k in args.euler_steps}
-    quality = {"ode": evaluate.energy_distance(samples, x),
-               **{str(k): evaluate.energy_distance(e, x) for k, e in euler.items()}}
+    quality = {"ode": energy_distance(samples, x), **{str(k): energy_distance(e, x) for k, e in euler.items()}}
     on_board = {"ode": fraction_on_board(samples), **{str(k): fraction_on_board(e) for k, e in euler.items()}}
     F = evaluate.transform_at(process, x, F_TIMES)
     displacement = {f"{t:g}": (F_t - x).norm(dim=1).mean().item() for t, F_t in zip(F_TIMES, F, strict=True)}
@@ -155,7 +159,7 @@ def evaluate_model(model: ToyModel, process: ReverseProcess, x: torch.Tensor, ar
 def summarise(per_seed: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Mean +- SE over seeds of each model's held-out bounds (bound-trained models) and energy distances; the paired
     differences (same seed: same data stream, held-out set and initial denoiser) of the bounds for `PAIRS` and of the
-    energy distance for `STRAIGHT_PAIR` at each sampler; the NDM's F displacement at each t."""
+    energy distance for `STRAIGHT_PAIRS` at each sampler; the NDM's F displacement at each t."""
     names = list(per_seed[0])
     values = {name: {} for name in names}
     for name in names:
@@ -169,11 +173,11 @@ def summarise(per_seed: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         if a in names and b in names:
             paired[f"{a} - {b}"] = {m: stats.paired_difference(values[a][m], values[b][m], unit="nats",
                                                                name=LABELS[a], baseline=b) for m in BOUND_METRICS}
-    a, b = STRAIGHT_PAIR
-    if a in names and b in names:
-        paired[f"{a} - {b}"] = {m: stats.paired_difference(values[a][m], values[b][m], unit="", name=LABELS[a],
-                                                           baseline=LABELS[b])
-                                for m in values[a] if m.startswith("energy_distance")}
+    for a, b in STRAIGHT_PAIRS:
+        if a in names and b in names:
+            paired[f"{a} - {b}"] = {m: stats.paired_difference(values[a][m], values[b][m], unit="", name=LABELS[a],
+                                                               baseline=LABELS[b])
+                                    for m in values[a] if m.startswith("energy_distance")}
     out: dict[str, Any] = dict(
         n_seeds=len(per_seed),
         models={name: {m: {**asdict(stats.estimate(v)), "values": v} for m, v in values[name].items()}

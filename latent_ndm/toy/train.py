@@ -48,6 +48,8 @@ class ToyModel:
 
 TOY_MODELS = (ToyModel("ndm", True), ToyModel("baseline", False), ToyModel("nfdm", True, True),
               ToyModel("nfdm-straight", True, True, True))
+# the straight mode on NDM's forward process (learned F, the schedule's noise): not drawn by default; `--models`
+EXTRA_MODELS = (ToyModel("ndm-straight", True, False, True),)
 
 
 @dataclass(frozen=True)

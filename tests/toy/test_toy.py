@@ -127,3 +127,18 @@ def test_transform_learning_rate_applies_to_phi_only():
     assert any(not torch.equal(a, b) for a, b in zip(
         build_process(True, CHECKERBOARD_STD, ModelSpec(hidden=16, depth=1, transform_hidden=8), schedule, 0)
         .denoiser.parameters(), out.process.denoiser.parameters(), strict=True))
+
+
+def test_models_default_to_the_four_and_ndm_straight_is_an_extra() -> None:
+    """`--models` defaults to baseline, NDM, NFDM, NFDM-straight; NDM-straight (the straight regression on NDM's
+    forward process, the schedule's noise) is chosen by name; an unknown name is refused."""
+    import pytest
+
+    from latent_ndm.toy.__main__ import MODELS, parse_args
+
+    assert sorted(parse_args([]).models) == ["baseline", "ndm", "nfdm", "nfdm-straight"]
+    assert parse_args(["--models", "ndm,ndm-straight"]).models == ["ndm", "ndm-straight"]
+    m = MODELS["ndm-straight"]
+    assert m.learn_transform and not m.learn_noise and m.straight and not m.is_bound
+    with pytest.raises(SystemExit):
+        parse_args(["--models", "ndm,lsgm"])
