@@ -37,6 +37,7 @@ nfdm: $(STAMP)
 	$(PY) -m latent_ndm.train stage=ndm ndm/noise=neural name=nfdm
 	$(PY) -m latent_ndm.train stage=ndm ndm/noise=neural ndm/objective=straight name=nfdm-straight
 	$(PY) -m latent_ndm.train stage=ndm ndm/objective=straight name=ndm-straight
+	$(PY) -m latent_ndm.sample ckpt=runs/ndm/nfdm progress=false
 	$(PY) -m latent_ndm.sample ckpt=runs/ndm/nfdm-straight sampler=euler steps=4 progress=false
 	$(PY) -m latent_ndm.sample ckpt=runs/ndm/ndm-straight sampler=euler steps=4 progress=false
 	$(PY) -m latent_ndm.benchmark ndm_run=runs/ndm/default lsgm_run=runs/ndm/lsgm out=runs/benchmark/nfdm \
