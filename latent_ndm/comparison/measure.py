@@ -147,10 +147,10 @@ def few_step(ckpt: str, bench: DictConfig, nelbo: bool = True) -> dict[str, Any]
                                   str(out.run.out_dir)).get("step"), "distance": out.results["distance"],
                               "nelbo_bpd": None}
     if nelbo and getattr(out.run.model.prior, "is_bound", False) and f.nelbo:
-        nelbo = evaluate(evaluation_config(ckpt, ["nelbo"], bench.limit, bench))
-        write_results(nelbo.run.out_dir, nelbo.results, info)
-        result["nelbo_bpd"] = nelbo.results["nelbo"]["nelbo_bpd"]
-        result["nelbo_count"] = int(nelbo.results["nelbo"]["count"])
+        bound = evaluate(evaluation_config(ckpt, ["nelbo"], bench.limit, bench))
+        write_results(bound.run.out_dir, bound.results, info)
+        result["nelbo_bpd"] = bound.results["nelbo"]["nelbo_bpd"]
+        result["nelbo_count"] = int(bound.results["nelbo"]["count"])
     return result
 
 

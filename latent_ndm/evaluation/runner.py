@@ -211,16 +211,11 @@ def eval_fid(run: LoadedRun, procs: Processes, cfg: DictConfig, setup: FIDSetup)
                          "seed": cfg.seed}}
 
 
-def heldout_sample(run: LoadedRun, cfg: DictConfig, num: int) -> torch.Tensor:
+def heldout_sample(run: LoadedRun, procs: Processes, cfg: DictConfig, num: int) -> torch.Tensor:
     """The first `num` held-out images of `cfg.split` (fewer if the split has fewer), on the CPU, quantised as the
     VAE models them."""
     loader = heldout_images(run, cfg.split, cfg.shards, cfg.batch_size)
-    taken, count = [], 0
-    for x in loader:
-        taken.append(x[: num - count])
-        count += taken[-1].shape[0]
-        if count >= num:
-            break
+    taken = [x.cpu() for _, x in _limited(loader, num, procs, "held-out images", False)]
     if not taken:
         raise EvaluationError(f"the {cfg.split!r} split has no images to compare samples with")
     return run.model.vae.quantize(torch.cat(taken).float())
@@ -228,9 +223,9 @@ def heldout_sample(run: LoadedRun, cfg: DictConfig, num: int) -> torch.Tensor:
 
 def eval_distance(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str, Any]:
     """For each K in `distance.steps`: `distance.num` samples drawn with K fixed Euler steps of the prior's
-    probability-flow ODE (`distance.sampler`: euler; or ode with dopri5 at `distance.tol` once, labelled "ode"),
-    decoded, and their energy distance to as many held-out images (flattened pixels in [-1, 1]; mean +- SE over
-    `distance.groups` disjoint groups), with NFE and images/s. One process; every K starts from the same noise."""
+    probability-flow ODE (and, with `distance.ode`, with dopri5 at `distance.tol`, labelled "ode"), decoded, and
+    their energy distance to as many held-out images (flattened pixels in [-1, 1]; mean +- SE over `distance.groups`
+    disjoint groups), with NFE and images/s. One process; every K starts from the same noise."""
     d = cfg.distance
     if procs.world > 1:
         raise EvaluationError("metrics=[distance] runs on one process; run it without devices>1 / torchrun")
@@ -238,7 +233,7 @@ def eval_distance(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str
     if d.num < 2 * d.groups or not steps or min(steps) < 1:
         raise EvaluationError(f"distance needs num >= 2 x groups and steps >= 1, got num={d.num}, groups={d.groups}, "
                               f"steps={list(d.steps)}")
-    reference = heldout_sample(run, cfg, int(d.num))
+    reference = heldout_sample(run, procs, cfg, int(d.num))
     n = reference.shape[0]
     if n < 2 * d.groups:
         raise EvaluationError(f"the {cfg.split!r} split has {n} images, fewer than the {2 * d.groups} that "

@@ -188,11 +188,10 @@ class NDMPrior(Prior):
                ) -> tuple[torch.Tensor, int]:
         t_eps = self.t_eps if spec.t_eps is None else spec.t_eps
         out: SampleOutput
-        if spec.name == "euler":
-            out = sample_ode(self.process, t_eps=t_eps, method="euler", steps=spec.steps, z_1=z_1)
-        elif spec.name == "ode":
-            out = sample_ode(self.process, t_eps=t_eps, method=spec.method, rtol=spec.tol, atol=spec.tol,
-                             steps=spec.steps if spec.method in FIXED else None, z_1=z_1)
+        if spec.name in ("ode", "euler"):
+            method = "euler" if spec.name == "euler" else spec.method
+            out = sample_ode(self.process, t_eps=t_eps, method=method, rtol=spec.tol, atol=spec.tol,
+                             steps=spec.steps if method in FIXED else None, z_1=z_1)
         elif spec.name == "sde":
             out = sample_sde(self.process, steps=spec.steps, t_eps=t_eps, z_1=z_1, generator=generator)
         else:

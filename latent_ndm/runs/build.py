@@ -50,8 +50,7 @@ def transform_kind(ndm: NDMConfig) -> str:
 def forward_process_kind(ndm: NDMConfig) -> str:
     """The model family of an `ndm` config: "lsgm" (F = identity, fixed noise), "ndm" (learned F_phi), "nfdm"
     (learned F_phi and noise scale), each with "-straight" when trained on the straight-trajectory regression."""
-    noise = ndm.get("noise") if hasattr(ndm, "get") else None
-    kind = "nfdm" if noise else ("lsgm" if transform_kind(ndm) == "identity" else "ndm")
+    kind = "nfdm" if ndm.get("noise") else ("lsgm" if transform_kind(ndm) == "identity" else "ndm")
     straight = str(ndm["objective"]["_target_"]).endswith("StraightFlowObjective")
     return f"{kind}-straight" if straight else kind
 

@@ -100,7 +100,21 @@ def straight_terms(model: LatentModel, batch: Batch, generator: torch.Generator 
     return model.prior.straight_loss(u, generator), u[0].numel()
 
 
-class NDMValidationMetrics:
+class _ValidationSums:
+    """Per-name float64 sums of per-example values over a validation pass, summed across processes on `reduced`."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def _add(self, name: str, value: torch.Tensor) -> None:
+        value = value.detach().double().sum()
+        self.sums[name] = self.sums[name] + value if name in self.sums else value
+
+    def _reduced(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: reduce_sum(v) for k, v in sorted(self.sums.items())}
+
+
+class NDMValidationMetrics(_ValidationSums):
     """Sums over a validation pass of the (EMA) `LatentModel`; `compute` reduces them into bits/dim floats.
 
     From images: nelbo_bpd = rec_bpd + neg_entropy_bpd + cross_entropy_bpd (the latent NELBO), kl_bpd =
@@ -113,12 +127,8 @@ class NDMValidationMetrics:
     NAMES = ("rec", "neg_entropy", "cross_entropy", "vae_kl", "ndm_rec", "ndm_diff", "ndm_prior")
 
     def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
+        super().__init__()
         self.num_dims = 0
-
-    def _add(self, name: str, value: torch.Tensor) -> None:
-        value = value.detach().double().sum()
-        self.sums[name] = self.sums[name] + value if name in self.sums else value
 
     def _record(self, values: dict[str, torch.Tensor], batch_size: int, num_dims: int, device: torch.device) -> None:
         self.num_dims = int(num_dims)
@@ -144,7 +154,7 @@ class NDMValidationMetrics:
         """Floats by name; `reduce_sum` sums a tensor across processes (identity on one process)."""
         if not self.sums:
             return {}
-        s = {k: reduce_sum(v) for k, v in sorted(self.sums.items())}
+        s = self._reduced(reduce_sum)
         m = {k: s[k] / s["count"] for k in self.NAMES if k in s}
 
         def bpd(nats: torch.Tensor) -> float:
@@ -161,21 +171,17 @@ class NDMValidationMetrics:
         return out
 
 
-class StraightValidationMetrics:
+class StraightValidationMetrics(_ValidationSums):
     """Sums over a validation pass of a straight-mode prior; `compute` gives straight_loss, flow and curvature per
     latent dimension (the regression minimised in training; lower is better, but it is not a likelihood)."""
 
     NAMES = ("straight_loss", "flow", "curvature")
 
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-
     def _record(self, out: StraightLoss, dims: int) -> None:
         values = {"count": torch.tensor(float(out.total.shape[0]), device=out.total.device),
                   "straight_loss": out.total / dims, "flow": out.flow / dims, "curvature": out.curvature / dims}
         for name, value in values.items():
-            value = value.detach().double().sum()
-            self.sums[name] = self.sums[name] + value if name in self.sums else value
+            self._add(name, value)
 
     def update(self, model: LatentModel, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
         self._record(*straight_terms(model, x, generator))
@@ -187,7 +193,7 @@ class StraightValidationMetrics:
     def compute(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
         if not self.sums:
             return {}
-        s = {k: reduce_sum(v) for k, v in sorted(self.sums.items())}
+        s = self._reduced(reduce_sum)
         return {**{k: float(s[k] / s["count"]) for k in self.NAMES}, "count": float(s["count"])}
 
 
