@@ -1,10 +1,11 @@
 """Atomic file writes and checksums: a reader, or a crash, never sees a half-written file.
 
 `atomic_write` is the project's one way to write a file that matters (shards' manifests, exports, checkpoints,
-statistics, reports): the bytes go to ``<name>.tmp`` in the destination folder (so the final rename never crosses
-filesystems), are flushed to disk, and `os.replace` puts them in place in one step; then the folder entry is flushed.
-Until the rename the previous file, if any, is untouched; on any error the temporary file is removed. Files get the
-usual permissions (0666 minus the umask), whatever wrote them.
+statistics, reports): the bytes go to a temporary file of its own, ``.<name>.<random>.tmp``, in the destination
+folder (so the final rename never crosses filesystems, and two writers of one file never share a temporary file),
+are flushed to disk, and `os.replace` puts them in place in one step; then the folder entry is flushed. Until the
+rename the previous file, if any, is untouched; on any error the temporary file is removed. Files get the usual
+permissions (0666 minus the umask), whatever wrote them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,8 +74,20 @@ def default_mode() -> int:
 
 
 def temporary_path(path: Path) -> Path:
-    """Where `atomic_write` stages `path`: ``<name>.tmp`` beside it."""
-    return path.with_name(path.name + TMP_SUFFIX)
+    """A new, empty file beside `path` where `atomic_write` stages it: ``.<name>.<random>.tmp``, unique to the call."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    return Path(name)
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the ``*.tmp`` leftovers of a killed writer in `folder` (call it only while no other process writes
+    there); returns what was deleted."""
+    removed = []
+    for path in Path(folder).glob(f"*{TMP_SUFFIX}"):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any], previous: str | Path | None = None,

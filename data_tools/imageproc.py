@@ -37,6 +37,39 @@ def decode_image(data: bytes) -> Image.Image:
         raise UnusableImage(f"corrupt or truncated image ({type(err).__name__}: {err})") from err
 
 
+def open_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
+    """The image in `data`, opened but not decoded (its size is known, its pixels are not in memory yet).
+
+    `UnusableImage` when the bytes are not an image, or when it declares more pixels than `max_pixels` (None: PIL's
+    decompression-bomb limit, about 89 million), checked before a pixel is decoded: a few kilobytes of PNG can
+    declare gigabytes of pixels.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as err:
+        raise UnusableImage("is not a decodable image (unknown format)") from err
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise UnusableImage(f"declares an image too large to decode safely ({err})") from err
+    except Exception as err:  # noqa: BLE001 - any decoder failure means "corrupt input", never a crash
+        raise UnusableImage(f"is a corrupt image ({type(err).__name__}: {err})") from err
+    width, height = img.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise UnusableImage(f"declares a {width}x{height} image, more than the {max_pixels} pixels allowed here")
+    return img
+
+
+def rgb_pixels(img: Image.Image) -> np.ndarray:
+    """The decoded pixels of an opened image as uint8 (H, W, 3) RGB; `UnusableImage` when decoding fails."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return np.array(img if img.mode == "RGB" else img.convert("RGB"))
+    except Exception as err:  # noqa: BLE001 - a truncated or corrupt image, whatever the decoder says
+        raise UnusableImage(f"does not decode ({type(err).__name__}: {err})") from err
+
+
 def _high_bit_depth_to_8bit(img: Image.Image) -> Image.Image:
     """Map 16-bit / 32-bit integer and float grayscale to 8-bit grayscale."""
     arr = np.asarray(img)

@@ -17,13 +17,8 @@ from typing import Any
 from tqdm import tqdm
 
 from data_tools.errors import DataToolError
-from data_tools.manifest import (
-    new_manifest,
-    prepare_out_dir,
-    remove_temporaries,
-    shard_is_intact,
-    write_manifest,
-)
+from data_tools.files import remove_temporaries
+from data_tools.manifest import new_manifest, prepare_out_dir, shard_is_intact, write_manifest
 from data_tools.sources import ImageSource
 from data_tools.split import DEFAULT_SPLIT, assign_split, parse_split, resolve_split
 from data_tools.workers import Outcome, process_images

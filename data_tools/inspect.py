@@ -24,6 +24,7 @@ from webdataset.tariterators import base_plus_ext
 from data_tools.errors import DataToolError, run_cli
 from data_tools.files import atomic_write
 from data_tools.http_stream import ShardReadError
+from data_tools.imageproc import UnusableImage, open_image, rgb_pixels
 from data_tools.locations import Location, name_of
 from data_tools.manifest import PREVIEW_NAME
 from data_tools.reading import open_location
@@ -61,29 +62,50 @@ class _Tally(io.RawIOBase):
         return len(data)
 
 
-def scan_shard(location: Location, digest: bool) -> tuple[int, int, str | None]:
-    """(samples, bytes, sha256 or None) of the shard at `location`, read once front to back."""
+@dataclass
+class Scan:
+    """What one pass over a shard found: samples (distinct consecutive keys), bytes, the sha256 (when asked) and
+    the samples that a reader would not take as they are (a field given twice, a key that comes back)."""
+
+    samples: int
+    nbytes: int
+    sha256: str | None
+    problems: list[str]
+
+
+def scan_shard(location: Location, digest: bool) -> Scan:
+    """One pass over the shard at `location`, front to back (see `Scan`)."""
+    problems: list[str] = []
     with open_location(location) as stream:
         tally = _Tally(stream, digest)
         reader = io.BufferedReader(tally, 1 << 20)
-        keys, last = 0, None
+        keys, last, seen, fields = 0, None, set(), set()
         for name, _ in iter_tar_members(reader, "the tar"):
-            key = base_plus_ext(name)[0]
-            keys, last = keys + (key != last), key
+            key, field = base_plus_ext(name)
+            if key != last:
+                if key in seen:
+                    problems.append(f"sample {key} comes twice")
+                keys, last, fields = keys + 1, key, set()
+                seen.add(key)
+            if field is not None and field.lower() in fields:
+                problems.append(f"sample {key} has two '{field.lower()}' members")
+            fields.add(None if field is None else field.lower())
         while reader.read(1 << 20):  # the blocks after the end-of-archive marker count towards the size
             pass
-    return keys, tally.nbytes, tally.sha256.hexdigest() if tally.sha256 is not None else None
+    return Scan(keys, tally.nbytes, tally.sha256.hexdigest() if tally.sha256 is not None else None, problems)
 
 
 def check_shard(path: Location, record: dict | None, verify: bool = False) -> ShardCheck:
     """Count samples and compare size, sample count (and with `verify` the sha256) with the manifest record."""
     try:
-        samples, nbytes, sha256 = scan_shard(path, digest=verify and record is not None)
-    except (ValueError, ShardReadError) as err:
+        scan = scan_shard(path, digest=verify and record is not None)
+    except (ValueError, ShardReadError, MemoryError) as err:
         return ShardCheck(path, record["split"] if record else "?", 0, f"unreadable ({err})")
+    samples, nbytes, sha256 = scan.samples, scan.nbytes, scan.sha256
+    shown = scan.problems[:2] + ([f"{len(scan.problems) - 2} more such"] if len(scan.problems) > 2 else [])
     if record is None:
-        return ShardCheck(path, "?", samples, "not in a manifest (unverified)")
-    problems = []
+        return ShardCheck(path, "?", samples, "; ".join(["not in a manifest (unverified)", *shown]))
+    problems = list(shown)
     if "nbytes" in record and nbytes != record["nbytes"]:
         problems.append(f"{nbytes} bytes, manifest says {record['nbytes']}")
     if samples != record["count"]:
@@ -93,28 +115,65 @@ def check_shard(path: Location, record: dict | None, verify: bool = False) -> Sh
     return ShardCheck(path, record["split"], samples, "; ".join(problems) or "ok")
 
 
-def preview_grid(paths: list[Location], n: int) -> np.ndarray | None:
-    """The first `n` images of `paths` (in order) tiled into one uint8 RGB array, or None if there are none."""
+PREVIEW_TILE = 128  # the largest tile of the preview grid, in pixels
+PREVIEW_MAX_PIXELS = 1 << 24  # an image declaring more is not decoded for the preview (a 4096x4096 one at most)
+
+
+@dataclass
+class Preview:
+    """The preview grid (None: no image to show) and the samples it passed over, each with its reason."""
+
+    grid: np.ndarray | None
+    passed_over: list[str]
+
+
+def _tile(data: bytes, side: int | None) -> np.ndarray:
+    """One preview tile: the image centre-cropped and shrunk to `side` x `side` (None: its shorter side, at most
+    `PREVIEW_TILE`); `UnusableImage` if it cannot be."""
+    img = open_image(data, max_pixels=PREVIEW_MAX_PIXELS)
+    side = side or min(PREVIEW_TILE, *img.size)
+    img.draft("RGB", (side, side))  # JPEG: decode at a reduced size
+    pixels = rgb_pixels(img)
+    h, w = pixels.shape[:2]
+    square = min(h, w)
+    top, left = (h - square) // 2, (w - square) // 2
+    tile = Image.fromarray(pixels[top:top + square, left:left + square])
+    return np.asarray(tile.resize((side, side), Image.Resampling.BILINEAR) if square != side else tile)
+
+
+def preview_grid(paths: list[Location], n: int, side: int | None = None) -> Preview:
+    """The first `n` images of `paths` (in order), each shrunk to `side` pixels (None: the first image's shorter
+    side, at most `PREVIEW_TILE`), tiled into one uint8 RGB array. Samples that are not images, or too large to
+    decode safely, are passed over and named; so is the rest of a shard that cannot be read."""
     images: list[np.ndarray] = []
+    passed_over: list[str] = []
     for path in paths:
-        for _, fields in iter_tar_samples(path):
-            data = fields.get("png") or fields.get("jpg")
-            if data is not None:
-                images.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
-            if len(images) >= n:
-                break
+        try:
+            for key, fields in iter_tar_samples(path):
+                data = fields.get("png") or fields.get("jpg")
+                if data is None:
+                    passed_over.append(f"{key}: no png or jpg member")
+                    continue
+                try:
+                    images.append(_tile(data, side))
+                    side = images[-1].shape[0]
+                except UnusableImage as err:
+                    passed_over.append(f"{key}: {err}")
+                if len(images) >= n:
+                    break
+        except (ValueError, ShardReadError) as err:
+            passed_over.append(f"{name_of(path)}: {' '.join(str(err).split())[:160]}")
         if len(images) >= n:
             break
-    if not images:
-        return None
-    side = images[0].shape[0]
+    if not images or side is None:
+        return Preview(None, passed_over)
     cols = math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
     grid = np.full((rows * (side + 2) + 2, cols * (side + 2) + 2, 3), 255, np.uint8)
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
         grid[2 + r * (side + 2): 2 + r * (side + 2) + side, 2 + c * (side + 2): 2 + c * (side + 2) + side] = img
-    return grid
+    return Preview(grid, passed_over)
 
 
 def report(spec: list[str], preview: Path | None, n_preview: int, verify: bool = False) -> int:
@@ -145,15 +204,19 @@ def report(spec: list[str], preview: Path | None, n_preview: int, verify: bool =
     skipped = (info.manifest or {}).get("skipped", [])
     if skipped:
         print(f"skipped at sharding: {len(skipped)} files, e.g. {skipped[0]['file']}: {skipped[0]['reason']}")
-    _write_preview(paths, info.kind, preview or Path(PREVIEW_NAME), n_preview)
+    side = min(PREVIEW_TILE, int(info.resolution)) if info.resolution else None
+    _write_preview(paths, info.kind, preview or Path(PREVIEW_NAME), n_preview, side)
     return 1 if bad else 0
 
 
-def _write_preview(paths: list[Location], kind: str, grid_path: Path, n: int) -> None:
+def _write_preview(paths: list[Location], kind: str, grid_path: Path, n: int, side: int | None) -> None:
     if kind != "images" or n <= 0:
         return
-    grid = preview_grid(paths, n)
-    if grid is not None:
+    preview = preview_grid(paths, n, side)
+    if preview.passed_over:
+        print(f"preview: passed over {len(preview.passed_over)} sample(s), e.g. {preview.passed_over[0]}")
+    if preview.grid is not None:
+        grid = preview.grid
         atomic_write(grid_path, lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"))
         print(f"preview of the first {n} images: {grid_path}")
 

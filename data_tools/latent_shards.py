@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from data_tools.errors import DataToolError
-from data_tools.files import sha256_file
-from data_tools.manifest import new_manifest, prepare_out_dir, remove_temporaries, write_manifest
+from data_tools.files import remove_temporaries, sha256_file
+from data_tools.manifest import new_manifest, prepare_out_dir, write_manifest
 from data_tools.writer import AtomicShardWriter, ShardRecord
 
 _FIELD = re.compile(r"^[A-Za-z0-9_]+$")

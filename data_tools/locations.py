@@ -1,9 +1,11 @@
 """Where a shard lives: a local path or a URL, and the names derived from it.
 
 A shard *location* is a string: a local path (``data/x-train-000000.tar``, or ``file:///...``), an ``http://`` or
-``https://`` URL, an ``s3://`` or ``gs://`` URL (read through the ``aws`` / ``gsutil`` command-line clients), or a
-``pipe:COMMAND`` whose standard output is the shard (webdataset's convention). Folders are named the same way:
-the manifest of a shard lives beside it (``<folder>/manifest.json``), whatever the scheme.
+``https://`` URL, an ``s3://`` or ``gs://`` URL (read through the ``aws`` / ``gsutil`` command-line clients, started
+with an argument list: no shell ever sees the URL), or a ``pipe:COMMAND`` whose standard output is the shard
+(webdataset's convention; a shell runs it, so it is accepted only where the user typed it, never from a file).
+Folders are named the same way: the manifest of a shard lives beside it (``<folder>/manifest.json``), whatever the
+scheme. Shard names read from a manifest must match the names `data_tools` writes (`data_tools.manifest`).
 
 No I/O here except `expand_shards` on local paths (globbing) and `is_local_dir`.
 """
@@ -22,9 +24,10 @@ import braceexpand
 from data_tools.errors import DataToolError
 
 HTTP_SCHEMES = ("http", "https")
-OBJECT_STORES = {"s3": ("aws", "aws s3 cp {url} -", "pip install awscli, or give the shards as https:// URLs"),
-                 "gs": ("gsutil", "gsutil cat {url}", "install the Google Cloud CLI, or give the shards as https:// "
-                                                      "URLs")}
+OBJECT_STORES = {"s3": ("aws", ("aws", "s3", "cp", "{url}", "-"),
+                        "pip install awscli, or give the shards as https:// URLs"),
+                 "gs": ("gsutil", ("gsutil", "cat", "{url}"),
+                        "install the Google Cloud CLI, or give the shards as https:// URLs")}
 REMOTE_SCHEMES = (*HTTP_SCHEMES, *OBJECT_STORES, "pipe")
 
 Location = str
@@ -83,16 +86,18 @@ def is_local_dir(location: str | Path) -> bool:
     return not is_remote(location) and local_path(location).is_dir()
 
 
-def object_store_command(url: str) -> str:
-    """The ``pipe:`` command that streams an ``s3://`` or ``gs://`` object to standard output.
+def object_store_command(url: str) -> list[str]:
+    """The argument list of the client command that streams an ``s3://`` or ``gs://`` object to standard output
+    (run without a shell: the URL is one argument, whatever characters it holds).
 
     A one-sentence `DataToolError` names the client when it is not installed.
     """
     kind = scheme(url)
     client, command, how = OBJECT_STORES[kind]
-    if shutil.which(client) is None:
+    executable = shutil.which(client)
+    if executable is None:
         raise DataToolError(f"reading {url} needs the `{client}` command-line client, which is not on PATH; {how}")
-    return "pipe:" + command.format(url=url)
+    return [executable, *(url if part == "{url}" else part for part in command[1:])]
 
 
 def expand_shards(spec: str | Path | Sequence[str | Path]) -> list[Location]:

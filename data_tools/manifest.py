@@ -9,6 +9,11 @@ Layout (all keys sorted when written)::
 
 While a run is in progress the manifest is rewritten (atomically) after every shard, with
 ``complete: false``; it doubles as the journal a rerun resumes from.
+
+A manifest may come from someone else (a downloaded folder, a bucket, a web server), so reading one checks what it
+names before anything uses it: the dataset and split names are the characters `data_tools` writes, every shard is
+named ``{name}-{split}-NNNNNN.tar`` (a file beside the manifest: never a path, a URL or a command), and every count
+is a whole number. Counts that lie about the tars are caught where the tars are read.
 """
 
 from __future__ import annotations
@@ -60,11 +65,50 @@ def read_manifest(out_dir: str | Path, options: ReadOptions | None = None) -> di
 def _parse_manifest(data: bytes, where: str) -> dict[str, Any]:
     try:
         manifest = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise DataToolError(f"{where} is not readable JSON ({err}); delete it or choose another directory") from err
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
         raise DataToolError(f"{where} is not a data_tools manifest (format {FORMAT_VERSION})")
+    check_names(manifest, where)
     return manifest
+
+
+DATASET_NAME = re.compile(r"[A-Za-z0-9_-]+")
+SPLIT_NAME = re.compile(r"[A-Za-z0-9_]+")
+_SHARD_INDEX = re.compile(r"\d{6,}")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_names(manifest: dict[str, Any], where: str) -> None:
+    """Refuse (one-sentence `DataToolError`) a manifest whose dataset, split or shard names are not the ones
+    `data_tools` writes, or whose counts are not whole numbers (see the module doc)."""
+    name = manifest.get("name")
+    if not isinstance(name, str) or not DATASET_NAME.fullmatch(name):
+        raise DataToolError(f"{where} names its dataset {str(name)[:60]!r}, not letters, digits, '-' or '_'; it is "
+                            "not a manifest data_tools wrote, so nothing it lists is read")
+    splits = manifest.get("splits", {})
+    if not isinstance(splits, dict):
+        raise DataToolError(f"{where} is not a data_tools manifest (its splits are not a mapping)")
+    for split, state in splits.items():
+        if not SPLIT_NAME.fullmatch(split) or not isinstance(state, dict) or not isinstance(state.get("shards"), list) \
+                or not _whole(state.get("count")):
+            raise DataToolError(f"{where} has a malformed split {split[:40]!r} (a split is letters, digits or '_', "
+                                "with a whole-number count and a list of shards); nothing it lists is read")
+        prefix = f"{name}-{split}-"
+        for record in state["shards"]:
+            file = record.get("file") if isinstance(record, dict) else None
+            named = isinstance(file, str) and file.startswith(prefix) and file.endswith(".tar") \
+                and _SHARD_INDEX.fullmatch(file[len(prefix):-len(".tar")]) is not None
+            if not named:
+                raise DataToolError(f"{where} lists a shard named {str(file)[:60]!r}, not a data_tools shard name "
+                                    f"({prefix}NNNNNN.tar); a manifest names files beside it, never paths, URLs or "
+                                    "commands, so nothing it lists is read")
+            if not _whole(record.get("count")) or not _whole(record.get("nbytes", 0)):
+                raise DataToolError(f"{where} gives {file} a count or size that is not a whole number; nothing it "
+                                    "lists is read")
 
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
@@ -79,19 +123,14 @@ def new_manifest(kind: str, name: str, config: dict[str, Any]) -> dict[str, Any]
 def _own_file_pattern(name: str) -> re.Pattern[str]:
     shard = rf"{re.escape(name)}-[A-Za-z0-9_]+-\d{{6,}}\.tar"
     own = rf"({shard}|{re.escape(MANIFEST_NAME)}|{re.escape(PREVIEW_NAME)})"
-    return re.compile(rf"^{own}({re.escape(TMP_SUFFIX)})?$")
+    tmp = re.escape(TMP_SUFFIX)
+    return re.compile(rf"^({own}({tmp})?|\.{own}\.[A-Za-z0-9_]+{tmp})$")  # a shard's, or atomic_write's temporary
 
 
 def foreign_files(out_dir: Path, name: str) -> list[str]:
     """Entries of `out_dir` that a run writing dataset `name` did not create."""
     own = _own_file_pattern(name)
     return sorted(p.name for p in Path(out_dir).iterdir() if not own.match(p.name))
-
-
-def remove_temporaries(out_dir: Path) -> None:
-    """Delete ``*.tmp`` leftovers of a killed run."""
-    for path in Path(out_dir).glob(f"*{TMP_SUFFIX}"):
-        path.unlink(missing_ok=True)
 
 
 def shard_is_intact(out_dir: Path, record: dict[str, Any], full: bool = True) -> bool:

@@ -7,10 +7,10 @@ command-line tools (`iter_shard_samples`):
                        --webdataset's group_by_keys-->  {"__key__", "__url__", field: bytes, ...}
 
 `open_shards` opens local files, ``http(s)://`` URLs (`data_tools.http_stream`: retries, stall timeout, resume
-after a cut), ``pipe:`` commands (webdataset's `gopen`, with the same stall timeout) and ``s3://`` / ``gs://`` URLs
-(through the `aws` / `gsutil` clients). `tar_members` is the tar expander (`data_tools.tarread`). Errors go to a
-webdataset-style handler (``handler(exn) -> True`` continues with the next shard); every error is a `ShardReadError`
-naming the shard.
+after a cut), ``pipe:`` commands (run by a shell, webdataset's convention, with the same stall timeout) and ``s3://``
+/ ``gs://`` URLs (through the `aws` / `gsutil` clients, started with an argument list and no shell). `tar_members`
+is the tar expander (`data_tools.tarread`). Errors go to a webdataset-style handler (``handler(exn) -> True``
+continues with the next shard); every error is a `ShardReadError` naming the shard.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from __future__ import annotations
 import io
 import os
 import select
+import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from webdataset.gopen import gopen
 from webdataset.handlers import reraise_exception
 from webdataset.tariterators import group_by_keys
 
@@ -34,17 +34,29 @@ BUFFER = 1 << 20
 Handler = Callable[[BaseException], bool]
 
 
-class TimedPipe(io.RawIOBase):
-    """The standard output of a webdataset ``pipe:`` stream, read with a stall timeout.
+class SampleError(ValueError):
+    """A sample that cannot be used as it is (e.g. two members for one field, which would silently drop one); the
+    message names the shard and the sample's key. Handlers pass it over like an undecodable sample."""
 
-    No byte for `timeout` seconds kills the command; a non-zero exit status is an error naming the command.
+    def __init__(self, location: str, key: str, reason: str) -> None:
+        super().__init__(f"sample {key} in shard {location} {reason}")
+        self.location, self.key = location, key
+
+
+class TimedPipe(io.RawIOBase):
+    """The standard output of a command, read with a stall timeout: a ``pipe:COMMAND`` location (a string, run by a
+    shell: the user typed it) or a client's argument list (no shell).
+
+    No byte for `timeout` seconds kills the command; a non-zero exit status is an error naming the location.
     """
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, command: str | list[str], timeout: float) -> None:
         super().__init__()
         self.url, self.timeout = url, timeout
-        self.pipe = gopen(url, "rb")
-        self.fd = self.pipe.stream.fileno()
+        shell = isinstance(command, str)
+        self.proc = subprocess.Popen(command, shell=shell, stdin=subprocess.DEVNULL,  # noqa: S602 - see above
+                                     stdout=subprocess.PIPE, bufsize=0)
+        self.fd = self.proc.stdout.fileno()
 
     def readable(self) -> bool:
         return True
@@ -57,20 +69,20 @@ class TimedPipe(io.RawIOBase):
         data = os.read(self.fd, len(buffer))
         buffer[:len(data)] = data
         if not data:
-            status = self.pipe.proc.wait()
+            status = self.proc.wait()
             if status != 0:
                 raise ShardReadError(self.url, f"the command exited with status {status}", missing=True)
         return len(data)
 
     def _kill(self) -> None:
-        if self.pipe.proc.poll() is None:
-            self.pipe.proc.kill()
-        self.pipe.proc.wait()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
 
     def close(self) -> None:
         if not self.closed:
             self._kill()  # a command whose output was not read to the end
-            self.pipe.stream.close()
+            self.proc.stdout.close()
         super().close()
 
 
@@ -80,9 +92,10 @@ def open_location(location: str | Path, options: ReadOptions = DEFAULT_READ) -> 
     try:
         if kind in HTTP_SCHEMES:
             return io.BufferedReader(HttpStream(text, options), BUFFER)
-        if kind in OBJECT_STORES or kind == "pipe":
-            command = object_store_command(text) if kind in OBJECT_STORES else text
-            return io.BufferedReader(TimedPipe(command, options.timeout), BUFFER)
+        if kind in OBJECT_STORES:
+            return io.BufferedReader(TimedPipe(text, object_store_command(text), options.timeout), BUFFER)
+        if kind == "pipe":
+            return io.BufferedReader(TimedPipe(text, text.removeprefix("pipe:"), options.timeout), BUFFER)
         return open(local_path(text), "rb", buffering=BUFFER)
     except FileNotFoundError as err:
         raise ShardReadError(text, "no such file", missing=True) from err
@@ -132,28 +145,49 @@ def tar_members(sources: Iterable[dict[str, Any]], handler: Handler = reraise_ex
 
     The members of a sample are passed on once the next sample begins (or the shard ends cleanly), so when a shard
     fails the samples before the fault are kept whole and the one it cut into is dropped, never passed on with
-    fields missing; the error (a `ShardReadError`) goes to `handler`.
+    fields missing; the error (a `ShardReadError`) goes to `handler`. A sample with two members for one field is
+    dropped whole, and a `SampleError` naming it goes to `handler`.
     """
     for source in sources:
         url, stream = source["url"], source["stream"]
         held: list[dict[str, Any]] = []
-        held_key = None
+        held_key, held_fields, dropped = None, set(), None
         try:
-            for name, data in iter_tar_members(stream, "the tar"):
+            for name, data in _members(stream, url):
                 folder, _, base = name.rpartition("/")
-                key = (folder, base.partition(".")[0])  # the sample key, as webdataset's base_plus_ext cuts it
+                stem, dot, field = base.partition(".")
+                key = (folder, stem)  # the sample key, as webdataset's base_plus_ext cuts it
+                if key == dropped:
+                    continue
                 if key != held_key:
                     yield from held
-                    held, held_key = [], key
+                    held, held_key, held_fields = [], key, set()
+                if dot and field.lower() in held_fields:
+                    held, held_key, dropped = [], None, key
+                    shown = f"{folder}/{stem}" if folder else stem
+                    if not handler(SampleError(url, shown, f"has two '{field.lower()}' members")):
+                        return
+                    continue
+                held_fields.add(field.lower())
                 held.append({"fname": name, "data": data, "__url__": url})
             yield from held
-        except (ValueError, OSError) as err:
-            error = err if isinstance(err, ShardReadError) else ShardReadError(url, str(err))
-            if not handler(error):
+        except ShardReadError as err:
+            if not handler(err):
                 return
         finally:
             stream.close()
         yield {}
+
+
+def _members(stream: BinaryIO, url: str) -> Iterator[tuple[str, bytes]]:
+    """(name, content) of every regular member of one open shard; whatever goes wrong reading it is a
+    `ShardReadError` naming the shard."""
+    try:
+        yield from iter_tar_members(stream, "the tar")
+    except ShardReadError:
+        raise
+    except (ValueError, OSError, MemoryError) as err:
+        raise ShardReadError(url, str(err)) from err
 
 
 def shard_samples(locations: Iterable[str], options: ReadOptions = DEFAULT_READ,

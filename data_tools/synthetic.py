@@ -8,8 +8,7 @@ an interrupted creation resumes). Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from data_tools.errors import DataToolError, run_cli
 from data_tools.faces import draw_parameters, render_faces
 from data_tools.imageproc import UnusableImage
 from data_tools.images_to_shards import ShardOptions, default_workers, shard_images
+from data_tools.locks import exclusive
 from data_tools.manifest import read_manifest, shard_is_intact
 from data_tools.sources import Listing
 
@@ -118,27 +118,10 @@ def ensure_default_dataset(
     root = Path(root)
     if _is_complete(root, n, resolution):
         return root
-    with _exclusive(root.parent / f".{root.name}.lock"):
+    with exclusive(root.parent / f".{root.name}.lock"):
         if not _is_complete(root, n, resolution):
             write_synthetic(root, n=n, resolution=resolution, seed=seed, progress=progress)
     return root
-
-
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """An advisory inter-process lock (POSIX `flock`); a no-op where fcntl is unavailable."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,9 @@
 Python's `tarfile` spends ~70 us per member on header handling (webdataset adds ~50 us per sample on top),
 more than opening a cached loose file costs. Shards are read strictly front to back, so this reader parses
 the 512-byte headers itself: ustar / GNU regular files, plus the PAX ('x', 'g') and GNU long-name ('L')
-records other tools write. Corrupt headers (bad checksum) and truncated streams raise `ValueError`.
+records other tools write. Corrupt headers (bad checksum), truncated streams and members that declare an impossible
+size (negative, or more than `MAX_MEMBER_BYTES`: a shard is data someone else may have made) raise `ValueError`
+before anything is allocated for them.
 
 It reads any binary stream (a local file, an HTTP response, a pipe) and is used as the tar expander stage of the
 webdataset pipeline (`data_tools.reading.tar_members`).
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 BLOCK = 512
+MAX_MEMBER_BYTES = 1 << 28  # 256 MiB: far above any image or latent of a sample, far below a machine's memory
 _ZERO_BLOCK = bytes(BLOCK)
 _REGULAR = (b"0", b"\0", b"7")
 
@@ -43,6 +46,8 @@ def _pax_records(data: bytes) -> dict[str, str]:
     while pos < len(data) and data[pos:pos + 1] != b"\0":
         space = data.index(b" ", pos)
         length = int(data[pos:space])
+        if length <= space - pos:
+            raise ValueError(f"a PAX record of length {length} at byte {pos} is malformed")
         key, _, value = data[space + 1:pos + length - 1].partition(b"=")
         records[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
         pos += length
@@ -75,6 +80,9 @@ def iter_tar_members(stream: BinaryIO, where: str = "the tar stream") -> Iterato
         if len(header) != BLOCK or not _checksum_ok(header):
             raise ValueError(f"{where} has a corrupt tar header at byte {offset}")
         size = int(pax["size"]) if "size" in pax else _octal(header[124:136])
+        if not 0 <= size <= MAX_MEMBER_BYTES:
+            raise ValueError(f"{where} has a tar member at byte {offset} that declares {size} bytes (at most "
+                             f"{MAX_MEMBER_BYTES} are read); the shard is damaged or not made by data_tools")
         data = _read_exact(stream, size, where)
         _read_exact(stream, -size % BLOCK, where)
         offset += BLOCK + size + (-size % BLOCK)
