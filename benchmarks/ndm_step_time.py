@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 
 from latent_ndm.comparison.step_cost import TrainStep, cuda_peak_bytes, saved_activation_bytes, time_alternating
 from latent_ndm.runs.build import build_ndm_prior, transform_kind
 from latent_ndm.runs.config import compose_config
+from latent_ndm.runs.targets import instantiate_trusted
 
 # name -> train overrides on top of `stage=ndm` (and the common --set overrides)
 VARIANTS: dict[str, list[str]] = {
@@ -52,7 +52,7 @@ def latent_overrides(common: Sequence[str]) -> list[str]:
     latent = cfg.ndm.latent
     if latent.channels is not None and latent.resolution is not None:
         return []
-    c, r, _ = instantiate(cfg.vae, _convert_="all").latent_shape(int(cfg.data.resolution))
+    c, r, _ = instantiate_trusted(cfg.vae, _convert_="all").latent_shape(int(cfg.data.resolution))
     return [f"ndm.latent.{key}={value}" for key, value in (("channels", c), ("resolution", r))
             if latent[key] is None]
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from latent_ndm.comparison.step_cost import TrainStep
@@ -26,6 +25,7 @@ from latent_ndm.runs.build import forward_process_kind, objective_at, transform_
 from latent_ndm.runs.config import compose_config, resolved, shaping_differences
 from latent_ndm.runs.export import EXPORT_DIR, TRAIN_CONFIG, read_run_record, read_yaml
 from latent_ndm.runs.load import LoadedRun
+from latent_ndm.runs.targets import instantiate_trusted
 from latent_ndm.training.run import train
 
 IDENTITY = "identity"
@@ -202,5 +202,6 @@ def train_step(run: LoadedRun, x: torch.Tensor, seed: int, device: torch.device)
     objective = objective_at(ndm["objective"], float(ndm["t_eps"]))
     params = [*denoiser.parameters(), *transform.parameters()]
     optim_cfg = run.config.get("optim", {}).get("optimizer")
-    optimizer = instantiate(optim_cfg, _convert_="all")(params) if optim_cfg else torch.optim.Adam(params, lr=1e-4)
+    optimizer = (instantiate_trusted(optim_cfg, "the run's optimizer config", _convert_="all")(params) if optim_cfg
+                 else torch.optim.Adam(params, lr=1e-4))
     return TrainStep(denoiser, transform, objective, optimizer, z.detach())

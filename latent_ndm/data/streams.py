@@ -39,12 +39,12 @@ from typing import Any
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys
 
 from data_tools.http_stream import DEFAULT_READ, ReadOptions, ShardReadError
-from data_tools.reading import open_shards, shard_samples, tar_members
+from data_tools.imageproc import UnusableImage, open_image, rgb_pixels
+from data_tools.reading import SampleError, open_shards, shard_samples, tar_members
 
 Batch = torch.Tensor | dict[str, Any]
 log = logging.getLogger(__name__)
@@ -124,13 +124,16 @@ class SampleDecoder:
         if data is None:
             raise ValueError(f"{where} has no png image; is this a latent shard (use kind='latents')?")
         try:
-            img = Image.open(io.BytesIO(data))
-            arr = np.array(img if img.mode == "RGB" else img.convert("RGB"))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise CorruptSample(f"{where} does not decode as an image ({err})") from err
-        if self.resolution is not None and arr.shape[:2] != (self.resolution, self.resolution):
-            raise ValueError(f"{where} is {arr.shape[1]}x{arr.shape[0]}, expected "
+            img = open_image(data)  # the size is checked before any pixel is decoded (a few KB can declare GBs)
+        except UnusableImage as err:
+            raise CorruptSample(f"{where} {err}") from err
+        if self.resolution is not None and img.size != (self.resolution, self.resolution):
+            raise ValueError(f"{where} is {img.size[0]}x{img.size[1]}, expected "
                              f"{self.resolution}x{self.resolution}; reshard with --resolution {self.resolution}")
+        try:
+            arr = rgb_pixels(img)
+        except UnusableImage as err:
+            raise CorruptSample(f"{where} {err}") from err
         return torch.from_numpy(arr).permute(2, 0, 1)  # uint8 (3, R, R); `collate` scales whole batches
 
 
@@ -179,7 +182,7 @@ class ShardFaults:
             lost = f"its {held} samples" if held is not None else "it"
             self._warn(exn.location, f"{what}: going on without {lost} (the samples read before the fault are kept)")
             return True
-        if isinstance(exn, CorruptSample):
+        if isinstance(exn, CorruptSample | SampleError):
             if self.on_error == "raise":
                 raise ValueError(f"{exn}; data.on_error=warn passes over it") from exn
             self.corrupt += 1
@@ -292,7 +295,7 @@ class TrainStream(IterableDataset):
 
 def _refuse(exn: BaseException) -> bool:
     """The evaluation handler: any fault stops evaluation, naming the shard."""
-    if isinstance(exn, ShardReadError | CorruptSample):
+    if isinstance(exn, ShardReadError | CorruptSample | SampleError):
         what = (f"evaluation shard {exn.location} cannot be read ({exn.reason})" if isinstance(exn, ShardReadError)
                 else str(exn))
         raise ValueError(f"{what}; evaluation reads every sample the manifest promises, so it stops here (re-create "
@@ -332,6 +335,11 @@ class EvalStream(IterableDataset):
                 n_read = 0
                 for local, sample in enumerate(shard_samples([path], self.read, _refuse)):
                     n_read = local + 1
+                    if local >= count:  # read only by the process whose share reaches the end of this shard
+                        raise ValueError(f"shard {path} holds more samples than the {count} its manifest says; "
+                                         "evaluation reads exactly what the manifest promises, so it stops here "
+                                         "(re-create the manifest with data_tools, or check where the shards came "
+                                         "from)")
                     if offset + local >= stop:
                         break
                     if offset + local >= start:
@@ -357,3 +365,5 @@ class EvalStream(IterableDataset):
         for batch in range(base + first, base + last):
             lo, hi = self._bounds(batch)
             yield collate(list(islice(samples, hi - lo)), self.return_meta)
+        for _ in samples:  # run the reader to its end: its checks of the counts (at most one more sample is read)
+            pass

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -33,6 +32,7 @@ from latent_ndm.evaluation.parallel import Processes
 from latent_ndm.model import SamplerSpec
 from latent_ndm.runs.hardware import describe
 from latent_ndm.runs.load import LoadedRun, load_run
+from latent_ndm.runs.targets import instantiate_trusted
 from vae import VAE
 from vae.diagnostics import LatentUsage, collapse_verdict
 
@@ -56,7 +56,7 @@ def heldout_images(run: LoadedRun, split: str, shards: str | None, batch_size: i
             spec: Any = split_shards(shards, split, read)
         else:
             data = OmegaConf.create(run.config["data"])
-            spec = instantiate(data, _convert_="all").specs.get(split)
+            spec = instantiate_trusted(data, f"the data config of {run.source}", _convert_="all").specs.get(split)
             if spec is None:
                 raise EvaluationError(f"the run's data config has no {split!r} split; give shards=<image shard "
                                       "folder>")

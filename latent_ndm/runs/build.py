@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -23,6 +22,7 @@ from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.errors import TrainingError
 from latent_ndm.model import NDMPrior
 from latent_ndm.runs.export import VAE_COMMAND, load_vae
+from latent_ndm.runs.targets import check_targets, instantiate_trusted
 from vae import VAE
 
 NDMConfig = DictConfig | Mapping[str, Any]
@@ -72,22 +72,24 @@ def objective_at(objective: NDMConfig, t_eps: float) -> Any:
             return {k: (float(t_eps) if k == "t_eps" else replace(v)) for k, v in node.items()}
         return node
 
-    return instantiate(replace(copy.deepcopy(plain)), _convert_="all")
+    return instantiate_trusted(replace(copy.deepcopy(plain)), _convert_="all")
 
 
 def build_ndm_prior(ndm: NDMConfig, state: Mapping[str, torch.Tensor] | None = None,
-                    t_eps: float | None = None) -> NDMPrior:
+                    t_eps: float | None = None, source: str = "the ndm config") -> NDMPrior:
     """The NDM prior of an `ndm` config: denoiser, transform, (NFDM) noise scale, schedule, and the objective at
     `t_eps` (None: the config's `eval_t_eps`, the t_eps of its validation bound). `state` ({"denoiser.*",
     "transform.*", "noise.*"}) is loaded when given; weights that do not fit the config raise a one-sentence
-    ValueError."""
+    ValueError, and so does a `_target_` outside the allow-list (`latent_ndm.runs.targets`; `source` names the config
+    in that message)."""
     n = OmegaConf.create(ndm) if not isinstance(ndm, DictConfig) else ndm
+    check_targets(n, source)
     shape = latent_shape(n)
-    schedule = instantiate(n.schedule)
-    denoiser = build_denoiser(instantiate(n.denoiser, _convert_="all"), schedule, instantiate(n.parameterisation),
-                              shape[0], n.mixing, n.mixing_init)
-    transform = instantiate(n.transform, _convert_="all")
-    noise = instantiate(n.noise, _convert_="all") if n.get("noise") else None
+    schedule = instantiate_trusted(n.schedule, source)
+    denoiser = build_denoiser(instantiate_trusted(n.denoiser, source, _convert_="all"), schedule,
+                              instantiate_trusted(n.parameterisation, source), shape[0], n.mixing, n.mixing_init)
+    transform = instantiate_trusted(n.transform, source, _convert_="all")
+    noise = instantiate_trusted(n.noise, source, _convert_="all") if n.get("noise") else None
     eval_t_eps = float(n.get("eval_t_eps", n.t_eps))
     objective = objective_at(n.objective, eval_t_eps if t_eps is None else t_eps)
     if noise is not None and isinstance(objective, DiscreteNDMObjective):

@@ -11,21 +11,30 @@
 
 Every file is written atomically (`data_tools.files.atomic_write`). Readers raise FileNotFoundError / ValueError
 with one sentence naming the file and the command that makes it.
+
+Files are data, never code (docs/SECURITY.md): checkpoints are read with `torch.load(weights_only=True)` (tensors and
+plain containers only; anything else is `UnsafeFileError`, one sentence), weights with safetensors, YAML with
+`yaml.safe_load`, and every config read from a file is checked by `latent_ndm.runs.targets.check_file_config`
+before anything is built from it.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from data_tools.files import atomic_write, atomic_write_text
 from latent_ndm.model import LatentModel, NDMPrior
+from latent_ndm.runs.targets import check_file_config
 from vae import VAE
 
 CHECKPOINT_DIR, LAST_CKPT, EXPORT_DIR = "checkpoints", "last.ckpt", "export"
@@ -45,8 +54,47 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping ({} for an empty file)."""
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    """A YAML mapping ({} for an empty file); plain YAML only (`yaml.safe_load`: no Python tags)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        cause = " ".join(str(err).split())
+        raise ValueError(f"{path} is not plain YAML ({cause[:160]}); latent-ndm reads no Python tags from files"
+                         ) from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a {type(data).__name__}, not a mapping of settings")
+    return data
+
+
+class UnsafeFileError(ValueError):
+    """A checkpoint that holds pickled Python objects besides tensors and plain containers: loading it could run
+    code, so it is not loaded."""
+
+
+def unsafe_file(path: str | os.PathLike, err: BaseException) -> UnsafeFileError:
+    """The one-sentence refusal of a checkpoint that `torch.load(weights_only=True)` would not unpickle."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    what = f"the Python object {found.group(1)}" if found else "Python objects other than tensors and plain data"
+    return UnsafeFileError(f"{path} was not loaded: it holds {what}, which could run code when unpickled; "
+                           "latent-ndm reads checkpoints as data only (torch.load weights_only=True), so use a "
+                           "checkpoint written by latent-ndm, or a safetensors export")
+
+
+def load_torch_file(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """`torch.load(path, weights_only=True)`: tensors and plain containers only, never code (`UnsafeFileError`)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        raise unsafe_file(path, err) from err
+
+
+def load_tensor_file(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a damaged one is a one-sentence ValueError."""
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file ({' '.join(str(err).split())[:160]}); "
+                         "re-export the run or download it again") from err
 
 
 # -- the VAE export -------------------------------------------------------------------------------------------
@@ -78,7 +126,12 @@ def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu") 
     if not is_export:
         if not path.is_file():
             raise FileNotFoundError(f"No VAE checkpoint file {path}; create it with `{VAE_COMMAND}`.")
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            ckpt = load_torch_file(path, map_location=map_location)
+        except UnsafeFileError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-sentence message
+            raise ValueError(f"{path} is not a readable VAE checkpoint ({' '.join(str(err).split())[:160]})") from err
         if not isinstance(ckpt, dict) or not {"vae_config", "state_dict"} <= set(ckpt):
             raise ValueError(f"{path} is not a VAE checkpoint dict with 'vae_config' and 'state_dict'")
         config, state = ckpt["vae_config"], ckpt["state_dict"]
@@ -90,10 +143,26 @@ def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu") 
                 f"No VAE export at {folder}: missing {' and '.join(missing)}; create it with `{VAE_COMMAND}`."
             )
         config = read_yaml(folder / VAE_CONFIG)
-        state = load_file(str(folder / VAE_WEIGHTS), device=str(map_location))
-    vae = VAE.from_config(config)
-    vae.load_state_dict(state, strict=True)
+        state = load_tensor_file(folder / VAE_WEIGHTS, device=str(map_location))
+    vae = vae_from_config(config, path)
+    try:
+        vae.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"the weights of {path} do not fit its VAE config ({str(err).splitlines()[0]})") from err
     return vae.to(map_location).eval()
+
+
+def vae_from_config(config: Any, source: str | os.PathLike) -> VAE:
+    """`VAE.from_config` of a config read from `source` (a file): plain constructor arguments only; anything else is
+    a one-sentence ValueError."""
+    if not isinstance(config, dict):
+        raise ValueError(f"the VAE config of {source} is not a mapping")
+    check_file_config(config, f"the VAE config of {source}")
+    try:
+        return VAE.from_config(config)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"the VAE config of {source} does not build a VAE ({' '.join(str(err).split())[:160]})"
+                         ) from err
 
 
 # -- the NDM export -------------------------------------------------------------------------------------------
@@ -168,17 +237,21 @@ def _required_yaml(path: Path) -> dict[str, Any]:
 
 
 def read_export(folder: Path) -> RunFiles:
-    """The EMA model of an export folder."""
+    """The EMA model of an export folder; its configs are checked (`check_file_config`) before anything is built."""
     config = _required_yaml(folder / TRAIN_CONFIG)
+    check_file_config(config, str(folder / TRAIN_CONFIG))
     if (folder / NDM_WEIGHTS).is_file():
-        return RunFiles("ndm", load_vae(folder / NDM_VAE_DIR), config, _required_yaml(folder / NDM_CONFIG),
-                        load_file(str(folder / NDM_WEIGHTS)), "ema", folder)
+        ndm_config = _required_yaml(folder / NDM_CONFIG)
+        check_file_config(ndm_config, str(folder / NDM_CONFIG))
+        return RunFiles("ndm", load_vae(folder / NDM_VAE_DIR), config, ndm_config,
+                        load_tensor_file(folder / NDM_WEIGHTS), "ema", folder)
     return RunFiles("vae", load_vae(folder), config, None, None, "ema", folder)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The Lightning checkpoint at `path` (tensors memory-mapped); raises whatever a damaged file raises."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    """The Lightning checkpoint at `path` (tensors memory-mapped), read as data only (`load_torch_file`); raises
+    `UnsafeFileError` for one that holds code, and whatever a damaged file raises."""
+    checkpoint = load_torch_file(path, mmap=True)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError("it is not a Lightning checkpoint (no state_dict)")
     return checkpoint
@@ -188,17 +261,25 @@ def read_run_checkpoint(path: Path, ema: bool = True) -> RunFiles:
     """The EMA (or, with ema=False, the raw) model of a Lightning checkpoint written by a training stage."""
     try:
         checkpoint = read_checkpoint(path)
+    except UnsafeFileError:
+        raise
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-sentence message
         raise ValueError(f"cannot read the checkpoint {path} ({err}); give another ckpt=") from err
     config, vae_config = checkpoint.get("config"), checkpoint.get("vae_config")
     if not isinstance(config, dict) or not isinstance(vae_config, dict):
         raise ValueError(f"{path} is not a latent-ndm training checkpoint (it lacks the run and VAE configs)")
-    kind = config["stage"]["name"]
+    check_file_config(config, f"the run config in {path}")
+    kind = (config.get("stage") or {}).get("name")
+    if kind not in ("vae", "ndm"):
+        raise ValueError(f"{path} is not a latent-ndm training checkpoint (its stage is {kind!r})")
     prefix = "ema.module." if ema else ("model." if kind == "ndm" else "vae.")
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    vae = VAE.from_config(vae_config)
-    vae.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("vae.")} if kind == "ndm" else state,
-                        strict=True)
+    vae = vae_from_config(vae_config, path)
+    try:
+        vae.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("vae.")} if kind == "ndm" else state,
+                            strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"the VAE weights of {path} do not fit its VAE config ({str(err).splitlines()[0]})") from err
     prior_state = {k[len("prior."):]: v for k, v in state.items() if k.startswith("prior.")} if kind == "ndm" else None
     return RunFiles(kind, vae.eval(), config, config.get("ndm") if kind == "ndm" else None, prior_state,
                     "ema" if ema else "raw", path.parent)

@@ -86,7 +86,7 @@ def _model(files: RunFiles, source: Path) -> LoadedRun:
     prior = None
     if files.kind == "ndm":
         try:
-            prior = build_ndm_prior(files.ndm_config, files.ndm_state)
+            prior = build_ndm_prior(files.ndm_config, files.ndm_state, source=f"the ndm config of {source}")
         except ValueError as err:
             raise EvaluationError(str(err)) from err
     model = LatentModel(files.vae, prior).eval().requires_grad_(False)

@@ -12,7 +12,6 @@ from typing import Any
 
 import lightning as L
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.strategies import StrategyRegistry
@@ -22,8 +21,9 @@ from data_tools.errors import DataToolError
 from latent_ndm.errors import TrainingError
 from latent_ndm.runs.checkpoints import find_resume_point, set_aside_requeue_checkpoints
 from latent_ndm.runs.config import resolved, shaping_differences
-from latent_ndm.runs.export import CHECKPOINT_DIR, EXPORT_DIR, LAST_CKPT, read_checkpoint
+from latent_ndm.runs.export import CHECKPOINT_DIR, EXPORT_DIR, LAST_CKPT, UnsafeFileError, read_checkpoint
 from latent_ndm.runs.hardware import configure_backends, select_accelerator, select_precision
+from latent_ndm.runs.targets import instantiate_trusted
 from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC, AtomicCheckpointIO, LastCheckpoint
 from latent_ndm.training.callbacks.export import RunExport
 from latent_ndm.training.callbacks.non_finite import NonFiniteGuard
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     """Instantiate `cfg.data` and find its shards now, so that missing or mismatched shards fail before training."""
     try:
-        datamodule = instantiate(cfg, _convert_="all")
+        datamodule = instantiate_trusted(cfg, _convert_="all")
         datamodule.setup("fit")
     except InstantiationException as err:
         if isinstance(err.__cause__, ValueError | DataToolError):  # bad data, not a bad config key
@@ -50,7 +50,7 @@ def build_loggers(cfg: DictConfig | None) -> list[Logger]:
     if not cfg:
         return []
     try:
-        return [instantiate(entry, _convert_="all") for entry in cfg.values()]
+        return [instantiate_trusted(entry, _convert_="all") for entry in cfg.values()]
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, ModuleNotFoundError | ImportError):
@@ -129,7 +129,7 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[L.Callback], loggers: Seq
     accelerator = select_accelerator(cfg.accelerator)
     configure_backends(accelerator)
     periodic = any(isinstance(c, ModelCheckpoint) for c in callbacks)
-    return instantiate(cfg, accelerator=accelerator, precision=select_precision(cfg.precision, accelerator),
+    return instantiate_trusted(cfg, accelerator=accelerator, precision=select_precision(cfg.precision, accelerator),
                        strategy=build_strategy(cfg.strategy, ddp_timeout_s), callbacks=list(callbacks),
                        logger=list(loggers) or False, plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir),
                        enable_checkpointing=periodic, _convert_="all")
@@ -145,7 +145,10 @@ def resume_checkpoint(resume: str | None, run_dir: Path, cfg: DictConfig) -> str
         return None
     ckpt_dir = run_dir / CHECKPOINT_DIR
     if resume == "auto":
-        point = find_resume_point(ckpt_dir, run_dir)
+        try:
+            point = find_resume_point(ckpt_dir, run_dir)
+        except UnsafeFileError as err:
+            raise TrainingError(f"cannot resume: {err}; delete it, or start this run over with resume=never") from err
         if point.path is None and point.damaged:
             causes = "; ".join(f"{p.name}: {cause}" for p, cause in point.damaged)
             raise TrainingError(f"cannot resume: no checkpoint in {ckpt_dir} loads ({causes}); start this run over "
@@ -160,6 +163,8 @@ def resume_checkpoint(resume: str | None, run_dir: Path, cfg: DictConfig) -> str
                                 "path")
         try:
             checkpoint = read_checkpoint(path)
+        except UnsafeFileError as err:
+            raise TrainingError(f"cannot resume: {err}") from err
         except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-sentence message
             raise TrainingError(f"cannot resume from {path}: it does not load ({' '.join(str(err).split())}); "
                                 "give another resume=<.ckpt path>, or resume=never") from err

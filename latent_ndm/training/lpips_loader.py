@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latent_ndm.errors import TrainingError
+from latent_ndm.runs.export import UnsafeFileError, load_torch_file
 
 BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}  # torchvision IMAGENET1K_V1
 MIN_SIDE = 64  # AlexNet's pooling needs at least ~32 px; smaller images are upsampled to this side
@@ -80,7 +81,11 @@ def load_lpips(net: str = "alex", backbone_path: str | Path | None = None, rando
         raise LPIPSWeightsMissing(f"the lpips package lacks its linear weights {_linear_file(net)}; reinstall lpips.")
     model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)  # linear layers from the package, no download
     if not random_backbone:
-        _load_backbone(model.net, torch.load(path, map_location="cpu", weights_only=True))
+        try:
+            state = load_torch_file(path)
+        except UnsafeFileError as err:
+            raise LPIPSWeightsMissing(str(err)) from err
+        _load_backbone(model.net, state)
     return LPIPS(model)
 
 

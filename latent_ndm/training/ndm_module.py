@@ -16,7 +16,7 @@ import torch
 from latent_ndm.model import LatentModel, NDMPrior
 from latent_ndm.model.latent import ndm_parameters
 from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC
-from latent_ndm.training.callbacks.non_finite import check_finite_metrics
+from latent_ndm.training.callbacks.non_finite import check_finite_metrics, guarded_checkpoint
 from latent_ndm.training.ema import EMA
 from latent_ndm.training.ndm_loss import NDMTrainingLoss, NDMValidationMetrics, StraightValidationMetrics
 from latent_ndm.training.step_noise import seeded_step
@@ -113,7 +113,7 @@ class NDMModule(L.LightningModule):
         self._val = None
         if not metrics or self.trainer.sanity_checking:
             return
-        check_finite_metrics(metrics, self.global_step)
+        check_finite_metrics(metrics, self.global_step, guarded_checkpoint(self.trainer))
         self.val_metrics = {"step": self.global_step, **metrics}
         if not self.is_bound:  # not a bound: nothing is logged as one
             main = "straight_loss"

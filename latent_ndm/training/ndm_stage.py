@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from data_tools.latent_shards import check_same_vae
@@ -21,6 +20,7 @@ from latent_ndm.runs.build import (
     objective_at,
 )
 from latent_ndm.runs.export import read_run_record, vae_weights_file
+from latent_ndm.runs.targets import instantiate_trusted
 from latent_ndm.training.builders import run_callbacks, run_places
 from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC
 from latent_ndm.training.callbacks.images import NDMSampleGrids
@@ -40,7 +40,7 @@ def build_latent_model(cfg: DictConfig, resolution: int) -> LatentModel:
     if n.mode == "joint" and forward_process_kind(n).endswith("straight"):
         raise TrainingError("ndm/objective=straight is not a bound, so it cannot train the VAE: use "
                             "ndm.mode=disjoint, or a bound objective (continuous, discrete) for joint training")
-    scratch = (lambda: instantiate(cfg.vae, _convert_="all")) if n.mode == "joint" else None
+    scratch = (lambda: instantiate_trusted(cfg.vae, _convert_="all")) if n.mode == "joint" else None
     vae = checked_vae(cfg.vae_ckpt, resolution, configured_latent_shape(n), scratch=scratch)
     c, r, _ = vae.latent_shape(resolution)
     with open_dict(cfg):  # a null latent shape is the VAE's, for every ${ndm.latent.*} the networks interpolate
@@ -95,12 +95,12 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> NDMModule
     check_latent_data(cfg, datamodule, model)
     n, s = cfg.ndm, cfg.stage
     val_objective = model.prior.objective if n.eval_t_eps == n.t_eps else objective_at(n.objective, n.eval_t_eps)
-    scheduler = instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None
+    scheduler = instantiate_trusted(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None
     return NDMModule(
         model,
         loss=NDMTrainingLoss(n.mode, pixel_dims(model.vae.image_channels, resolution)),
         val_objective=val_objective,
-        optimizer=instantiate(cfg.optim.optimizer),
+        optimizer=instantiate_trusted(cfg.optim.optimizer),
         scheduler=scheduler,
         lr=dict(s.lr),
         ema_decay=s.ema.decay,

@@ -17,7 +17,7 @@ import lightning as L
 from omegaconf import DictConfig, open_dict
 
 from latent_ndm.errors import TrainingError
-from latent_ndm.runs.folders import record_run, run_log, use_throwaway_folder
+from latent_ndm.runs.folders import check_run_name, record_run, run_log, sole_writer_of_run, use_throwaway_folder
 from latent_ndm.runs.hardware import configure_cpu_threads, select_accelerator
 from latent_ndm.training import ndm_stage, vae_stage
 from latent_ndm.training.builders import (
@@ -59,15 +59,20 @@ class RunResult:
 
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> RunResult:
     """Build datamodule, model, callbacks, loggers and trainer from `cfg`, in that order, decide what to resume, then
-    record the run (`.hydra/`, `train.log`: only now is the run folder written) and fit. `overrides` (the command
-    line's) go into the record."""
+    record the run (`.hydra/`, `train.log`: only now is the run folder written) and fit, holding the run folder's lock
+    throughout (one writer per run folder). `overrides` (the command line's) go into the record."""
     if cfg.stage.name not in STAGES:
         raise TrainingError(f"stage={cfg.stage.name!r} is not available in this version; choose one of {list(STAGES)}")
-    stage = STAGES[cfg.stage.name]
+    check_run_name(cfg.name)
     start = time.monotonic()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     configure_cpu_threads(cfg.cpu_threads, select_accelerator(cfg.trainer.accelerator))
     use_throwaway_folder(cfg)
+    with sole_writer_of_run(Path(cfg.run_dir)):
+        return _train(cfg, STAGES[cfg.stage.name], overrides, start)
+
+
+def _train(cfg: DictConfig, stage: Stage, overrides: Sequence[str], start: float) -> RunResult:
     run_dir = Path(cfg.run_dir)
     datamodule = build_datamodule(cfg.data)
     if cfg.data.get("resolution") is None and getattr(datamodule, "resolution", None):

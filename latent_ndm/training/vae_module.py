@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC
-from latent_ndm.training.callbacks.non_finite import check_finite_metrics
+from latent_ndm.training.callbacks.non_finite import check_finite_metrics, guarded_checkpoint
 from latent_ndm.training.ema import EMA
 from latent_ndm.training.schedules import KLWarmup
 from latent_ndm.training.step_noise import seeded_step
@@ -107,7 +107,7 @@ class VAEModule(L.LightningModule):
         self._val = None
         if not metrics or self.trainer.sanity_checking:
             return
-        check_finite_metrics(metrics, self.global_step)
+        check_finite_metrics(metrics, self.global_step, guarded_checkpoint(self.trainer))
         for vae in (self.vae, self.ema.module):
             vae.set_latent_scale(metrics["latent_scale"])
         self.val_metrics = {"step": self.global_step, **metrics}

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from latent_ndm.errors import TrainingError
+from latent_ndm.runs.targets import instantiate_trusted
 from latent_ndm.training.builders import run_callbacks, run_places
 from latent_ndm.training.callbacks.images import ImageGrids
 from latent_ndm.training.lpips_loader import LPIPS, load_lpips, lpips_available
@@ -35,17 +35,17 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> VAEModule
     if getattr(datamodule, "kind", "images") != "images":
         raise TrainingError("stage=vae trains on images, but data=latents gives pre-encoded latents; use "
                             "data=synthetic or data=shards")
-    vae: VAE = instantiate(cfg.vae, _convert_="all")
+    vae: VAE = instantiate_trusted(cfg.vae, _convert_="all")
     resolution = getattr(datamodule, "resolution", None) or cfg.data.resolution
     try:
         vae.latent_shape(resolution)
     except ValueError as err:
         raise TrainingError(f"the VAE does not fit {resolution}px images: {err}") from err
     s = cfg.stage
-    scheduler = instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None
+    scheduler = instantiate_trusted(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None
     return VAEModule(
         vae,
-        optimizer=instantiate(cfg.optim.optimizer),
+        optimizer=instantiate_trusted(cfg.optim.optimizer),
         scheduler=scheduler,
         kl_warmup=KLWarmup(**s.kl_warmup),
         lpips=build_lpips(s.lpips),

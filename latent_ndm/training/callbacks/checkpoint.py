@@ -1,9 +1,11 @@
 """The run's resume point: `LastCheckpoint` decides when `<run>/checkpoints/last.ckpt` is written, and
 `AtomicCheckpointIO` (Lightning's checkpoint-IO plugin) how: in the destination folder, flushed, renamed into place,
-the one before kept as `previous.ckpt` (`latent_ndm.runs.checkpoints.save_checkpoint`)."""
+the one before kept as `previous.ckpt` (`latent_ndm.runs.checkpoints.save_checkpoint`); and how a resumed run reads
+it: as data only (`weights_only=True`), whatever Lightning asks for."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import lightning as L
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from latent_ndm.runs.checkpoints import save_checkpoint
-from latent_ndm.runs.export import LAST_CKPT
+from latent_ndm.runs.export import LAST_CKPT, unsafe_file
 
 BOUND_METRIC = "val/bound_bpd"  # every stage also logs its validation bound under this name (for best.ckpt)
 
@@ -24,6 +26,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         save_checkpoint(checkpoint, Path(path))
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's load with `weights_only=True` always: a checkpoint is data, never code."""
+        kwargs = {} if map_location is None else {"map_location": map_location}
+        try:
+            return super().load_checkpoint(path, weights_only=True, **kwargs)
+        except pickle.UnpicklingError as err:
+            raise unsafe_file(path, err) from err
 
 
 class LastCheckpoint(L.Callback):

@@ -69,17 +69,29 @@ def raise_non_finite(step: int, what: str, terms: dict[str, torch.Tensor], check
                      hint: str = "") -> None:
     """Stop training with one message naming the non-finite term, every term's value and the kept checkpoint."""
     values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-    kept = (f"the last good checkpoint {checkpoint_path} is kept" if checkpoint_path and checkpoint_path.is_file()
-            else "no checkpoint was written")
     raise NonFiniteLossError(
-        f"non-finite loss at step {step}: {what} ({values}); training stopped before the optimizer step and {kept}."
-        + (f" {hint}" if hint else "")
+        f"non-finite loss at step {step}: {what} ({values}); training stopped before the optimizer step and "
+        f"{kept_checkpoint(checkpoint_path)}." + (f" {hint}" if hint else "")
     )
 
 
-def check_finite_metrics(metrics: dict[str, float], step: int) -> None:
-    """Raise NonFiniteLossError naming the first non-finite validation metrics (the last good checkpoint stays)."""
+def kept_checkpoint(checkpoint_path: Path | None) -> str:
+    """What a stopped run keeps: its last good checkpoint, named, or that none was written yet."""
+    if checkpoint_path is not None and checkpoint_path.is_file():
+        return f"the last good checkpoint {checkpoint_path} is kept"
+    return "no checkpoint had been written yet, so there is none to resume from"
+
+
+def guarded_checkpoint(trainer: L.Trainer) -> Path | None:
+    """The checkpoint the trainer's `NonFiniteGuard` keeps (None without one)."""
+    guards = [c for c in trainer.callbacks if isinstance(c, NonFiniteGuard)]
+    return guards[0].checkpoint_path if guards else None
+
+
+def check_finite_metrics(metrics: dict[str, float], step: int, checkpoint_path: Path | None = None) -> None:
+    """Raise NonFiniteLossError naming the first non-finite validation metrics and the checkpoint that is kept (no
+    checkpoint of these weights is written)."""
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
         raise NonFiniteLossError(f"validation of the EMA weights at step {step} gave non-finite "
-                                 f"{', '.join(bad[:3])}; the last good checkpoint is kept.")
+                                 f"{', '.join(bad[:3])}; {kept_checkpoint(checkpoint_path)}.")

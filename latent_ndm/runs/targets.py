@@ -1,0 +1,120 @@
+"""What a config may build: Hydra `_target_`s from a fixed allow-list, checked before anything is imported or built.
+
+Every object the project builds from a config goes through `instantiate_trusted` (a test holds that no other module
+calls Hydra's `instantiate`). A config is a tree of plain values; each `_target_` in it, nested ones included, must be
+one of latent-ndm's own classes, factories, optimizers, loggers or trainer (`ALLOWED_TARGETS`), compared as a string,
+so that a name from a file never reaches an import. Hydra's own filtering of targets is best-effort, not a security
+boundary, hence this list.
+
+A config read from a file someone else made (an export's `ndm_config.yaml` / `train_config.yaml`, a checkpoint's run
+config) is also checked by `check_file_config`: besides the targets, no value may be a ``pipe:`` command, which is run
+only when the user types it. Your own classes are built when you name them yourself, in the environment variable
+`LATENT_NDM_TRUSTED_TARGETS` (comma-separated dotted names; ``package.*`` names a whole package); no file can add to
+the list. docs/SECURITY.md says what else is treated as data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+TRUST_ENV = "LATENT_NDM_TRUSTED_TARGETS"
+
+ALLOWED_TARGETS = frozenset({
+    # the first stage
+    "vae.model.VAE", "vae.VAE", "vae.networks.Encoder", "vae.networks.Decoder",
+    # networks
+    "latent_ndm.networks.UNet", "latent_ndm.networks.unet.UNet",
+    "latent_ndm.networks.TimeMLP", "latent_ndm.networks.mlp.TimeMLP",
+    # the NDM math
+    "latent_ndm.diffusion.schedule.VPSchedule",
+    "latent_ndm.diffusion.transforms.IdentityTransform", "latent_ndm.diffusion.transforms.NeuralTransform",
+    "latent_ndm.diffusion.transforms.SeparableTransform",
+    "latent_ndm.diffusion.transforms.SeparableTransform.from_factory",
+    "latent_ndm.diffusion.noise.NoiseScale",
+    "latent_ndm.diffusion.parameterisation.DataPrediction", "latent_ndm.diffusion.parameterisation.EpsilonPrediction",
+    "latent_ndm.diffusion.parameterisation.SkipPrediction",
+    "latent_ndm.diffusion.time_sampling.UniformTime", "latent_ndm.diffusion.time_sampling.LikelihoodISTime",
+    "latent_ndm.diffusion.time_sampling.InverseG2Time",
+    "latent_ndm.diffusion.objectives.ContinuousNDMObjective", "latent_ndm.diffusion.objectives.DiscreteNDMObjective",
+    "latent_ndm.diffusion.objectives.StraightFlowObjective",
+    # data modules
+    "latent_ndm.data.datasets.synthetic_datamodule", "latent_ndm.data.datasets.shard_datamodule",
+    "latent_ndm.data.datasets.latent_datamodule",
+    # optimisation
+    "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.Adamax", "torch.optim.SGD", "torch.optim.RMSprop",
+    "latent_ndm.training.schedules.warmup_cosine",
+    # Lightning
+    "lightning.pytorch.Trainer", "lightning.pytorch.loggers.CSVLogger",
+    "lightning.pytorch.loggers.TensorBoardLogger", "lightning.pytorch.loggers.WandbLogger",
+})
+
+
+class UnsafeConfigError(ValueError):
+    """A config that asks to build something outside the allow-list, or (read from a file) to run a command."""
+
+
+def trusted_by_user() -> tuple[str, ...]:
+    """The dotted names (or ``package.*`` prefixes) the user added in `LATENT_NDM_TRUSTED_TARGETS`."""
+    return tuple(name.strip() for name in os.environ.get(TRUST_ENV, "").split(",") if name.strip())
+
+
+def is_allowed(target: str) -> bool:
+    """Whether `target` is on the allow-list or named by the user (`LATENT_NDM_TRUSTED_TARGETS`)."""
+    if target in ALLOWED_TARGETS:
+        return True
+    return any(target == name or (name.endswith(".*") and target.startswith(name[:-1]))
+               for name in trusted_by_user())
+
+
+def _plain(cfg: Any) -> Any:
+    """A config as plain containers, interpolations resolved (what Hydra would build from)."""
+    if isinstance(cfg, DictConfig | ListConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def _nodes(tree: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every node of a plain config tree, depth first."""
+    yield path, tree
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _nodes(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(tree, list | tuple):
+        for i, value in enumerate(tree):
+            yield from _nodes(value, f"{path}[{i}]")
+
+
+def check_targets(cfg: Any, source: str) -> None:
+    """Raise `UnsafeConfigError` (one sentence naming `source`, the key and the target) unless every `_target_` in
+    `cfg` is allowed."""
+    for key, node in _nodes(_plain(cfg)):
+        if not isinstance(node, dict) or "_target_" not in node:
+            continue
+        target = node["_target_"]
+        where = f"{key}._target_" if key else "_target_"
+        if not isinstance(target, str) or not is_allowed(target):
+            raise UnsafeConfigError(
+                f"{source} asks to build {target!r} ({where}), which is not one of latent-ndm's own classes; a config "
+                f"builds only those (docs/SECURITY.md). If it is your own code, name it in {TRUST_ENV}")
+
+
+def check_file_config(cfg: Any, source: str) -> None:
+    """`check_targets`, and no ``pipe:`` command anywhere in a config read from a file (commands run only when the
+    user types them)."""
+    check_targets(cfg, source)
+    for key, node in _nodes(_plain(cfg)):
+        if isinstance(node, str) and node.strip().startswith("pipe:"):
+            raise UnsafeConfigError(
+                f"{source} names the command {node[:60]!r} ({key}); latent-ndm runs a pipe: command only when you type "
+                "it, never from a file: give the data on the command line (e.g. shards=...)")
+
+
+def instantiate_trusted(cfg: Any, source: str = "the config", **kwargs: Any) -> Any:
+    """Hydra's `instantiate(cfg, **kwargs)` once `check_targets` has passed."""
+    check_targets(cfg, source)
+    return instantiate(cfg, **kwargs)
