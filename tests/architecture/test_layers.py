@@ -169,3 +169,28 @@ def test_allowed_imports_pass() -> None:
                           is_package=True)
     assert not violations("import lightning\nfrom latent_ndm.model import LatentModel\nfrom vae import VAE",
                           "latent_ndm.training.ndm_module")
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    """Every call of `<something>.name(...)` or `name(...)` in a parsed module."""
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and (getattr(node.func, "attr", None) == name or getattr(node.func, "id", None) == name)]
+
+
+def test_files_from_others_reach_only_the_data_loaders() -> None:
+    """Hydra's `instantiate` is called in one module, behind the allow-list (`latent_ndm/runs/targets.py`), and every
+    `torch.load` reads with weights_only=True (docs/SECURITY.md)."""
+    problems = []
+    for path in project_modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        module = module_name(path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "hydra.utils" \
+                    and module != "latent_ndm.runs.targets" and any(a.name == "instantiate" for a in node.names):
+                problems.append(f"{module}:{node.lineno} imports hydra's instantiate; use instantiate_trusted")
+        for call in _calls(tree, "load"):
+            if getattr(call.func, "value", None) is not None and getattr(call.func.value, "id", None) == "torch":
+                safe = any(k.arg == "weights_only" and getattr(k.value, "value", None) is True for k in call.keywords)
+                if not safe:
+                    problems.append(f"{module}:{call.lineno} calls torch.load without weights_only=True")
+    assert not problems, "\n".join(problems)

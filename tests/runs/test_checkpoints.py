@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_tools.files import DiskFullError
+from data_tools.files import DiskFullError, remove_temporaries
 from latent_ndm.runs import checkpoints
 from latent_ndm.runs.checkpoints import PREVIOUS_CKPT, find_resume_point, save_checkpoint
 from tests.support import REPO
@@ -85,7 +85,10 @@ def test_a_write_killed_midway_leaves_the_checkpoint_intact(tmp_path: Path) -> N
     assert torch.load(tmp_path / PREVIOUS_CKPT, weights_only=False)["global_step"] == 1
     point = find_resume_point(tmp_path)
     assert point.path == last and not point.damaged
-    save_checkpoint(ckpt(3), last)  # the next save replaces the stale temporary file
+    stale = [p.name for p in tmp_path.glob(".last.ckpt.*.tmp")]
+    assert len(stale) == 1  # the killed writer's own temporary file; no other writer ever used its name
+    remove_temporaries(tmp_path)  # what the next run does once it holds the run folder (runs/folders.py)
+    save_checkpoint(ckpt(3), last)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", PREVIOUS_CKPT]
 
 

@@ -50,8 +50,8 @@ if "step" in kill:  # SIGKILL in the middle of a training step
 else:  # SIGKILL in the middle of writing last.ckpt
     real_save, calls = checkpoints.torch.save, [0]
     def dying(obj, f):
-        calls[0] += Path(f.name).name.startswith("last.ckpt")
-        if calls[0] == kill["save"] and Path(f.name).name.startswith("last.ckpt"):
+        calls[0] += Path(f.name).name.startswith(".last.ckpt.")
+        if calls[0] == kill["save"] and Path(f.name).name.startswith(".last.ckpt."):
             f.write(b"PK" + bytes(5000))
             f.flush()
             os.kill(os.getpid(), signal.SIGKILL)
@@ -105,8 +105,8 @@ def test_a_full_disk_stops_in_one_line_and_keeps_the_checkpoint(tmp_path: Path, 
     real, calls = checkpoints.torch.save, []
 
     def full_on_the_second(obj: object, f: object) -> None:
-        calls.append(Path(f.name).name)
-        if calls.count("last.ckpt.tmp") == 2 and calls[-1] == "last.ckpt.tmp":
+        calls.append(Path(f.name).name.startswith(".last.ckpt."))
+        if calls.count(True) == 2 and calls[-1]:
             f.write(bytes(1000))
             raise OSError(errno.ENOSPC, "No space left on device")
         real(obj, f)

@@ -14,15 +14,16 @@ import yaml
 
 from latent_ndm.cli import run_or_exit
 from latent_ndm.errors import TrainingError
+from latent_ndm.runs.folders import LOCK_NAME
 from latent_ndm.training.run import train
 from tests.support import REPO
 from tests.support.tiny_runs import NUM_IMAGES, vae_cfg
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """Every file below `folder` with the sha256 of its bytes."""
+    """Every file below `folder` with the sha256 of its bytes; the run's lock file only records who last held it."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != LOCK_NAME}
 
 
 def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
