@@ -1,9 +1,11 @@
 """Seeded generation: prior samples decoded to images, reproducible per sample index.
 
 Sample i starts from z_1 drawn by its own generator (seeded by (seed, i)), so the set of images does not depend on
-the batch size or on how the indices are split across processes (exactly so for the ODE sampler with a fixed-step
-method; adaptive steps are chosen per batch, and sde/discrete draw their step noise per batch from (seed, first
-index)). `rank_indices` splits N samples across processes so that each is generated exactly once.
+the batch size or on how the indices are split across processes: for the ODE sampler with a fixed-step method up to
+float32 rounding (CPU and GPU kernels take batch-size dependent paths, which move decoded pixels by about 1e-6, so a
+PNG pixel may differ by one level of 255); adaptive steps are chosen per batch, and sde/discrete draw their step
+noise per batch from (seed, first index). `rank_indices` splits N samples across processes so that each is generated
+exactly once.
 """
 
 from __future__ import annotations

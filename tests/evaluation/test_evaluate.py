@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from torch import nn
 
 from latent_ndm.diffusion.objectives import ContinuousNDMObjective
@@ -21,10 +23,10 @@ from latent_ndm.diffusion.transforms import IdentityTransform
 from latent_ndm.errors import EvaluationError
 from latent_ndm.evaluation import fid
 from latent_ndm.evaluation.bounds import nelbo_terms, nll_terms
-from latent_ndm.evaluation.generation import rank_indices
+from latent_ndm.evaluation.generation import generate, rank_indices
 from latent_ndm.evaluation.results import RESULTS_NAME
 from latent_ndm.evaluation.runner import evaluate
-from latent_ndm.model import LatentModel, NDMPrior, StandardNormalPrior
+from latent_ndm.model import LatentModel, NDMPrior, SamplerSpec, StandardNormalPrior
 from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.load import load_run
 from latent_ndm.sample import sample
@@ -179,13 +181,25 @@ def test_sample_writes_reproducible_pngs_and_a_grid(runs: dict[str, Path], tmp_p
 
 
 def test_ode_sample_of_an_index_does_not_depend_on_the_batch(runs: dict[str, Path], tmp_path: Path) -> None:
-    images = {}
+    """Sample i starts from the noise of (seed, i) and a fixed-step solver takes the same steps for every batch, so
+    its image is the same however the indices are batched, up to float32 rounding: CPU kernels (oneDNN convolutions,
+    reductions) take batch-size and thread-count dependent paths, which move the decoded pixels by about 1e-6 (2.5e-6
+    at most measured here after 5 RK4 steps, on 1 and 2 threads, with torch's AVX2 and generic kernels). Bit-equal
+    PNGs are therefore not a property: a value within 1e-6 of a rounding boundary flips one level of 255 on some
+    machines.
+    The property held is images within 1e-4 (40x the measured spread) and PNGs within one level per pixel."""
+    spec = SamplerSpec("ode", method="rk4", steps=5)
+    run = load_run(runs["ndm"])
+    whole = generate(run, [0, 1, 2], spec, seed=0).images
+    alone = torch.cat([generate(run, [i], spec, seed=0).images for i in range(3)])
+    assert (whole - alone).abs().max().item() < 1e-4
+    pngs = {}
     for bs in (1, 3):
         cfg = compose_config("sample", [f"ckpt={runs['ndm']}", "num=3", f"batch_size={bs}", "method=rk4",
                                         "steps=5", f"out={tmp_path / str(bs)}", "progress=false", "device=cpu"])
         sample(cfg)
-        images[bs] = [(tmp_path / str(bs) / f"{i:06d}.png").read_bytes() for i in range(3)]
-    assert images[1] == images[3]
+        pngs[bs] = np.stack([np.asarray(Image.open(tmp_path / str(bs) / f"{i:06d}.png")) for i in range(3)])
+    assert np.abs(pngs[1].astype(int) - pngs[3].astype(int)).max() <= 1
 
 
 def test_tiny_model_evaluates_end_to_end(runs: dict[str, Path], stand_in_stats: Path) -> None:
