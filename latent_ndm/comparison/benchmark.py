@@ -20,7 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 from data_tools.files import atomic_write_text
 from latent_ndm import stats
-from latent_ndm.comparison import few_step, measure, report
+from latent_ndm.comparison import chart, few_step, measure, report
 from latent_ndm.comparison.report import EQUAL_TIME
 from latent_ndm.comparison.step_cost import step_costs
 from latent_ndm.errors import EvaluationError
@@ -171,14 +171,37 @@ def seed_summary(evaluations: list[dict[str, dict[str, Any]]], runs: list[str]) 
     return out
 
 
-def paired(models: dict[str, Any], baseline: str) -> dict[str, Any]:
-    """NDM - `baseline` per seed, for every bound both models have on every seed."""
+def paired(models: dict[str, Any], baseline: str, margin: float | None = None) -> dict[str, Any]:
+    """NDM - `baseline` per seed, for every bound both models have on every seed (`margin`: the equivalence margin
+    stated in advance, bits/dim)."""
     out = {}
     for key in ("nelbo_bpd", "nll_bpd"):
         values = [[s.get(key) for s in models[name]["seeds"]["per_seed"]] for name in ("NDM", baseline)]
         if all(v is not None for vs in values for v in vs):
-            out[key] = stats.paired_difference(*values, baseline=baseline)
+            out[key] = stats.paired_difference(*values, baseline=baseline, delta=margin)
     return out
+
+
+def family(report: dict[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every paired difference of `key` in a report, labelled: the main one, against the equal-time LSGM, and each
+    variant's (with theirs)."""
+    out = []
+    for label, r in {"main": report, **(report.get("variants") or {})}.items():
+        for kind, suffix in (("paired", ""), ("paired_equal_time", f" vs {EQUAL_TIME}")):
+            if key in r.get(kind, {}):
+                out.append((label + suffix, r[kind][key]))
+    return out
+
+
+def decide_together(report: dict[str, Any]) -> None:
+    """With several comparisons in one report, Holm's correction decides each bound's family of paired differences
+    together (family-wise 5%); the report records which (`holm`: metric -> the labels of its family)."""
+    report["holm"] = {}
+    for key in ("nelbo_bpd", "nll_bpd"):
+        members = [(label, p) for label, p in family(report, key) if p.get("p") is not None]
+        if len(members) > 1:
+            stats.holm([p for _, p in members])
+            report["holm"][key] = [label for label, _ in members]
 
 
 def check_pair(loaded: dict[str, LoadedRun], runs: dict[str, str]) -> None:
@@ -243,6 +266,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
             print(f"variant {name}: train overrides {overrides}", flush=True)
             out["variants"][name] = {"train_overrides": overrides,
                                      **compare(variant_config(cfg, name, overrides), sampling_speed=False)}
+    decide_together(out)
     return out
 
 
@@ -282,12 +306,14 @@ def compare(cfg: DictConfig, sampling_speed: bool = True) -> dict[str, Any]:
                      "shards=DATA_DIR out=STATS_DIR` and give fid.stats=STATS_DIR")
     ratio = {"step_time": costs["NDM"].median_s / costs["LSGM"].median_s,
              "memory": costs["NDM"].memory_mib / max(costs["LSGM"].memory_mib, 1e-9)}
-    out = {"budget": cfg.budget, "seeds": cfg.seeds, "match": cfg.match, "paired": paired(models, "LSGM"),
+    margin = cfg.get("margin")
+    out = {"budget": cfg.budget, "seeds": cfg.seeds, "match": cfg.match, "margin": margin,
+           "paired": paired(models, "LSGM", margin),
            "command": command_line(), "hardware": describe(device, 1),
            "tolerances": [float(t) for t in cfg.tolerances], "notes": notes, "models": models, "ratios": ratio,
            "paper": report.PAPER, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if EQUAL_TIME in models:
-        out["paired_equal_time"] = paired(models, EQUAL_TIME)
+        out["paired_equal_time"] = paired(models, EQUAL_TIME, margin)
     if sampling_speed and cfg.few_step.steps:
         out["few_step"] = few_step.section(cfg, {name: seed_runs[name][0] for name in KINDS})
     return out
@@ -298,5 +324,5 @@ def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
     paths = {"md": out / "benchmark.md", "json": out / "benchmark.json", "png": out / "benchmark.png"}
     atomic_write_text(paths["md"], "# NDM vs LSGM\n\n" + report.markdown(results))
     report.write_json(paths["json"], results)
-    report.write_chart(paths["png"], results)
+    chart.write_chart(paths["png"], results)
     return paths

@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from latent_ndm.comparison import measure
-from latent_ndm.stats import number
+from latent_ndm.stats import grouped, number, t_critical
 
 
 def section(cfg: DictConfig, pair: dict[str, str]) -> dict[str, Any]:
@@ -26,6 +26,13 @@ def section(cfg: DictConfig, pair: dict[str, str]) -> dict[str, Any]:
              "compare like for like" for name, r in models.items() if r["vae_ckpt"] != vae]
     return {"steps": [int(k) for k in cfg.few_step.steps], "num": int(cfg.few_step.num),
             "groups": int(cfg.few_step.groups), "models": models, "notes": notes}
+
+
+def _interval(entry: dict[str, Any], groups: int) -> str:
+    """"mean ± SE [lo, hi]" of an energy distance over `groups` sample groups (t with groups - 1 dof)."""
+    e = grouped(entry["energy_distance"], entry["se"], groups)
+    ci = e.interval()
+    return e.text() if ci is None else f"{e.text()} [{number(ci[0])}, {number(ci[1])}]"
 
 
 def markdown(section: dict[str, Any] | None) -> list[str]:
@@ -47,20 +54,22 @@ def markdown(section: dict[str, Any] | None) -> list[str]:
             nelbo = "(table above)"
         else:
             nelbo = "—" if r.get("nelbo_bpd") is None else f"{r['nelbo_bpd']:.4f}"
-        cells = [f"{number(by[k]['energy_distance'])} ± {number(by[k]['se'])} "
-                 f"({by[k]['images_per_s']:.0f}/s, NFE {by[k]['nfe']:.0f})" for k in labels]
+        cells = [f"{_interval(by[k], section['groups'])} ({by[k]['images_per_s']:.0f}/s, NFE {by[k]['nfe']:.0f})"
+                 for k in labels]
         lines.append("| " + " | ".join([name, r["kind"], str(r.get("steps") or "—"), nelbo, *cells]) + " |")
     d = next(iter(models.values()))["distance"]
     lines += [
         "",
         f"- energy distance between {d['num']} decoded samples and {d['num']} held-out images "
         f"({d['settings']['split']} split), flattened pixels in [-1, 1], U-statistic; ± is the standard error over "
-        f"{section['groups']} disjoint groups of samples (sampling noise only: one training seed per model); images/s "
-        "include decoding",
+        f"{section['groups']} disjoint groups of samples and [lo, hi] its 95% interval (t with {section['groups'] - 1} "
+        f"dof: ± {t_critical(section['groups'] - 1):.2f} SE); sampling noise only, one training seed per model, so "
+        "these intervals say nothing about training noise; images/s include decoding",
         "- K = fixed Euler steps of the probability-flow ODE from the same initial noise for every K and model "
         "(`python -m latent_ndm.sample sampler=euler steps=K`); a straight-mode run is judged only here, never by "
         "a bound",
-        "- a difference between two models smaller than about twice its standard error is no difference",
+        "- two models differ here only where the interval of their difference excludes 0; with one training seed per "
+        "model no row is a verdict on the training method (the benchmark's seeds=3 study pairs seeds)",
     ]
     lines += [f"- note: {note}" for note in section.get("notes", [])]
     return lines

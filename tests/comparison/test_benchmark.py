@@ -181,7 +181,7 @@ def test_variants_are_compared_under_the_same_seeds_with_their_own_runs(
     table = (root / "out-variants" / "benchmark.md").read_text()
     assert "## Variants" in table and "| T10 | ndm/objective=discrete, ndm.objective.T=10 |" in table
     assert "### Variant T10: ndm/objective=discrete, ndm.objective.T=10" in table
-    assert "| main | (the main comparison) |" in table and "(one seed: no error estimate)" in table
+    assert "| main | (the main comparison) |" in table and "(one seed: no verdict)" in table
 
 
 def test_equal_time_steps_and_runs_without_a_recorded_time(tmp_path: Path) -> None:

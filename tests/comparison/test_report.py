@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from latent_ndm.comparison.report import EQUAL_TIME, comparisons, symlog_threshold, zoomed_range
+from latent_ndm.comparison.chart import comparisons, symlog_threshold, zoomed_range
+from latent_ndm.comparison.report import EQUAL_TIME
 from latent_ndm.stats import paired_difference
 
 
@@ -33,11 +34,18 @@ def test_comparisons_list_every_paired_nelbo_difference_with_its_step_ratio() ->
 
 
 def test_a_symlog_axis_only_when_one_difference_dwarfs_the_others() -> None:
-    rows = [{"mean": -0.0079, "se": 0.001}, {"mean": -0.0154, "se": 0.0038}]
+    """The reach of a difference is the far end of its 95% interval (no interval: its mean)."""
+    rows = [{"mean": -0.0079, "ci": [-0.0122, -0.0036]}, {"mean": -0.0154, "ci": [-0.0317, 0.0009]}]
     assert symlog_threshold(rows) is None
-    rows.append({"mean": -2.25, "se": 0.1})              # a T = 10 variant beside the F sizes
-    assert symlog_threshold(rows) == pytest.approx(2 * (0.0079 + 0.002))
-    assert symlog_threshold([{"mean": 0.0, "se": None}, {"mean": 1.0, "se": 0.1}]) is None
+    rows.append({"mean": -2.25, "ci": [-2.68, -1.82]})       # a T = 10 variant beside the F sizes
+    assert symlog_threshold(rows) == pytest.approx(2 * 0.0122)
+    assert symlog_threshold([{"mean": 0.0, "ci": None}, {"mean": 1.0, "ci": [0.6, 1.4]}]) is None
+
+
+def test_rows_carry_the_interval_and_the_outcome() -> None:
+    rows = comparisons(report_with_variants())
+    main = report_with_variants()["paired"]["nelbo_bpd"]
+    assert rows[0]["ci"] == pytest.approx(main["ci"]) and rows[0]["outcome"] == main["outcome"]
 
 
 def test_the_paired_and_trade_off_panels_draw() -> None:
@@ -46,7 +54,7 @@ def test_the_paired_and_trade_off_panels_draw() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from latent_ndm.comparison.report import _paired_panel, _tradeoff_panel
+    from latent_ndm.comparison.chart import _paired_panel, _tradeoff_panel
 
     rows = comparisons(report_with_variants())
     fig, axes = plt.subplots(1, 2)
@@ -54,3 +62,23 @@ def test_the_paired_and_trade_off_panels_draw() -> None:
     _tradeoff_panel(axes[1], rows)
     assert len(axes[0].get_yticklabels()) == 3 and axes[1].get_xlabel().startswith("training step time")
     plt.close(fig)
+
+
+def test_a_report_with_variants_decides_its_comparisons_together() -> None:
+    from latent_ndm.comparison.benchmark import decide_together
+    from latent_ndm.comparison.report import holm_lines
+
+    report = report_with_variants()
+    alone = {label: p["outcome"] for label, p in (("main", report["paired"]["nelbo_bpd"]),
+                                                  ("equal", report["paired_equal_time"]["nelbo_bpd"]),
+                                                  ("half", report["variants"]["half"]["paired"]["nelbo_bpd"]))}
+    decide_together(report)
+    assert report["holm"] == {"nelbo_bpd": ["main", f"main vs {EQUAL_TIME}", "half"]}
+    family = [report["paired"]["nelbo_bpd"], report["paired_equal_time"]["nelbo_bpd"],
+              report["variants"]["half"]["paired"]["nelbo_bpd"]]
+    assert all(p["holm"]["family"] == 3 for p in family)
+    thresholds = sorted(p["holm"]["alpha"] for p in family)
+    assert thresholds == pytest.approx([0.05 / 3, 0.05 / 2, 0.05])
+    for p, before in zip(family, alone.values(), strict=True):  # Holm can only make a verdict more cautious
+        assert p["outcome"] == before or p["outcome"] == "inconclusive"
+    assert holm_lines(report)[0].startswith("- Holm's correction: the 3 paired NELBO differences (main, main vs")
