@@ -168,15 +168,15 @@ def verdict(paired: dict[str, Any]) -> str:
     holm_note = ""
     if "holm" in paired:
         h = paired["holm"]
-        holm_note = f" (Holm's correction across {h['family']} comparisons: tested at p < {h['alpha']:.3g})"
+        holm_note = f"Holm's correction across {h['family']} comparisons: tested at p < {h['alpha']:.3g}"
     if result.endswith(" lower"):
-        return f"{head}: {result}{holm_note}"
+        return f"{head}: {result}" + (f" ({holm_note})" if holm_note else "")
     if result.startswith("equivalent"):
         return f"{head}: {result} (the 90% interval lies inside the margin stated in advance)"
     why = ("the interval holds 0" if d.interval() and d.interval()[0] <= 0 <= d.interval()[1]
            else "the interval excludes 0 but not at the corrected level")
     margin = "" if paired.get("delta") is None else f", and it is not inside ±{number(paired['delta'])}"
-    return f"{head}: inconclusive ({why}{margin}{holm_note})"
+    return f"{head}: inconclusive ({why}{margin}" + (f"; {holm_note})" if holm_note else ")")
 
 
 def short_verdict(paired: dict[str, Any]) -> str:

@@ -31,13 +31,28 @@ def configure_backends(accelerator: str) -> None:
         torch.set_float32_matmul_precision("high")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, a container's cpuset), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # platforms without sched_getaffinity
+        return os.cpu_count() or 2
+
+
+def auto_cpu_threads(cores: int) -> int:
+    """cpu_threads=auto: half the usable cores, at least 1 and at most 8 (1 on a 2-core machine)."""
+    return max(1, min(8, cores // 2))
+
+
 def configure_cpu_threads(threads: int | str | None, accelerator: str) -> int:
-    """Intra-op threads of CPU runs: 'auto' = half the cores (at most 8; 1 on a 2-core machine), which avoids
-    OpenMP threads spin-waiting on each other when the machine is shared; None keeps torch's default.
-    GPU runs are left alone. Returns the number of threads in use."""
+    """Intra-op threads of CPU runs: 'auto' = half the usable cores (`auto_cpu_threads`), which avoids OpenMP
+    threads spin-waiting on each other when the machine is shared; None keeps torch's default. The thread count
+    sets the order of float32 sums in the kernels, so a run repeats to the last digit only with the same count (and
+    the same CPU kernels: README, "How far the numbers repeat"). GPU runs are left alone. Returns the number of
+    threads in use."""
     if accelerator != "cpu" or threads is None:
         return torch.get_num_threads()
-    n = max(1, min(8, (os.cpu_count() or 2) // 2)) if threads == "auto" else int(threads)
+    n = auto_cpu_threads(usable_cores()) if threads == "auto" else int(threads)
     torch.set_num_threads(n)
     return n
 
