@@ -3,11 +3,14 @@
     python -m latent_ndm.benchmark                                            # trains both for 600 steps, then compares
     python -m latent_ndm.benchmark ndm_run=runs/ndm/default lsgm_run=runs/ndm/lsgm   # compares two trained runs
     python -m latent_ndm.benchmark budget=2000 fid.stats=data/synthetic-32-fid 'train_overrides=["data.batch_size=32"]'
+    python -m latent_ndm.benchmark seeds=5 budget=6000 curve=true               # learning curves over 5 seeds
 
 Trains (or takes) the NDM (learnable F) and the LSGM baseline (F = identity) on the same VAE export, data and
 budget of optimizer steps; evaluates both (NELBO, ODE NLL, FID with fid.stats); measures the ODE sampler's NFE and
 images/s at each tolerance and the training step time and peak memory of both models side by side in this process.
-Writes `<out>/benchmark.md`, `benchmark.json`, `benchmark.png` and prints the table. Options: configs/benchmark.yaml.
+Writes `<out>/benchmark.md`, `benchmark.json`, `benchmark.png` and prints the table. With `curve=true` the runs
+validate every budget / curve_points steps and the report compares their learning curves at equal steps, wall-clock
+and FLOPs (a section of the report, and `curve.png`). Options: configs/benchmark.yaml.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
               "shards=DATA_DIR out=STATS_DIR` and give fid.stats=STATS_DIR to include it")
     paths = write(results, Path(cfg.out))
     print(report.markdown(results))
-    print(f"written: {paths['md']}, {paths['json']}, {paths['png']}")
+    print(f"written: {', '.join(str(path) for path in paths.values())}")
     return results
 
 

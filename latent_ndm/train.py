@@ -30,7 +30,7 @@ def format_report(cfg: DictConfig, result: RunResult) -> str:
     if r.get("collapse"):  # the stage's warning in one plain sentence (a collapsed VAE latent)
         lines.append(f"  WARNING: {r['collapse']}")
     places = {"checkpoint": "checkpoint (resume)", "export": "export (next stage)", "images": "images",
-              "tensorboard": "tensorboard logs", "csv": "csv metrics"}
+              "curve": "learning curve", "tensorboard": "tensorboard logs", "csv": "csv metrics"}
     lines += [f"  {label + ':':22s}{r[key]}" for key, label in places.items() if r.get(key) is not None]
     return "\n".join(lines)
 

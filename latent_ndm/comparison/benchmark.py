@@ -20,7 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 from data_tools.files import atomic_write_text
 from latent_ndm import stats
-from latent_ndm.comparison import chart, few_step, measure, report
+from latent_ndm.comparison import chart, curve_chart, curve_runs, few_step, measure, report
 from latent_ndm.comparison.report import EQUAL_TIME
 from latent_ndm.comparison.step_cost import step_costs
 from latent_ndm.errors import EvaluationError
@@ -67,6 +67,7 @@ def check(cfg: DictConfig) -> None:
         if not Path(str(run)).exists():
             raise EvaluationError(f"no run at {run} (few_step.runs.{name}): train it with `python -m latent_ndm.train "
                                   "stage=ndm ...` first, or leave it out")
+    curve_runs.check(cfg)
     if ((cfg.ndm_run is None or cfg.lsgm_run is None or cfg.get("variants"))
             and not Path(cfg.vae_ckpt).exists()):
         raise EvaluationError(f"no VAE export at {cfg.vae_ckpt} (vae_ckpt) to train the priors on: run "
@@ -75,17 +76,21 @@ def check(cfg: DictConfig) -> None:
 
 def obtain_runs(cfg: DictConfig) -> dict[str, list[str]]:
     """The run folders of each model, one per seed (0 .. seeds-1): given, or trained here for `budget` steps (a run
-    that finished before is reused, one that was cut resumes: a killed benchmark picks up where it stopped)."""
+    that finished before is reused, one that was cut resumes: a killed benchmark picks up where it stopped). With
+    curve=true, runs of their own (bench-<kind>-curve-...) that validate every budget / curve_points steps."""
     runs: dict[str, list[str]] = {name: [] for name in KINDS}
+    curve = curve_runs.train_overrides(cfg)
     for seed in range(cfg.seeds):
         for name, key in KINDS.items():
             given = cfg.get(f"{key}_run")
             if given is None:
-                overrides = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget, list(cfg.train_overrides),
-                                                       cfg.train_root, seed, tag=variant_tag(cfg, key))
+                overrides = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget,
+                                                    [*cfg.train_overrides, *curve], cfg.train_root, seed,
+                                                    tag=variant_tag(cfg, key))
                 if cfg.get("_variant") is not None:  # a variant's run that the main comparison trains already
-                    main = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget, list(cfg._main_overrides),
-                                                   cfg.train_root, seed, tag=key)
+                    main = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget,
+                                                   [*cfg._main_overrides, *curve], cfg.train_root, seed,
+                                                   tag=variant_tag(cfg, key, main=True))
                     overrides = main if measure.same_training(main, overrides) else overrides
                 print(f"training {name} (seed {seed}): python -m latent_ndm.train {' '.join(overrides)}", flush=True)
                 given = str(measure.train_run(overrides))
@@ -95,10 +100,12 @@ def obtain_runs(cfg: DictConfig) -> dict[str, list[str]]:
     return runs
 
 
-def variant_tag(cfg: DictConfig, kind: str) -> str:
-    """The run-name stem of `kind` ("ndm" or "lsgm") in this comparison: bench-<kind>[-<variant>]-<budget>..."""
-    variant = cfg.get("_variant")
-    return kind if variant is None else f"{kind}-{variant}"
+def variant_tag(cfg: DictConfig, kind: str, main: bool = False) -> str:
+    """The run-name stem of `kind` ("ndm" or "lsgm") in this comparison (`main`: in the main comparison):
+    bench-<kind>[-<variant>][-curve]-<budget>... (curve runs validate more often than the others: their own names)."""
+    variant = None if main else cfg.get("_variant")
+    tag = kind if variant is None else f"{kind}-{variant}"
+    return f"{tag}-{curve_runs.TAG}" if cfg.get("curve") else tag
 
 
 def variant_config(cfg: DictConfig, name: str, overrides: Sequence[str]) -> DictConfig:
@@ -316,13 +323,21 @@ def compare(cfg: DictConfig, sampling_speed: bool = True) -> dict[str, Any]:
         out["paired_equal_time"] = paired(models, EQUAL_TIME, margin)
     if sampling_speed and cfg.few_step.steps:
         out["few_step"] = few_step.section(cfg, {name: seed_runs[name][0] for name in KINDS})
+    if cfg.get("curve"):
+        out["curve"] = curve_runs.section(cfg, seed_runs, loaded, device)
     return out
 
 
 def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
-    """benchmark.md, benchmark.json and benchmark.png in `out` (each written atomically)."""
+    """benchmark.md, benchmark.json and benchmark.png in `out` (each written atomically); with learning curves,
+    curve.png (and curve-<variant>.png for each variant)."""
     paths = {"md": out / "benchmark.md", "json": out / "benchmark.json", "png": out / "benchmark.png"}
     atomic_write_text(paths["md"], "# NDM vs LSGM\n\n" + report.markdown(results))
     report.write_json(paths["json"], results)
     chart.write_chart(paths["png"], results)
+    curves = {"curve": results.get("curve"),
+              **{f"curve-{name}": r.get("curve") for name, r in (results.get("variants") or {}).items()}}
+    for name, section in curves.items():
+        if section is not None:
+            paths[name] = curve_chart.write_curve_chart(out / f"{name}.png", section)
     return paths

@@ -10,7 +10,8 @@
                                            "nelbo_bpd" | "nll_bpd" | ...: {"mean", "se", "n"}},
                                  "sampling": [{"tol", "nfe", "images_per_s", "num", "seconds"}],
                                  "step": {"ms", "times_ms", "memory_mib", "memory_kind", "batch_size"}}},
-     "ratios": {"step_time", "memory"}, "paper": PAPER}
+     "ratios": {"step_time", "memory"}, "paper": PAPER,
+     "curve" (curve=true): the learning curves compared at equal steps, wall-clock and FLOPs (`curve.compare_curves`)}
 The paper's numbers are kept apart from ours (`paper`), and every place that shows them says whose they are.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.files import atomic_write_text
-from latent_ndm.comparison import few_step
+from latent_ndm.comparison import curve, few_step
 from latent_ndm.stats import number, short_verdict
 
 MODELS = ("NDM", "LSGM")
@@ -131,6 +132,7 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     lines += [f"- note: {note}" for note in report.get("notes", [])]
     lines += few_step.markdown(report.get("few_step"))
+    lines += curve.markdown(report["curve"]) if report.get("curve") else []
     lines += variants_markdown(report)
     return "\n".join(lines) + "\n"
 
@@ -159,8 +161,18 @@ def variants_markdown(report: dict[str, Any]) -> list[str]:
         lines += ["| " + " | ".join(model_row(m, r["models"][m], tols)) + " |" for m in ours(r["models"])]
         lines += ["", *paired_lines(r),
                   f"- NDM / LSGM: train step time x{_num(r['ratios']['step_time'], '.2f')}",
-                  *wall_clock_lines(r["models"]), *[f"- note: {note}" for note in r.get("notes", [])]]
+                  *wall_clock_lines(r["models"]), *[f"- note: {note}" for note in r.get("notes", [])],
+                  *curve_summary_lines(r.get("curve"), f"curve-{name}.png")]
     return lines
+
+
+def curve_summary_lines(section: dict[str, Any] | None, png: str) -> list[str]:
+    """A variant's learning curves in a line per axis (its full tables are in benchmark.json, its chart in `png`)."""
+    if not section:
+        return []
+    return [f"- learning curve at {curve.AXIS_TITLES[axis]}"
+            + (f" ({curve.INTERPOLATED})" if r["interpolated"] else "") + f": {r['summary']}"
+            for axis, r in section["axes"].items()] + [f"- learning-curve chart: {png}"]
 
 
 def holm_lines(report: dict[str, Any]) -> list[str]:

@@ -4,7 +4,8 @@ A step is forward + backward + optimizer step of the NDM objective on latents z 
 between the models (step 1 of every model, then step 2 of every model, ...) so that all see the same machine state.
 Peak memory: on CUDA the `max_memory_allocated` of the step, net of every other model's tensors (so models may
 share one process); on CPU, where no allocator statistics exist, the bytes of the distinct tensors autograd saves
-for backward in one step (the activation memory).
+for backward in one step (the activation memory). FLOPs (`step_flops`): those of forward + backward on one batch, as
+`torch.utils.flop_counter` counts them (matrix products and convolutions, forward-mode tangents included).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 CPU_MEMORY = "saved activations (CPU)"
 CUDA_MEMORY = "peak allocated (CUDA)"
@@ -34,9 +36,13 @@ class TrainStep:
     z: torch.Tensor
 
     def __call__(self) -> None:
+        self.forward_backward()
+        self.optimizer.step()
+
+    def forward_backward(self) -> None:
+        """The objective on `z` and its gradients (fresh: the previous ones are dropped first)."""
         self.optimizer.zero_grad(set_to_none=True)
         self.objective(self.denoiser, self.transform, self.z).total.mean().backward()  # type: ignore[attr-defined]
-        self.optimizer.step()
 
     def resident_bytes(self) -> int:
         """Parameters, optimizer state and latents: what stays allocated between steps (gradients excluded)."""
@@ -128,3 +134,16 @@ def step_costs(steps: Mapping[str, TrainStep], repeats: int, warmup: int = 1,
         memory, kind = measure_memory(step, device)
         out[name] = StepCost(statistics.median(times[name]), times[name], memory, kind)
     return out
+
+
+def step_flops(step: TrainStep) -> int:
+    """Floating-point operations of one training step's forward + backward on its batch, as
+    `torch.utils.flop_counter.FlopCounterMode` counts them: a (b, m) x (m, n) product is 2 b m n, its backward 2 b m n
+    for the weight's gradient and 2 b m n more for the input's when the input needs one; convolutions and attention
+    likewise; the jvp of F (forward-mode tangents) and activation checkpointing's recomputation are executed, so
+    counted. Elementwise work (activations, norms, the optimizer's update) is not counted. The gradients are dropped
+    after, the weights untouched."""
+    with FlopCounterMode(display=False) as counter:
+        step.forward_backward()
+    step.optimizer.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())

@@ -25,6 +25,7 @@ from latent_ndm.runs.export import CHECKPOINT_DIR, EXPORT_DIR, LAST_CKPT, Unsafe
 from latent_ndm.runs.hardware import configure_backends, select_accelerator, select_precision
 from latent_ndm.runs.targets import instantiate_trusted
 from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC, AtomicCheckpointIO, LastCheckpoint
+from latent_ndm.training.callbacks.curve import CURVE_FILE, LearningCurve
 from latent_ndm.training.callbacks.export import RunExport
 from latent_ndm.training.callbacks.non_finite import NonFiniteGuard
 
@@ -69,14 +70,15 @@ def log_hyperparameters(loggers: Sequence[Logger], cfg: DictConfig) -> None:
 def run_callbacks(cfg: DictConfig, run_dir: Path, images: L.Callback, non_finite: str = "stop", max_skips: int = 100,
                   hint: str = "", best_monitor: str = BOUND_METRIC) -> list[L.Callback]:
     """The callbacks of every stage, in order: Lightning's `Timer` (the run's training wall-clock, validation
-    included, kept across resumes in the checkpoint; the export records it), the non-finite guard,
+    included, kept across resumes in the checkpoint; the export records it), the non-finite guard, the learning
+    curve (`curve.json`: a point per validation; before the checkpoint so that the checkpoint holds its state),
     `checkpoints/last.ckpt`, the periodic and best checkpoints asked for in `cfg.checkpoints`, the `export/`, the
     stage's image grids, and the learning-rate monitor when a logger is on. `best_monitor`: the validation metric
     (lower is better) that best.ckpt keeps the best of."""
     checkpoints = LastCheckpoint(run_dir / CHECKPOINT_DIR)
     kept = kept_checkpoints(cfg.get("checkpoints"), run_dir / CHECKPOINT_DIR, best_monitor)
     callbacks: list[L.Callback] = [Timer(verbose=False), NonFiniteGuard(checkpoints.path, non_finite, max_skips, hint),
-                                   checkpoints, *kept,
+                                   LearningCurve(run_dir / CURVE_FILE), checkpoints, *kept,
                                    RunExport(run_dir / EXPORT_DIR, resolved(cfg)), images]
     if cfg.get("logger"):
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -100,12 +102,14 @@ def kept_checkpoints(cfg: DictConfig | None, ckpt_dir: Path, best_monitor: str =
 
 
 def run_places(trainer: L.Trainer, run_dir: Path) -> dict[str, Path]:
-    """Where a run put its outputs (those that exist): checkpoint, export, images, tensorboard and csv logs."""
+    """Where a run put its outputs (those that exist): checkpoint, export, images, learning curve, tensorboard and csv
+    logs."""
     csv_dirs = [Path(lg.log_dir) for lg in trainer.loggers if isinstance(lg, CSVLogger)]
     places = {
         "checkpoint": run_dir / CHECKPOINT_DIR / LAST_CKPT,
         "export": run_dir / EXPORT_DIR,
         "images": run_dir / "images",
+        "curve": run_dir / CURVE_FILE,
         "tensorboard": run_dir / "tensorboard",
         "csv": csv_dirs[0] / "metrics.csv" if csv_dirs else None,
     }

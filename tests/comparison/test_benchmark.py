@@ -295,3 +295,55 @@ def test_cli_missing_vae_export_says_how_to_make_one(tmp_path: Path) -> None:
     assert done.stderr.startswith(f"error: no VAE export at {tmp_path / 'novae'} (vae_ckpt) to train the priors "
                                   "on: run `python -m latent_ndm.train stage=vae` first")
     assert not (tmp_path / "out").exists()
+
+
+def test_curve_mode_compares_learning_curves_at_equal_steps_wall_clock_and_flops(
+        tmp_path: Path, data_root: Path, vae_export: Path) -> None:
+    """curve=true: NDM and LSGM per seed, each validated every budget / curve_points steps into its curve.json; the
+    report's curve section (paired intervals along steps, seconds and FLOPs) and curve.png."""
+    cfg = bench_cfg(tmp_path / "out", f"vae_ckpt={vae_export}", "budget=4", "seeds=2", "curve=true",
+                    "curve_points=2", "curve_grid=5", f"train_root={tmp_path / 'runs'}", "nll_limit=0",
+                    "tolerances=[1e-2]", "few_step.steps=[]", train_overrides=small_runs(data_root))
+    with contextlib.redirect_stdout(io.StringIO()):
+        report = run(cfg)
+    names = ["bench-ndm-curve-4", "bench-lsgm-curve-4", "bench-ndm-curve-4-seed1", "bench-lsgm-curve-4-seed1"]
+    for name in names:
+        points = json.loads((tmp_path / "runs" / name / "curve.json").read_text())
+        assert [p["step"] for p in points] == [2, 4] and all(p["nelbo_bpd"] > 0 for p in points)
+    assert report["models"]["NDM"]["run"] == str(tmp_path / "runs" / names[0])  # the final runs: evaluated as before
+    assert report["paired"]["nelbo_bpd"]["n"] == 2
+    section = report["curve"]
+    assert section["seeds"] == 2 and section["every"] == 2
+    flops = section["flops_per_step"]
+    assert flops["NDM"] > flops["LSGM"] > 0  # F's forward, its jvp and their backward
+    steps = section["axes"]["steps"]
+    assert steps["grid"] == [2.0, 4.0]
+    last = json.loads((tmp_path / "runs" / names[0] / "curve.json").read_text())[-1]
+    assert steps["rows"][-1]["models"]["NDM"]["n"] == 2
+    ndm_final = [json.loads((tmp_path / "runs" / n / "curve.json").read_text())[-1]["nelbo_bpd"] for n in names[::2]]
+    lsgm_final = [json.loads((tmp_path / "runs" / n / "curve.json").read_text())[-1]["nelbo_bpd"] for n in names[1::2]]
+    paired = steps["rows"][-1]["paired"]
+    assert paired["differences"] == pytest.approx([a - b for a, b in zip(ndm_final, lsgm_final, strict=True)])
+    assert paired["ci"] is not None and paired["dof"] == 1 and last["nelbo_bpd"] == ndm_final[0]
+    flops_axis = section["axes"]["flops"]
+    lo, hi = max(2 * flops["NDM"], 2 * flops["LSGM"]), min(4 * flops["NDM"], 4 * flops["LSGM"])
+    assert flops_axis["range"] == ([lo, hi] if lo <= hi else None)
+    for axis in ("seconds", "flops"):
+        r = section["axes"][axis]
+        assert r["interpolated"] and all(row["paired"]["ci"] is not None for row in r["rows"]) and r["summary"]
+    table = (tmp_path / "out" / "benchmark.md").read_text()
+    assert "## Learning curves" in table and "### At equal wall-clock" in table and "### At equal FLOPs" in table
+    assert "interpolated between checkpoints" in table and "95% CI" in table
+    assert json.loads((tmp_path / "out" / "benchmark.json").read_text())["curve"]["axes"]["steps"]["grid"] == [2, 4]
+    assert (tmp_path / "out" / "curve.png").stat().st_size > 0
+
+
+def test_curve_mode_user_errors_are_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(EvaluationError, match=r"curve_points .* divides budget=600 .*, got 7"):
+        run(bench_cfg(tmp_path, "curve=true", "curve_points=7"))
+    with pytest.raises(EvaluationError, match=r"curve=true .* use match=steps"):
+        run(bench_cfg(tmp_path, "curve=true", "match=time"))
+    with pytest.raises(EvaluationError, match=r"curve=true trains its own runs .* leave ndm_run and lsgm_run unset"):
+        run(bench_cfg(tmp_path, "curve=true", f"ndm_run={tmp_path}", f"lsgm_run={tmp_path}"))
+    with pytest.raises(EvaluationError, match=r"curve_grid .* >= 2, got 1"):
+        run(bench_cfg(tmp_path, "curve=true", "curve_grid=1"))
