@@ -185,14 +185,32 @@ def _tradeoff_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
     ax.set_title("what F costs and what it buys (lower-left is better)", fontsize=10)
 
 
-def write_chart(path: Path, report: dict[str, Any]) -> Path:
-    """A 2x4 PNG: bpd, FID, NFE and images/s against tolerance, step time and memory (the paper's values drawn
-    as gray lines labelled as the paper's), the paired differences, and their trade-off against step time."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed), imported when a chart is drawn, not at start-up."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_png(fig: Any, path: Path) -> Path:
+    """Lay `fig` out and write it to `path` as a 100-dpi PNG, atomically (a temporary file, then a rename); the
+    figure is closed either way."""
+    plt = pyplot()
+    fig.tight_layout()
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
+    return path
+
+
+def write_chart(path: Path, report: dict[str, Any]) -> Path:
+    """A 2x4 PNG: bpd, FID, NFE and images/s against tolerance, step time and memory (the paper's values drawn
+    as gray lines labelled as the paper's), the paired differences, and their trade-off against step time."""
+    plt = pyplot()
     models = report["models"]
     fig, axes = plt.subplots(2, 4, figsize=(19, 8))
     _bpd_panel(axes[0, 0], models)
@@ -208,9 +226,4 @@ def write_chart(path: Path, report: dict[str, Any]) -> Path:
     _tradeoff_panel(axes[1, 3], rows)
     fig.suptitle(f"NDM vs LSGM, budget {report['budget']} steps, {report['hardware']} (ours); "
                  "gray lines: the paper's CelebA-HQ-256 numbers", fontsize=11)
-    fig.tight_layout()
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    finally:
-        plt.close(fig)
-    return path
+    return save_png(fig, path)

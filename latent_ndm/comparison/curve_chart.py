@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from data_tools.files import atomic_write
+from latent_ndm.comparison.chart import pyplot, save_png
 from latent_ndm.comparison.curve import AXIS_TITLES, Curve, metric_label
 from latent_ndm.comparison.report import COLORS
 
@@ -68,11 +68,7 @@ def _paired_panel(ax: Any, section: dict[str, Any], axis: str) -> None:
 def write_curve_chart(path: Path, section: dict[str, Any]) -> Path:
     """A 2 x 3 PNG of a curve section: the models' bound (top) and the paired difference (bottom) against steps,
     wall-clock and FLOPs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     axes_names = list(section["axes"])
     fig, axes = plt.subplots(2, len(axes_names), figsize=(6 * len(axes_names), 8), squeeze=False)
     for i, axis in enumerate(axes_names):
@@ -83,9 +79,4 @@ def write_curve_chart(path: Path, section: dict[str, Any]) -> Path:
     fig.suptitle(f"learning curves, {section['seeds']} seed(s) per model, validation every {section.get('every', '?')} "
                  f"steps; FLOPs per step {name} {flops[name]:.3g}, {baseline} {flops[baseline]:.3g} "
                  "(validation not counted)", fontsize=10)
-    fig.tight_layout()
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    finally:
-        plt.close(fig)
-    return path
+    return save_png(fig, path)

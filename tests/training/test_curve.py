@@ -15,21 +15,11 @@ from tests.support.tiny_runs import ndm_cfg
 COMMON = ("trainer.val_check_interval=2", "trainer.limit_val_batches=1", "stage.images.every_n_steps=0")
 
 
-@pytest.fixture(scope="module")
-def data_root(tiny_data: Path) -> Path:
-    return tiny_data
-
-
-@pytest.fixture(scope="module")
-def vae_export(tiny_vae_run: Path) -> Path:
-    return tiny_vae_run / "export"
-
-
-def test_a_point_per_validation_with_its_step_times_and_ema_metrics(tmp_path: Path, data_root: Path,
-                                                                    vae_export: Path) -> None:
+def test_a_point_per_validation_with_its_step_times_and_ema_metrics(tmp_path: Path, tiny_data: Path,
+                                                                    tiny_vae_run: Path) -> None:
     run = tmp_path / "run"
-    result = train(ndm_cfg(run, data_root, vae_export, "trainer.max_steps=6", "trainer.num_sanity_val_steps=1",
-                           *COMMON))
+    result = train(ndm_cfg(run, tiny_data, tiny_vae_run / "export", "trainer.max_steps=6",
+                           "trainer.num_sanity_val_steps=1", *COMMON))
     points = read_curve(run)
     assert [p["step"] for p in points] == [2, 4, 6]  # the sanity check records nothing
     assert result.report["curve"] == run / CURVE_FILE
@@ -43,18 +33,18 @@ def test_a_point_per_validation_with_its_step_times_and_ema_metrics(tmp_path: Pa
     assert last["train_seconds"] <= record["train_seconds"]
 
 
-def test_a_resumed_run_replaces_the_points_after_its_checkpoint(tmp_path: Path, data_root: Path,
-                                                                vae_export: Path) -> None:
+def test_a_resumed_run_replaces_the_points_after_its_checkpoint(tmp_path: Path, tiny_data: Path,
+                                                                tiny_vae_run: Path) -> None:
     full, cut = tmp_path / "full", tmp_path / "cut"
-    train(ndm_cfg(full, data_root, vae_export, "trainer.max_steps=6", *COMMON))
-    train(ndm_cfg(cut, data_root, vae_export, "trainer.max_steps=4", *COMMON))
+    train(ndm_cfg(full, tiny_data, tiny_vae_run / "export", "trainer.max_steps=6", *COMMON))
+    train(ndm_cfg(cut, tiny_data, tiny_vae_run / "export", "trainer.max_steps=4", *COMMON))
     stale = [*read_curve(cut), {"step": 6, "nelbo_bpd": 99.0}, {"step": 8, "nelbo_bpd": 99.0}]
     write_curve(cut / CURVE_FILE, stale)  # as if a run had gone on past its checkpoint at step 4 and been killed
     before = read_curve(cut)[:2]
-    train(ndm_cfg(cut, data_root, vae_export, "trainer.max_steps=6", *COMMON))
+    train(ndm_cfg(cut, tiny_data, tiny_vae_run / "export", "trainer.max_steps=6", *COMMON))
     points = read_curve(cut)
     assert [p["step"] for p in points] == [2, 4, 6] and points[:2] == before
     assert points[2]["nelbo_bpd"] == pytest.approx(read_curve(full)[2]["nelbo_bpd"], rel=1e-5)  # the exact resume
     assert points[2]["step_seconds"] > points[1]["step_seconds"]  # summed over the resume
-    train(ndm_cfg(cut, data_root, vae_export, "trainer.max_steps=2", "resume=never", *COMMON))
+    train(ndm_cfg(cut, tiny_data, tiny_vae_run / "export", "trainer.max_steps=2", "resume=never", *COMMON))
     assert [p["step"] for p in read_curve(cut)] == [2]  # started over: the old timeline is gone
