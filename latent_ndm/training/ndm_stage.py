@@ -46,9 +46,9 @@ def build_latent_model(cfg: DictConfig, resolution: int) -> LatentModel:
     with open_dict(cfg):  # a null latent shape is the VAE's, for every ${ndm.latent.*} the networks interpolate
         n.latent.channels, n.latent.resolution = int(c), int(r)
     if forward_process_kind(n) == "nfdm-straight":
-        log.warning("a learned noise scale trained on the straight regression was measured to shrink the noise inside "
-                    "(0, 1) and to degrade few-step samples (README, Results); ndm/objective=straight without "
-                    "ndm/noise=neural keeps the schedule's noise")
+        log.warning("the straight regression rewards a learned noise scale for shrinking the noise inside (0, 1) "
+                    "(docs/MATH.md section 12 derives it; measured to degrade few-step samples): "
+                    "ndm/objective=straight without ndm/noise=neural keeps the schedule's noise")
     try:
         prior = build_ndm_prior(n, t_eps=n.t_eps)
     except ValueError as err:

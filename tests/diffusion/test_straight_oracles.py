@@ -89,3 +89,76 @@ def test_euler_takes_k_explicit_steps():
         for k in range(K):
             z = z + (times[k + 1] - times[k]) * process.velocity(z, times[k].expand(16))
         assert out.nfe == K and torch.allclose(out.z, z, rtol=1e-12, atol=1e-12)
+
+
+class ScaledCurvedF(CurvedF):
+    """CurvedF with a learnable strength c of its nonlinear part: F = x + c [t (1 - t) tanh(2x) + 0.3 sin(3t) x^2]."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Parameter(torch.tensor(0.8, dtype=f64))
+
+    def forward(self, x, t):
+        return x + self.c * (super().forward(x, t) - x)
+
+
+def _as_parameters(module: nn.Module) -> nn.Module:
+    for name, value in list(vars(module).items()):
+        if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+            setattr(module, name, nn.Parameter(value.clone()))
+    return module
+
+
+@pytest.mark.parametrize("seed", [8, 9, 10])
+def test_the_curvature_gradient_is_the_gradient_of_the_mean_squared_acceleration(seed):
+    """Autograd's gradient of E ||a||^2 (denoiser, F and noise parameters) against central differences of the same
+    Monte Carlo estimate (fixed times and noise) along random directions in parameter space. The acceleration's
+    direction v must not be detached: a = dv/dt + (dv/dz) v depends on the parameters through v too."""
+    process = ReverseProcess(_as_parameters(RandomDenoiser(seed)), ScaledCurvedF(), sch,
+                             NoiseScale(_as_parameters(RandomRho(seed=seed + 1))))
+    params = [p for p in process.parameters()]
+    assert len(params) == 5
+    x = gaussian_data(32, seed=seed)
+    t = torch.rand(32, dtype=f64, generator=torch.Generator().manual_seed(seed)) * 0.8 + 0.1
+    objective = StraightFlowObjective(sch, curvature_weight=1.0)
+
+    def mean_curvature() -> torch.Tensor:
+        return objective(process, x, generator=torch.Generator().manual_seed(3), t=t).curvature.mean()
+
+    grads = torch.autograd.grad(mean_curvature(), params)
+    g = torch.Generator().manual_seed(seed + 100)
+    for _ in range(3):
+        direction = [torch.randn(p.shape, dtype=f64, generator=g) for p in params]
+        analytic = sum((gr * d).sum() for gr, d in zip(grads, direction, strict=True)).item()
+        h = 1e-6
+        with torch.no_grad():
+            values = []
+            for sign in (1.0, -1.0):
+                for p, d in zip(params, direction, strict=True):
+                    p.add_(sign * h * d)
+                values.append(mean_curvature().item())
+                for p, d in zip(params, direction, strict=True):
+                    p.sub_(sign * h * d)
+        numeric = (values[0] - values[1]) / (2 * h)
+        assert abs(analytic - numeric) <= 1e-6 * max(1.0, abs(numeric)), (analytic, numeric)
+
+
+def optimal_flow_term(rho: float, n: int = 20001) -> float:
+    """E_t flow*(t) for F = identity, Gaussian data and L(t) = t (1 - t) rho (docs/MATH.md section 12), by quadrature
+    over t ~ U[t_eps, 1] of the closed form that the Monte Carlo test above checks the objective against."""
+    t = torch.linspace(1e-3, 1.0, n, dtype=f64)
+    s = sch(t)
+    var_n = s.sigma2 * torch.exp(2 * t * (1 - t) * rho)
+    coef = s.alpha * (s.r - s.d_sigma2 / (2 * s.sigma2) - (1 - 2 * t) * rho)
+    post = (S[None] * var_n[:, None] / (s.alpha[:, None] ** 2 * S[None] + var_n[:, None])).sum(1)
+    return (torch.trapezoid(coef**2 * post, t) / (1 - 1e-3)).item()
+
+
+def test_the_optimal_flow_term_falls_as_the_learned_noise_shrinks():
+    """The straight objective rewards a collapsing learned noise: its best flow term falls monotonically as
+    rho -> -inf, although L = 0 at both ends (the values docs/MATH.md section 12 quotes)."""
+    rhos = [2.0, 1.0, 0.0, -1.0, -2.0, -4.0, -8.0, -16.0, -32.0]
+    values = [optimal_flow_term(r) for r in rhos]
+    assert all(a > b for a, b in zip(values[:-1], values[1:], strict=True)), values
+    assert values[2] == pytest.approx(7.52, abs=0.01) and values[7] == pytest.approx(0.61, abs=0.01)
+    assert values[-1] < 0.05 * values[2]

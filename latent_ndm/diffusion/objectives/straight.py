@@ -10,9 +10,11 @@ with t uniform on [t_eps, 1] and z_t = alpha_t F(x, t) + sigma(x, t) eps:
 
 Minimising `flow` over v gives the marginal velocity E[u | z_t], which carries q(z_t) from N(0, I)-like noise to the
 data (flow matching); `curvature` asks the paths of that flow to be straight lines run at constant speed, along
-which a K-step Euler sampler (`sample_ode(method="euler", steps=K)`) is exact. Both terms train the denoiser and the
-forward process; the forward process's ends stay hard-wired (F(x, 0) = x, L(x, 0) = L(x, 1) = 0, alpha_1 ~ 0), so it
-cannot collapse to a trivial path. The model is judged by its samples at K steps, never by a likelihood bound.
+which a K-step Euler sampler is exact. Both terms train the denoiser and the forward process. The ends stay
+hard-wired (F(x, 0) = x, L(x, 0) = L(x, 1) = 0, alpha_1 ~ 0), but that does not keep a learned noise from shrinking
+inside (0, 1): the flow term's minimum falls monotonically as the noise shrinks (docs/MATH.md section 12 derives it),
+so a learned noise collapses under this objective; use it with a fixed noise. The model is judged by its samples at
+K steps, never by a likelihood bound.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ class StraightLoss:
 
 def acceleration(process: ReverseProcess, z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(v(z, t), a(z, t)) with a = dv/dt + (dv/dz) v: one forward-mode jvp of (z, t) -> v in the direction (v, 1).
-    The direction is v detached (the penalty is the square of a directional derivative).
+    The direction v is not detached: a depends on the parameters through the direction as well as through the
+    derivative, and the gradient of E ||a||^2 needs both (tests/diffusion/test_straight_oracles.py checks it against
+    finite differences; a detached direction gave gradients off by a relative 1.3-1.6).
 
     Runs with grad mode on even under `torch.no_grad()` (validation): a learned F or noise scale makes this a jvp of
     a jvp, and PyTorch has no forward-over-forward rule for some ops' no-grad kernels (silu_backward); with frozen
@@ -47,7 +51,7 @@ def acceleration(process: ReverseProcess, z: torch.Tensor, t: torch.Tensor) -> t
     t = t.to(z.dtype).contiguous()
     with torch.enable_grad():
         v = process.velocity(z, t)
-        _, a = torch.func.jvp(process.velocity, (z, t), (v.detach(), torch.ones_like(t)))
+        _, a = torch.func.jvp(process.velocity, (z, t), (v, torch.ones_like(t)))
     return v, a
 
 
