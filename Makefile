@@ -38,8 +38,8 @@ nfdm: $(STAMP)
 	$(PY) -m latent_ndm.train stage=ndm ndm/noise=neural ndm/objective=straight name=nfdm-straight
 	$(PY) -m latent_ndm.train stage=ndm ndm/objective=straight name=ndm-straight
 	$(PY) -m latent_ndm.sample ckpt=runs/ndm/nfdm progress=false
-	$(PY) -m latent_ndm.sample ckpt=runs/ndm/nfdm-straight sampler=euler steps=4 progress=false
-	$(PY) -m latent_ndm.sample ckpt=runs/ndm/ndm-straight sampler=euler steps=4 progress=false
+	$(PY) -m latent_ndm.sample ckpt=runs/ndm/nfdm-straight sampler=euler sampler.steps=4 progress=false
+	$(PY) -m latent_ndm.sample ckpt=runs/ndm/ndm-straight sampler=euler sampler.steps=4 progress=false
 	$(PY) -m latent_ndm.benchmark ndm_run=runs/ndm/default lsgm_run=runs/ndm/lsgm out=runs/benchmark/nfdm \
 		'few_step.runs={NFDM:runs/ndm/nfdm,NFDM-straight:runs/ndm/nfdm-straight,NDM-straight:runs/ndm/ndm-straight}'
 

@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 
+from latent_ndm.diffusion.samplers import build_sampler
 from latent_ndm.evaluation.bounds import nelbo_terms, nll_terms
 from latent_ndm.evaluation.generation import batches, generate
-from latent_ndm.model import LatentModel, SamplerSpec
+from latent_ndm.model import LatentModel
 from latent_ndm.runs.load import LoadedRun, load_run
 from vae import DiagonalGaussian, nats_to_bpd
 
@@ -52,11 +53,14 @@ class Model:
         self.run.to(self.device)
         return self
 
-    def sample(self, num: int, sampler: str = "ode", seed: int = 0, batch_size: int = 64, **spec: Any) -> torch.Tensor:
+    def sample(self, num: int, sampler: str = "ode", seed: int = 0, batch_size: int = 64,
+               **settings: Any) -> torch.Tensor:
         """`num` images in [-1, 1] from the prior, decoded; sample i starts from the noise of (seed, i), as
-        `python -m latent_ndm.sample`. `spec`: tol, method, steps, eta, t_eps (see `SamplerSpec`)."""
-        settings = SamplerSpec(sampler, **spec)
-        out = [generate(self.run, chunk, settings, seed, self.device).images
+        `python -m latent_ndm.sample`. `sampler`: a name of configs/sampler/ (ode, euler, heun, rk4, sde, discrete);
+        `settings`: its settings (e.g. steps=8, grid="edm"; see `latent_ndm.diffusion.samplers`)."""
+        spec = build_sampler({"name": sampler, **settings})
+        self.run.model.prior.check_sampler(spec)
+        out = [generate(self.run, chunk, spec, seed, self.device).images
                for chunk in batches(range(num), batch_size)]
         return torch.cat(out)
 

@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 from data_tools.files import atomic_write_text
 from latent_ndm.cli import hydra_command
+from latent_ndm.diffusion.samplers import build_sampler
 from latent_ndm.errors import EvaluationError
 from latent_ndm.evaluation.generation import batches, generate
-from latent_ndm.model import SamplerSpec
 from latent_ndm.runs.hardware import resolve_device
 from latent_ndm.runs.images import image_grid, save_png, to_unit
 from latent_ndm.runs.load import load_run
@@ -45,7 +45,7 @@ def sample(cfg: DictConfig) -> SampleResult:
     if cfg.num < 1 or cfg.batch_size < 1:
         raise EvaluationError(f"need num >= 1 and batch_size >= 1, got num={cfg.num}, batch_size={cfg.batch_size}")
     try:
-        spec = SamplerSpec(cfg.sampler, tol=cfg.tol, method=cfg.method, steps=cfg.steps, eta=cfg.eta, t_eps=cfg.t_eps)
+        spec = build_sampler(OmegaConf.to_container(cfg.sampler, resolve=True))
     except ValueError as err:
         raise EvaluationError(str(err)) from err
     run = load_run(cfg.ckpt, cfg.ema)
@@ -55,7 +55,7 @@ def sample(cfg: DictConfig) -> SampleResult:
         raise EvaluationError(str(err)) from err
     device = resolve_device(cfg.device)
     run.to(device)
-    tag = f"euler{cfg.steps}" if cfg.sampler == "euler" else cfg.sampler
+    tag = spec.describe().replace(" ", "-")
     out_dir = Path(cfg.out) if cfg.out else run.run_dir / "samples" / f"{tag}-seed{cfg.seed}"
     out_dir.mkdir(parents=True, exist_ok=True)
     images, nfes, seconds = [], [], 0.0
@@ -81,7 +81,7 @@ def sample(cfg: DictConfig) -> SampleResult:
 def run(cfg: DictConfig) -> SampleResult:
     result = sample(cfg)
     nfe = sum(result.nfe_per_batch) / len(result.nfe_per_batch)
-    print(f"{result.num} samples from {cfg.ckpt} ({cfg.sampler}): NFE {nfe:.0f} per batch, "
+    print(f"{result.num} samples from {cfg.ckpt} ({build_sampler(cfg.sampler).describe()}): NFE {nfe:.0f} per batch, "
           f"{result.images_per_s:.2f} images/s (sampling + decoding)")
     print(f"  images: {result.out_dir} (grid.png, samples.json)")
     return result

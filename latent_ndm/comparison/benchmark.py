@@ -321,7 +321,7 @@ def compare(cfg: DictConfig, sampling_speed: bool = True) -> dict[str, Any]:
            "paper": report.PAPER, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if EQUAL_TIME in models:
         out["paired_equal_time"] = paired(models, EQUAL_TIME, margin)
-    if sampling_speed and cfg.few_step.steps:
+    if sampling_speed and cfg.few_step.nfe:
         out["few_step"] = few_step.section(cfg, {name: seed_runs[name][0] for name in KINDS})
     if cfg.get("curve"):
         out["curve"] = curve_runs.section(cfg, seed_runs, loaded, device)

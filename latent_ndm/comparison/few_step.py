@@ -1,6 +1,6 @@
-"""The benchmark's few-step section: sample quality at K fixed Euler steps of seed 0's NDM and LSGM and of any other
-runs on the same VAE (NFDM, NFDM-straight), measured by `evaluate metrics=[distance]` (`measure.few_step`), and its
-table for benchmark.md."""
+"""The benchmark's few-step section: sample quality of the few-step samplers (fixed steps of the probability-flow ODE
+at each NFE budget) for seed 0's NDM and LSGM and any other runs on the same VAE (NFDM, NFDM-straight), measured
+by `evaluate metrics=[distance]` (`measure.few_step`), and its table for benchmark.md."""
 
 from __future__ import annotations
 
@@ -14,17 +14,18 @@ from latent_ndm.stats import grouped, number, t_critical
 
 def section(cfg: DictConfig, pair: dict[str, str]) -> dict[str, Any]:
     """Few-step sampling quality of seed 0's NDM and LSGM and of the `few_step.runs` (e.g. NFDM, NFDM-straight: runs
-    on the same VAE export), each at K = `few_step.steps` Euler steps: energy distance to held-out images +- SE over
-    sample groups (one training seed each), images/s, and the held-out NELBO of the bound-trained ones."""
+    on the same VAE export), each with `few_step.samplers` at the budgets `few_step.nfe`: energy distance to
+    held-out images +- SE over sample groups (one training seed each), images/s, and the held-out NELBO of the
+    bound-trained ones."""
     runs = {**pair, **{str(k): str(v) for k, v in (cfg.few_step.runs or {}).items()}}
     models = {}
     for name, ckpt in runs.items():
-        print(f"few-step sampling {name} ({ckpt}) at K = {list(cfg.few_step.steps)}", flush=True)
+        print(f"few-step sampling {name} ({ckpt}) at NFE {list(cfg.few_step.nfe)}", flush=True)
         models[name] = measure.few_step(ckpt, cfg, nelbo=name not in pair)  # the pair's NELBO is the main table's
     vae = models["NDM"]["vae_ckpt"]
     notes = [f"{name} ({r['run']}) was trained on another VAE export ({r['vae_ckpt']} vs {vae}); its row does not "
              "compare like for like" for name, r in models.items() if r["vae_ckpt"] != vae]
-    return {"steps": [int(k) for k in cfg.few_step.steps], "num": int(cfg.few_step.num),
+    return {"nfe": [int(k) for k in cfg.few_step.nfe], "num": int(cfg.few_step.num),
             "groups": int(cfg.few_step.groups), "models": models, "notes": notes}
 
 
@@ -41,13 +42,13 @@ def markdown(section: dict[str, Any] | None) -> list[str]:
     if not section:
         return []
     models = section["models"]
-    labels = list(next(iter(models.values()))["distance"]["by_steps"])
+    labels = list(next(iter(models.values()))["distance"]["by_sampler"])
     cols = ["model", "forward process", "steps", "NELBO (bits/dim)",
-            *[f"ED, {'adaptive ODE' if k == 'ode' else f'K = {k}'}" for k in labels]]
+            *[f"ED, {'adaptive ODE' if k == 'ode' else k}" for k in labels]]
     lines = ["", "## Few-step sampling: energy distance to held-out images (lower is better)", "",
              "| " + " | ".join(cols) + " |", "|" + "|".join(["---", "---", "---:"] + ["---:"] * (len(cols) - 3)) + "|"]
     for name, r in models.items():
-        by = r["distance"]["by_steps"]
+        by = r["distance"]["by_sampler"]
         if r["kind"].endswith("straight"):
             nelbo = "not a bound"
         elif name in ("NDM", "LSGM"):
@@ -65,9 +66,9 @@ def markdown(section: dict[str, Any] | None) -> list[str]:
         f"{section['groups']} disjoint groups of samples and [lo, hi] its 95% interval (t with {section['groups'] - 1} "
         f"dof: ± {t_critical(section['groups'] - 1):.2f} SE); sampling noise only, one training seed per model, so "
         "these intervals say nothing about training noise; images/s include decoding",
-        "- K = fixed Euler steps of the probability-flow ODE from the same initial noise for every K and model "
-        "(`python -m latent_ndm.sample sampler=euler steps=K`); a straight-mode run is judged only here, never by "
-        "a bound",
+        "- each column a sampler of the probability-flow ODE (fixed steps on a time grid, or the adaptive ODE), from "
+        "the same initial noise for every sampler and model (`python -m latent_ndm.sample sampler=euler "
+        "sampler.steps=K`); a straight-mode run is judged only here, never by a bound",
         "- two models differ here only where the interval of their difference excludes 0; with one training seed per "
         "model no row is a verdict on the training method (the benchmark's seeds=3 study pairs seeds)",
     ]

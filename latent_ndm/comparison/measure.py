@@ -16,11 +16,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from latent_ndm.comparison.step_cost import TrainStep
+from latent_ndm.diffusion.samplers import AdaptiveODE
 from latent_ndm.errors import EvaluationError
 from latent_ndm.evaluation.generation import batches, generate
 from latent_ndm.evaluation.results import write_results
 from latent_ndm.evaluation.runner import evaluate, heldout_images
-from latent_ndm.model import NDMPrior, SamplerSpec
+from latent_ndm.model import NDMPrior
 from latent_ndm.runs.build import forward_process_kind, objective_at, transform_kind
 from latent_ndm.runs.config import compose_config, resolved, shaping_differences
 from latent_ndm.runs.export import EXPORT_DIR, TRAIN_CONFIG, read_run_record, read_yaml
@@ -108,7 +109,9 @@ def evaluation_config(ckpt: str, metrics: list[str], limit: int | None, bench: D
                  f"accelerator={'auto' if bench.device == 'auto' else ('gpu' if bench.device == 'cuda' else 'cpu')}"]
     cfg = compose_config("evaluate", [*overrides, *bench.eval_overrides])
     fid = OmegaConf.to_container(bench.fid, resolve=True)
-    return OmegaConf.merge(cfg, {"fid": fid})
+    cfg = OmegaConf.merge(cfg, {"fid": {k: v for k, v in fid.items() if k != "sampler"}})
+    cfg.fid.sampler = fid["sampler"]  # replaced whole, not merged: another sampler's settings differ
+    return cfg
 
 
 def evaluate_run(ckpt: str, bench: DictConfig) -> tuple[dict[str, dict[str, Any]], LoadedRun]:
@@ -131,14 +134,16 @@ def evaluate_run(ckpt: str, bench: DictConfig) -> tuple[dict[str, dict[str, Any]
 
 
 def few_step(ckpt: str, bench: DictConfig, nelbo: bool = True) -> dict[str, Any]:
-    """The energy distance of `ckpt`'s decoded samples to held-out images at K fixed Euler steps (and the adaptive
-    ODE), from `evaluate metrics=[distance]` with the benchmark's `few_step` settings (merged into evaluation.json);
+    """The energy distance of `ckpt`'s decoded samples to held-out images with the few-step samplers at each NFE
+    budget (and the adaptive ODE), from `evaluate metrics=[distance]` with the benchmark's `few_step` settings
+    (merged into evaluation.json);
     with `nelbo` and `few_step.nelbo`, a bound-trained run also gets its held-out NELBO on the `limit` images of the
     main table (so that it compares with the NDM's and the LSGM's there)."""
     f = bench.few_step
     cfg = evaluation_config(ckpt, ["distance"], None, bench)
-    cfg = OmegaConf.merge(cfg, {"distance": {"num": f.num, "steps": list(f.steps), "groups": f.groups, "ode": f.ode,
+    cfg = OmegaConf.merge(cfg, {"distance": {"num": f.num, "nfe": list(f.nfe), "groups": f.groups, "ode": f.ode,
                                              "batch_size": f.batch_size}})
+    cfg.distance.samplers = OmegaConf.to_container(f.samplers, resolve=True)
     out = evaluate(cfg)
     info = {"ckpt": ckpt, "weights": out.run.weights, "hardware": out.hardware, "by": "latent_ndm.benchmark"}
     write_results(out.run.out_dir, out.results, info)
@@ -159,10 +164,10 @@ def sampling_speed(run: LoadedRun, tolerances: Sequence[float], num: int, batch_
     """For each tolerance: the ODE sampler's (dopri5, rtol = atol = tol) mean NFE per batch and images/s (sampling
     and decoding) over samples 0..num-1, after one untimed warm-up sample."""
     run.to(device)
-    generate(run, [0], SamplerSpec("ode", tol=max(tolerances)), seed, device)
+    generate(run, [0], AdaptiveODE(tol=max(tolerances)), seed, device)
     out = []
     for tol in tolerances:
-        spec = SamplerSpec("ode", tol=float(tol))
+        spec = AdaptiveODE(tol=float(tol))
         nfe, seconds, calls = 0, 0.0, 0
         for chunk in batches(range(num), batch_size):
             batch = generate(run, chunk, spec, seed, device)

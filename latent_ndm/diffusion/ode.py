@@ -9,7 +9,7 @@ import torch
 from torchdiffeq import odeint
 
 ADAPTIVE = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
-FIXED = ("euler", "midpoint", "rk4", "heun3", "explicit_adams", "implicit_adams")
+FIXED = ("euler", "midpoint", "heun2", "rk4", "heun3", "explicit_adams", "implicit_adams")
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,26 @@
-"""Samplers of the NDM reverse process: discrete posterior (eta; the paper's Algorithm 2), reverse SDE
-(Euler-Maruyama on NDM eq. 12), probability-flow ODE (torchdiffeq); docs/MATH.md section 6.
+"""Samplers of the NDM reverse process, one family: discrete posterior (eta; the paper's Algorithm 2), reverse SDE
+(Euler-Maruyama on NDM eq. 12), the probability-flow ODE adaptively (torchdiffeq's dopri5) or in fixed steps (Euler,
+Heun, RK4 on a time grid of `grids.py`); docs/MATH.md section 6.
 
-All start from z_1 ~ N(0, I) (or a given z_1), stop at t_eps and return x = z_{t_eps} / alpha_{t_eps}, the mean
-of the reconstruction model p(x | z_0) = N(z_0 / alpha_0, sigma_0^2 / alpha_0^2 I); each counts network calls.
+The functions `sample_*` do the work. All start from z_1 ~ N(0, I) (or a given z_1), stop at t_eps and return
+x = z_{t_eps} / alpha_{t_eps}, the mean of the reconstruction model p(x | z_0) = N(z_0 / alpha_0,
+sigma_0^2 / alpha_0^2 I); each counts network calls. The `Sampler` classes are their settings, built from a config
+of `configs/sampler/` by `build_sampler` (the one dispatch: a class's `name` is its config name); adding a sampler
+is a class here and a YAML file there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 
 from latent_ndm.diffusion.checks import append_dims, check_batch
 from latent_ndm.diffusion.forward_process import ddpm_nu2, posterior_mean
-from latent_ndm.diffusion.ode import integrate
+from latent_ndm.diffusion.grids import GRIDS, sampling_grid
+from latent_ndm.diffusion.ode import ADAPTIVE, integrate, solve
 from latent_ndm.diffusion.reverse_process import ReverseProcess
 from latent_ndm.diffusion.schedule import time_grid
 
@@ -105,3 +112,205 @@ def sample_ode(process: ReverseProcess, shape: tuple[int, ...] | None = None, t_
 
     sol = integrate(func, z, 1.0, t_eps, method=method, rtol=rtol, atol=atol, steps=steps)
     return _finish(process, sol.state, t_eps, sol.nfe, None)
+
+
+@torch.no_grad()
+def sample_fixed(process: ReverseProcess, solver: str, steps: int, grid: str = "uniform", t_eps: float = 1e-3,
+                 rho: float = 7.0, shape: tuple[int, ...] | None = None, z_1: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> SampleOutput:
+    """The probability-flow ODE dz/dt = v(z, t) from t = 1 to t_eps in `steps` steps of a fixed-step torchdiffeq
+    `solver` (euler, midpoint, heun2, rk4) on the `grid` of `grids.sampling_grid`."""
+    z = _start(shape, z_1, device, dtype, generator)
+    times = sampling_grid(grid, steps, t_eps, process.schedule, rho, dtype=z.dtype, device=z.device)
+
+    def func(t: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
+        return process.velocity(z_t, t.expand(z_t.shape[0]))
+
+    path = solve(func, z, times, method=solver)
+    return _finish(process, path.state[-1], t_eps, path.nfe, None)
+
+
+# -- the family of sampler settings ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sampler:
+    """How to draw from a reverse process. `t_end`: where sampling stops (None: the prior's training t_eps). A
+    subclass with a `name` is a config choice (`configs/sampler/<name>.yaml`) and registers itself."""
+
+    name: ClassVar[str] = ""
+    registry: ClassVar[dict[str, type[Sampler]]] = {}
+    t_end: float | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            Sampler.registry[cls.name] = cls
+
+    def __post_init__(self) -> None:
+        if self.t_end is not None and not 0.0 < self.t_end < 1.0:
+            raise ValueError(f"the sampler's t_end must lie in (0, 1), got {self.t_end}")
+
+    def check(self, process: ReverseProcess) -> None:
+        """Raise a one-sentence ValueError when `process` cannot be sampled this way."""
+
+    def draw(self, process: ReverseProcess, z_1: torch.Tensor, t_end: float,
+             generator: torch.Generator | None = None) -> SampleOutput:
+        raise NotImplementedError
+
+    def __call__(self, process: ReverseProcess, z_1: torch.Tensor, default_t_end: float,
+                 generator: torch.Generator | None = None) -> SampleOutput:
+        """Samples from z_1, stopping at `t_end` (or `default_t_end`, the prior's training t_eps, when None)."""
+        self.check(process)
+        return self.draw(process, z_1, default_t_end if self.t_end is None else self.t_end, generator)
+
+    def settings(self) -> dict[str, Any]:
+        """The config that builds this sampler again (`build_sampler(s.settings()) == s`)."""
+        return {"name": self.name, **asdict(self)}
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class AdaptiveODE(Sampler):
+    """The probability-flow ODE by an adaptive torchdiffeq method at rtol = atol = tol."""
+
+    name: ClassVar[str] = "ode"
+    tol: float = 1e-2
+    method: str = "dopri5"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.method not in ADAPTIVE or self.tol <= 0:
+            raise ValueError(f"sampler=ode needs an adaptive method ({', '.join(ADAPTIVE)}) and tol > 0, got "
+                             f"{self.method!r}, {self.tol}; fixed steps are sampler=euler, heun or rk4")
+
+    def draw(self, process: ReverseProcess, z_1: torch.Tensor, t_end: float,
+             generator: torch.Generator | None = None) -> SampleOutput:
+        return sample_ode(process, t_eps=t_end, method=self.method, rtol=self.tol, atol=self.tol, z_1=z_1)
+
+    def describe(self) -> str:
+        return f"ode {self.method} tol {self.tol:g}"
+
+
+@dataclass(frozen=True)
+class FixedStepODE(Sampler):
+    """The probability-flow ODE in `steps` steps of a fixed-step method on a time grid (`grids.GRIDS`: uniform,
+    edm with its `rho`, logsnr); `evals` network evaluations per step."""
+
+    solver: ClassVar[str] = ""
+    evals: ClassVar[int] = 1
+    steps: int = 8
+    grid: str = "uniform"
+    rho: float = 7.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.steps < 1 or self.grid not in GRIDS or self.rho <= 0:
+            raise ValueError(f"sampler={self.name} needs steps >= 1, grid in {list(GRIDS)} and rho > 0, got "
+                             f"{self.steps}, {self.grid!r}, {self.rho}")
+
+    @classmethod
+    def steps_for(cls, nfe: int) -> int:
+        """The most steps that fit in `nfe` evaluations (0: not even one)."""
+        return int(nfe) // cls.evals
+
+    def draw(self, process: ReverseProcess, z_1: torch.Tensor, t_end: float,
+             generator: torch.Generator | None = None) -> SampleOutput:
+        return sample_fixed(process, self.solver, self.steps, self.grid, t_end, self.rho, z_1=z_1)
+
+    def describe(self) -> str:
+        grid = f"edm rho {self.rho:g}" if self.grid == "edm" else self.grid
+        return f"{self.name} {self.steps} step{'' if self.steps == 1 else 's'} {grid}"
+
+
+@dataclass(frozen=True)
+class Euler(FixedStepODE):
+    """Euler's method (1st order, 1 evaluation per step): the few-step sampler of a straight-mode prior."""
+
+    name: ClassVar[str] = "euler"
+    solver: ClassVar[str] = "euler"
+    evals: ClassVar[int] = 1
+
+
+@dataclass(frozen=True)
+class Heun(FixedStepODE):
+    """Heun's method (explicit trapezoid, 2nd order, 2 evaluations per step), EDM's deterministic sampler."""
+
+    name: ClassVar[str] = "heun"
+    solver: ClassVar[str] = "heun2"
+    evals: ClassVar[int] = 2
+
+
+@dataclass(frozen=True)
+class RK4(FixedStepODE):
+    """The classical 4th-order Runge-Kutta method (torchdiffeq's 3/8-rule variant, 4 evaluations per step)."""
+
+    name: ClassVar[str] = "rk4"
+    solver: ClassVar[str] = "rk4"
+    evals: ClassVar[int] = 4
+
+
+@dataclass(frozen=True)
+class ReverseSDE(Sampler):
+    """Euler-Maruyama on the reverse SDE in `steps` equal steps."""
+
+    name: ClassVar[str] = "sde"
+    steps: int = 100
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.steps < 1:
+            raise ValueError(f"sampler=sde needs steps >= 1, got {self.steps}")
+
+    def draw(self, process: ReverseProcess, z_1: torch.Tensor, t_end: float,
+             generator: torch.Generator | None = None) -> SampleOutput:
+        return sample_sde(process, steps=self.steps, t_eps=t_end, z_1=z_1, generator=generator)
+
+    def describe(self) -> str:
+        return f"sde {self.steps} steps"
+
+
+@dataclass(frozen=True)
+class DiscretePosterior(Sampler):
+    """The paper's Algorithm 2 in `steps` steps, posterior noise eta (1: DDPM-like, 0: deterministic)."""
+
+    name: ClassVar[str] = "discrete"
+    steps: int = 100
+    eta: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.steps < 1 or self.eta < 0:
+            raise ValueError(f"sampler=discrete needs steps >= 1 and eta >= 0, got {self.steps}, {self.eta}")
+
+    def check(self, process: ReverseProcess) -> None:
+        if process.noise is not None:
+            raise ValueError("the discrete sampler (the paper's Algorithm 2) uses NDM's fixed noise schedule, and this "
+                             "prior learns its noise (ndm/noise=neural): use sampler=ode, sde, euler, heun or rk4")
+
+    def draw(self, process: ReverseProcess, z_1: torch.Tensor, t_end: float,
+             generator: torch.Generator | None = None) -> SampleOutput:
+        return sample_discrete(process, T=self.steps, t_eps=t_end, eta=self.eta, z_1=z_1, generator=generator)
+
+    def describe(self) -> str:
+        return f"discrete {self.steps} steps eta {self.eta:g}"
+
+
+def build_sampler(config: Mapping[str, Any] | Sampler) -> Sampler:
+    """The sampler of a config mapping {name: ..., setting: value, ...} (a `configs/sampler/` file, or a mapping
+    with only some settings: the rest are the class's defaults). One-sentence ValueError on an unknown name or
+    setting."""
+    if isinstance(config, Sampler):
+        return config
+    settings = dict(config)
+    name = settings.pop("name", None)
+    cls = Sampler.registry.get(str(name))
+    if cls is None:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(Sampler.registry)}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"sampler={name} has no setting {', '.join(unknown)}; its settings are {sorted(known)}")
+    return cls(**settings)

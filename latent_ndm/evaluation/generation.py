@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from latent_ndm.model import SamplerSpec
+from latent_ndm.diffusion.samplers import Sampler
 from latent_ndm.runs.load import LoadedRun
 
 _MIX = 1_000_003
@@ -65,7 +65,7 @@ def latent_shape(run: LoadedRun) -> tuple[int, int, int]:
 
 
 @torch.no_grad()
-def generate(run: LoadedRun, indices: Sequence[int], spec: SamplerSpec, seed: int = 0,
+def generate(run: LoadedRun, indices: Sequence[int], sampler: Sampler, seed: int = 0,
              device: torch.device | str = "cpu") -> GeneratedBatch:
     """Images of samples `indices`: z ~ prior (from the seeded z_1), decoded with the VAE decoder's mean."""
     device = torch.device(device)
@@ -74,7 +74,7 @@ def generate(run: LoadedRun, indices: Sequence[int], spec: SamplerSpec, seed: in
     start = time.perf_counter()
     z_1 = initial_noise(indices, latent_shape(run), seed, device)
     generator = torch.Generator(device=device).manual_seed(index_seed(seed + 1, indices[0]))
-    z, nfe = run.model.sample(z_1, spec, generator)
+    z, nfe = run.model.sample(z_1, sampler, generator)
     images = run.model.decode_mean(z).clamp(-1.0, 1.0)
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -75,7 +75,7 @@ def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
                      f"{r['nfe']:.0f}, {r['images_per_s']:.2f} images/s, {r['settings']['extractor']}"))
     if "distance" in results:
         r = results["distance"]
-        for e in r["by_steps"].values():
+        for e in r["by_sampler"].values():
             se = f" ± {e['se']:.4f}" if e.get("se") is not None else ""
             rows.append((f"energy distance, {e['sampler']}", f"{e['energy_distance']:.4f}", "",
                          f"{se.strip()} over {r['settings']['groups']} groups; {r['num']} samples vs held-out images; "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,13 @@ from data_tools.errors import DataToolError
 from data_tools.http_stream import ReadOptions
 from data_tools.shard_index import split_shards
 from latent_ndm.data.module import ShardDataModule
+from latent_ndm.diffusion.samplers import AdaptiveODE, FixedStepODE, Sampler, build_sampler
 from latent_ndm.distance import grouped_energy_distance
 from latent_ndm.errors import EvaluationError
 from latent_ndm.evaluation import fid
 from latent_ndm.evaluation.bounds import TermSums, nelbo_terms, nll_terms
 from latent_ndm.evaluation.generation import batches, generate, rank_indices
 from latent_ndm.evaluation.parallel import Processes
-from latent_ndm.model import SamplerSpec
 from latent_ndm.runs.hardware import describe
 from latent_ndm.runs.load import LoadedRun, load_run
 from latent_ndm.runs.targets import instantiate_trusted
@@ -37,6 +37,37 @@ from vae import VAE
 from vae.diagnostics import LatentUsage, collapse_verdict
 
 METRICS = ("nelbo", "nll", "fid", "distance")
+
+
+def configured_sampler(settings: Any, where: str, **defaults: Any) -> Sampler:
+    """The sampler of a config mapping (configs/sampler/ or a partial one), `defaults` filling settings it does not
+    give; a bad one is one EvaluationError naming `where`."""
+    settings = OmegaConf.to_container(settings, resolve=True) if isinstance(settings, DictConfig) else dict(settings)
+    try:
+        return build_sampler({**defaults, **settings})
+    except (ValueError, TypeError) as err:
+        raise EvaluationError(f"{where}: {err}") from err
+
+
+def distance_samplers(d: DictConfig) -> dict[str, Sampler]:
+    """The samplers of `distance` by label: each of `d.samplers`, a fixed-step one at every budget of `d.nfe` that
+    holds at least one step, then (with `d.ode`) the adaptive ODE at `d.tol`, labelled "ode"; all stop at `d.t_end`."""
+    out: dict[str, Sampler] = {}
+    budgets = [int(n) for n in d.nfe]
+    if not budgets or min(budgets) < 1:
+        raise EvaluationError(f"distance.nfe needs budgets >= 1, got {list(d.nfe)}")
+    for i, entry in enumerate(d.samplers or []):
+        spec = configured_sampler(entry, f"distance.samplers[{i}]", t_end=d.t_end)
+        if isinstance(spec, FixedStepODE):
+            variants = [replace(spec, steps=type(spec).steps_for(n)) for n in budgets if type(spec).steps_for(n)]
+        else:
+            variants = [spec]
+        out.update({v.describe(): v for v in variants})
+    if d.ode:
+        out["ode"] = AdaptiveODE(tol=float(d.tol), t_end=d.t_end)
+    if not out:
+        raise EvaluationError("distance has no sampler to run: give distance.samplers or distance.ode=true")
+    return out
 BOUNDS = ("nelbo", "nll")
 
 
@@ -188,7 +219,7 @@ def eval_fid(run: LoadedRun, procs: Processes, cfg: DictConfig, setup: FIDSetup)
     f = cfg.fid
     extractor = fid.load_feature_extractor(f.extractor, f.layer, setup.weights, procs.device)
     setup.reference.check_compatible(extractor.feature_space())
-    spec = SamplerSpec("ode", tol=f.tol, method=f.method, steps=f.steps, t_eps=f.t_eps)
+    spec = configured_sampler(f.sampler, "fid.sampler")
     moments, nfe, calls, seconds, image_size = fid.RunningMoments(), 0, 0, 0.0, None
     indices = rank_indices(f.num, procs.rank, procs.world)
     with tqdm(total=len(indices), disable=not (cfg.progress and procs.is_main), unit="img", desc="FID samples") as bar:
@@ -206,7 +237,7 @@ def eval_fid(run: LoadedRun, procs: Processes, cfg: DictConfig, setup: FIDSetup)
     nfe_mean = float(totals[0] / max(totals[1].item(), 1.0))
     images_per_s = float(totals[3] / max(totals[2].item(), 1e-9))  # summed over processes: per-process rate
     return {"fid": value, "num": int(moments.n), "nfe": nfe_mean, "images_per_s": images_per_s * procs.world,
-            "settings": {"sampler": spec.describe(), "t_eps": f.t_eps, "extractor": extractor.name,
+            "settings": {"sampler": spec.describe(), "t_end": spec.t_end, "extractor": extractor.name,
                          "layer": extractor.layer, "reference": str(f.stats), "reference_n": setup.reference.n,
                          "seed": cfg.seed}}
 
@@ -222,26 +253,22 @@ def heldout_sample(run: LoadedRun, procs: Processes, cfg: DictConfig, num: int) 
 
 
 def eval_distance(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str, Any]:
-    """For each K in `distance.steps`: `distance.num` samples drawn with K fixed Euler steps of the prior's
-    probability-flow ODE (and, with `distance.ode`, with dopri5 at `distance.tol`, labelled "ode"), decoded, and
-    their energy distance to as many held-out images (flattened pixels in [-1, 1]; mean +- SE over `distance.groups`
-    disjoint groups), with NFE and images/s. One process; every K starts from the same noise."""
+    """For each sampler of `distance_samplers` (the fixed-step ones at each NFE budget, and the adaptive ODE):
+    `distance.num` samples, decoded, and their energy distance to as many held-out images (flattened pixels in
+    [-1, 1]; mean +- SE over `distance.groups` disjoint groups), with NFE and images/s, under the sampler's label.
+    One process; every sampler starts from the same noise."""
     d = cfg.distance
     if procs.world > 1:
         raise EvaluationError("metrics=[distance] runs on one process; run it without devices>1 / torchrun")
-    steps = [int(k) for k in d.steps]
-    if d.num < 2 * d.groups or not steps or min(steps) < 1:
-        raise EvaluationError(f"distance needs num >= 2 x groups and steps >= 1, got num={d.num}, groups={d.groups}, "
-                              f"steps={list(d.steps)}")
+    specs = distance_samplers(d)
+    if d.num < 2 * d.groups:
+        raise EvaluationError(f"distance needs num >= 2 x groups, got num={d.num}, groups={d.groups}")
     reference = heldout_sample(run, procs, cfg, int(d.num))
     n = reference.shape[0]
     if n < 2 * d.groups:
         raise EvaluationError(f"the {cfg.split!r} split has {n} images, fewer than the {2 * d.groups} that "
                               f"distance.groups={d.groups} needs")
-    specs = {str(k): SamplerSpec("euler", steps=k, t_eps=d.t_eps) for k in steps}
-    if d.ode:
-        specs["ode"] = SamplerSpec("ode", tol=d.tol, t_eps=d.t_eps)
-    out: dict[str, Any] = {"num": n, "by_steps": {}}
+    out: dict[str, Any] = {"num": n, "by_sampler": {}}
     for label, spec in specs.items():
         images, nfe, seconds = [], 0, 0.0
         for chunk in tqdm(list(batches(range(n), d.batch_size)), disable=not cfg.progress,
@@ -250,10 +277,10 @@ def eval_distance(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str
             images.append(got.images.cpu())
             nfe, seconds = nfe + got.nfe, seconds + got.seconds
         est = grouped_energy_distance(torch.cat(images), reference, groups=int(d.groups))
-        out["by_steps"][label] = {"energy_distance": est.mean, "se": est.se, "groups": est.groups,
-                                  "nfe": nfe / max(1, len(images)), "images_per_s": n / max(seconds, 1e-9),
-                                  "sampler": spec.describe()}
-    out["settings"] = {"split": cfg.split, "seed": cfg.seed, "groups": int(d.groups), "t_eps": d.t_eps,
+        out["by_sampler"][label] = {"energy_distance": est.mean, "se": est.se, "groups": est.groups,
+                                    "nfe": nfe / max(1, len(images)), "images_per_s": n / max(seconds, 1e-9),
+                                    "sampler": spec.describe(), "settings": spec.settings()}
+    out["settings"] = {"split": cfg.split, "seed": cfg.seed, "groups": int(d.groups), "t_end": d.t_end,
                        "metric": "energy distance of flattened pixels in [-1, 1] (U-statistic)"}
     return out
 

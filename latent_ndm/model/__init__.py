@@ -5,6 +5,6 @@ parts; `priors` holds the priors with their bounds, ODE likelihood and samplers.
 """
 
 from latent_ndm.model.latent import LatentModel, LatentNELBO
-from latent_ndm.model.priors import NDMPrior, Prior, PriorBound, SamplerSpec, StandardNormalPrior
+from latent_ndm.model.priors import NDMPrior, Prior, PriorBound, StandardNormalPrior
 
-__all__ = ["LatentModel", "LatentNELBO", "NDMPrior", "Prior", "PriorBound", "SamplerSpec", "StandardNormalPrior"]
+__all__ = ["LatentModel", "LatentNELBO", "NDMPrior", "Prior", "PriorBound", "StandardNormalPrior"]

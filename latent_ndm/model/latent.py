@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from latent_ndm.model.priors import NDMPrior, Prior, PriorBound, SamplerSpec, StandardNormalPrior
+from latent_ndm.diffusion.samplers import Sampler
+from latent_ndm.model.priors import NDMPrior, Prior, PriorBound, StandardNormalPrior
 from vae import VAE, DiagonalGaussian
 
 Batch = torch.Tensor | Mapping[str, Any]  # images (B, C, H, W) in [-1, 1], or pre-encoded {"mean", "logvar"}
@@ -113,10 +114,10 @@ class LatentModel(nn.Module):
         bound, nfe = self.prior.ode_nll(self.normalise(z), generator, **solver)
         return self._in_z(bound, z), nfe
 
-    def sample(self, z_1: torch.Tensor, spec: SamplerSpec, generator: torch.Generator | None = None
+    def sample(self, z_1: torch.Tensor, sampler: Sampler, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, int]:
         """(latents z = s u with u drawn by the prior from z_1 ~ N(0, I), NFE)."""
-        u, nfe = self.prior.sample(z_1, spec, generator)
+        u, nfe = self.prior.sample(z_1, sampler, generator)
         return self.denormalise(u), nfe
 
     def decode_mean(self, z: torch.Tensor) -> torch.Tensor:

@@ -18,44 +18,11 @@ from torch import nn
 from latent_ndm.diffusion.likelihood import ode_nll_bound, standard_normal_logp
 from latent_ndm.diffusion.noise import NoiseScale
 from latent_ndm.diffusion.objectives.straight import StraightFlowObjective, StraightLoss
-from latent_ndm.diffusion.ode import FIXED
 from latent_ndm.diffusion.reverse_process import ReverseProcess
-from latent_ndm.diffusion.samplers import SampleOutput, sample_discrete, sample_ode, sample_sde
+from latent_ndm.diffusion.samplers import Sampler
 from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.diffusion.transforms import Transform
 from vae import DiagonalGaussian
-
-SAMPLERS = ("ode", "sde", "discrete", "euler")
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """How to draw prior samples: `name` ode | sde | discrete | euler; ode: `method` (dopri5: adaptive at rtol = atol
-    = `tol`; a fixed-step torchdiffeq method: `steps` steps); sde / discrete: `steps` steps; discrete: `eta`
-    (1 DDPM-like, 0 deterministic); euler: the probability-flow ODE in `steps` fixed Euler steps (the same as ode
-    with method euler; the few-step sampler of a straight-trajectory model); `t_eps`: where sampling stops (None:
-    the model's training t_eps)."""
-
-    name: str = "ode"
-    tol: float = 1e-2
-    method: str = "dopri5"
-    steps: int = 100
-    eta: float = 1.0
-    t_eps: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.name not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {self.name!r}")
-        if self.tol <= 0 or self.steps < 1 or self.eta < 0:
-            raise ValueError(f"need tol > 0, steps >= 1 and eta >= 0, got {self.tol}, {self.steps}, {self.eta}")
-
-    def describe(self) -> str:
-        if self.name == "euler":
-            return f"euler {self.steps} steps"
-        if self.name == "ode":
-            return f"ode {self.method} {self.steps} steps" if self.method in FIXED else \
-                f"ode {self.method} tol {self.tol:g}"
-        return f"sde {self.steps} steps" if self.name == "sde" else f"discrete {self.steps} steps eta {self.eta:g}"
 
 
 @dataclass
@@ -86,13 +53,13 @@ class Prior(nn.Module):
         """(-log p(u) from the probability-flow ODE, the solver's NFE)."""
         raise NotImplementedError
 
-    def sample(self, z_1: torch.Tensor, spec: SamplerSpec, generator: torch.Generator | None = None
+    def sample(self, z_1: torch.Tensor, sampler: Sampler, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, int]:
         """(latents u drawn from z_1 ~ N(0, I), NFE)."""
         raise NotImplementedError
 
-    def check_sampler(self, spec: SamplerSpec) -> None:
-        """Raise a one-sentence ValueError when this prior cannot be sampled with `spec`."""
+    def check_sampler(self, sampler: Sampler) -> None:
+        """Raise a one-sentence ValueError when this prior cannot be sampled with `sampler`."""
 
 
 class StandardNormalPrior(Prior):
@@ -111,7 +78,7 @@ class StandardNormalPrior(Prior):
                 ) -> tuple[PriorBound, int]:
         return self.nll_bound(u), 0
 
-    def sample(self, z_1: torch.Tensor, spec: SamplerSpec, generator: torch.Generator | None = None
+    def sample(self, z_1: torch.Tensor, sampler: Sampler, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, int]:
         return z_1, 0
 
@@ -171,10 +138,8 @@ class NDMPrior(Prior):
             raise ValueError("straight_loss needs a prior trained with ndm/objective=straight")
         return self.objective(self.process, u, generator=generator)
 
-    def check_sampler(self, spec: SamplerSpec) -> None:
-        if spec.name == "discrete" and self.noise is not None:
-            raise ValueError("the discrete sampler (the paper's Algorithm 2) uses NDM's fixed noise schedule, and this "
-                             "prior learns its noise (ndm/noise=neural): use sampler=ode, sde or euler")
+    def check_sampler(self, sampler: Sampler) -> None:
+        sampler.check(self.process)
 
     def ode_nll(self, u: torch.Tensor, generator: torch.Generator | None = None, **solver: Any
                 ) -> tuple[PriorBound, int]:
@@ -184,18 +149,8 @@ class NDMPrior(Prior):
         bound = ode_nll_bound(self.process, u, t_eps=t_eps, generator=generator, **solver)
         return PriorBound(bound.nll, {"ode_nll": bound.ode_nll, "ode_dequant": bound.dequant}), bound.nfe
 
-    def sample(self, z_1: torch.Tensor, spec: SamplerSpec, generator: torch.Generator | None = None
+    def sample(self, z_1: torch.Tensor, sampler: Sampler, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, int]:
-        t_eps = self.t_eps if spec.t_eps is None else spec.t_eps
-        out: SampleOutput
-        if spec.name in ("ode", "euler"):
-            method = "euler" if spec.name == "euler" else spec.method
-            out = sample_ode(self.process, t_eps=t_eps, method=method, rtol=spec.tol, atol=spec.tol,
-                             steps=spec.steps if method in FIXED else None, z_1=z_1)
-        elif spec.name == "sde":
-            out = sample_sde(self.process, steps=spec.steps, t_eps=t_eps, z_1=z_1, generator=generator)
-        else:
-            self.check_sampler(spec)
-            out = sample_discrete(self.process, T=spec.steps, t_eps=t_eps, eta=spec.eta, z_1=z_1,
-                                  generator=generator)
+        """Samples stop at the sampler's t_end, or at the training t_eps when it names none."""
+        out = sampler(self.process, z_1, self.t_eps, generator)
         return out.x, out.nfe

@@ -10,6 +10,7 @@ import lightning as L
 from omegaconf import DictConfig, open_dict
 
 from data_tools.latent_shards import check_same_vae
+from latent_ndm.diffusion.samplers import DiscretePosterior, Euler, ReverseSDE
 from latent_ndm.errors import TrainingError
 from latent_ndm.model import LatentModel
 from latent_ndm.runs.build import (
@@ -112,9 +113,10 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> NDMModule
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     s = cfg.stage
     kind = forward_process_kind(cfg.ndm)
-    sampler = "euler" if kind.endswith("straight") else ("sde" if kind == "nfdm" else "discrete")
-    images = NDMSampleGrids(run_dir / "images", s.images.every_n_steps, s.images.num, s.images.steps, s.images.eta,
-                            seed=cfg.seed, sampler=sampler)
+    steps = int(s.images.steps)  # Algorithm 2, or what fits: the SDE for a learned noise, Euler for a straight run
+    sampler = (Euler(steps=steps) if kind.endswith("straight") else ReverseSDE(steps=steps) if kind == "nfdm"
+               else DiscretePosterior(steps=steps, eta=float(s.images.eta)))
+    images = NDMSampleGrids(run_dir / "images", sampler, s.images.every_n_steps, s.images.num, seed=cfg.seed)
     best = "val/straight_loss" if kind.endswith("straight") else BOUND_METRIC  # a straight run reports no bound
     return run_callbacks(cfg, run_dir, images, non_finite=s.non_finite, max_skips=s.max_skips,
                          hint="Set stage.non_finite=skip to skip such steps instead.", best_monitor=best)

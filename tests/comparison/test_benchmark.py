@@ -52,7 +52,7 @@ def bench_cfg(out: Path, *overrides: str, train_overrides: list[str] | None = No
     cfg = compose_config("benchmark", [
         f"out={out}", "nll_limit=2", "sample_num=4", "sample_batch_size=4", "step.repeats=2", "step.batch_size=4",
         "tolerances=[1e-2,1e-3]", 'eval_overrides=["nll.rtol=1e-3","nll.atol=1e-3"]', "few_step.num=8",
-        "few_step.groups=2", "few_step.steps=[1,2]", "few_step.ode=false", *overrides])
+        "few_step.groups=2", "few_step.nfe=[1,2]", "few_step.ode=false", *overrides])
     if train_overrides is not None:
         OmegaConf.update(cfg, "train_overrides", train_overrides)
     return cfg
@@ -247,7 +247,7 @@ def test_few_step_section_compares_nfdm_and_straight_runs_by_sample_quality(
                     f"few_step.runs={{NFDM:{tmp_path / 'NFDM'},STRAIGHT:{tmp_path / 'STRAIGHT'}}}")
     report = run(cfg)
     section = report["few_step"]
-    assert list(section["models"]) == ["NDM", "LSGM", "NFDM", "STRAIGHT"] and section["steps"] == [1, 2]
+    assert list(section["models"]) == ["NDM", "LSGM", "NFDM", "STRAIGHT"] and section["nfe"] == [1, 2]
     kinds = {name: m["kind"] for name, m in section["models"].items()}
     assert kinds == {"NDM": "ndm", "LSGM": "lsgm", "NFDM": "nfdm", "STRAIGHT": "nfdm-straight"}
     assert section["models"]["STRAIGHT"]["nelbo_bpd"] is None
@@ -258,10 +258,11 @@ def test_few_step_section_compares_nfdm_and_straight_runs_by_sample_quality(
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
     assert "not a bound" in rows["STRAIGHT"] and "not a bound" not in rows["NFDM"]
     for name in ("NFDM", "STRAIGHT"):
-        written = read_results(tmp_path / name / "export")["distance"]["by_steps"]
-        for k in ("1", "2"):
-            e = section["models"][name]["distance"]["by_steps"][k]
-            assert written[k]["energy_distance"] == e["energy_distance"] and e["nfe"] == int(k)
+        written = read_results(tmp_path / name / "export")["distance"]["by_sampler"]
+        for k in (1, 2):
+            label = f"euler {k} step{'s' if k > 1 else ''} uniform"
+            e = section["models"][name]["distance"]["by_sampler"][label]
+            assert written[label]["energy_distance"] == e["energy_distance"] and e["nfe"] == k
             assert f"{number(e['energy_distance'])} ± {number(e['se'])}" in rows[name]
     assert not section["notes"]  # all on the same VAE export
 
@@ -303,7 +304,7 @@ def test_curve_mode_compares_learning_curves_at_equal_steps_wall_clock_and_flops
     report's curve section (paired intervals along steps, seconds and FLOPs) and curve.png."""
     cfg = bench_cfg(tmp_path / "out", f"vae_ckpt={vae_export}", "budget=4", "seeds=2", "curve=true",
                     "curve_points=2", "curve_grid=5", f"train_root={tmp_path / 'runs'}", "nll_limit=0",
-                    "tolerances=[1e-2]", "few_step.steps=[]", train_overrides=small_runs(data_root))
+                    "tolerances=[1e-2]", "few_step.nfe=[]", train_overrides=small_runs(data_root))
     with contextlib.redirect_stdout(io.StringIO()):
         report = run(cfg)
     names = ["bench-ndm-curve-4", "bench-lsgm-curve-4", "bench-ndm-curve-4-seed1", "bench-lsgm-curve-4-seed1"]

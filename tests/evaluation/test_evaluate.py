@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from latent_ndm.diffusion.objectives import ContinuousNDMObjective
+from latent_ndm.diffusion.samplers import RK4
 from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.diffusion.time_sampling import LikelihoodISTime
 from latent_ndm.diffusion.transforms import IdentityTransform
@@ -26,7 +27,7 @@ from latent_ndm.evaluation.bounds import nelbo_terms, nll_terms
 from latent_ndm.evaluation.generation import generate, rank_indices
 from latent_ndm.evaluation.results import RESULTS_NAME
 from latent_ndm.evaluation.runner import evaluate
-from latent_ndm.model import LatentModel, NDMPrior, SamplerSpec, StandardNormalPrior
+from latent_ndm.model import LatentModel, NDMPrior, StandardNormalPrior
 from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.load import load_run
 from latent_ndm.sample import sample
@@ -166,7 +167,7 @@ def test_evaluate_repeats_the_collapse_verdict_of_the_vae(runs: dict[str, Path],
 def test_sample_writes_reproducible_pngs_and_a_grid(runs: dict[str, Path], tmp_path: Path) -> None:
     for name in ("a", "b"):
         cfg = compose_config("sample", [f"ckpt={runs['ndm']}", "num=5", "batch_size=2", "sampler=discrete",
-                                        "steps=4", f"out={tmp_path / name}", "progress=false", "device=cpu"])
+                                        "sampler.steps=4", f"out={tmp_path / name}", "progress=false", "device=cpu"])
         result = sample(cfg)
         assert result.nfe_per_batch == [4, 4, 4] and result.images_per_s > 0
     pngs = sorted(p.name for p in (tmp_path / "a").glob("0*.png"))
@@ -188,15 +189,15 @@ def test_ode_sample_of_an_index_does_not_depend_on_the_batch(runs: dict[str, Pat
     PNGs are therefore not a property: a value within 1e-6 of a rounding boundary flips one level of 255 on some
     machines.
     The property held is images within 1e-4 (40x the measured spread) and PNGs within one level per pixel."""
-    spec = SamplerSpec("ode", method="rk4", steps=5)
+    spec = RK4(steps=5)
     run = load_run(runs["ndm"])
     whole = generate(run, [0, 1, 2], spec, seed=0).images
     alone = torch.cat([generate(run, [i], spec, seed=0).images for i in range(3)])
     assert (whole - alone).abs().max().item() < 1e-4
     pngs = {}
     for bs in (1, 3):
-        cfg = compose_config("sample", [f"ckpt={runs['ndm']}", "num=3", f"batch_size={bs}", "method=rk4",
-                                        "steps=5", f"out={tmp_path / str(bs)}", "progress=false", "device=cpu"])
+        cfg = compose_config("sample", [f"ckpt={runs['ndm']}", "num=3", f"batch_size={bs}", "sampler=rk4",
+                                        "sampler.steps=5", f"out={tmp_path / str(bs)}", "progress=false", "device=cpu"])
         sample(cfg)
         pngs[bs] = np.stack([np.asarray(Image.open(tmp_path / str(bs) / f"{i:06d}.png")) for i in range(3)])
     assert np.abs(pngs[1].astype(int) - pngs[3].astype(int)).max() <= 1
@@ -280,8 +281,8 @@ def test_two_processes_evaluate_each_image_and_each_sample_once(runs: dict[str, 
     run = tmp_path / "ndm"
     shutil.copytree(runs["ndm"], run)
     args = ["metrics=[nelbo,fid]", f"fid.stats={stand_in_stats}", f"fid.extractor={STAND_IN}",
-            "fid.register=[tests.support.fid_stand_in:register]", "fid.num=10", "fid.batch_size=4", "fid.method=rk4",
-            "fid.steps=4", "progress=false", "accelerator=cpu"]
+            "fid.register=[tests.support.fid_stand_in:register]", "fid.num=10", "fid.batch_size=4",
+            "sampler@fid.sampler=rk4", "fid.sampler.steps=4", "progress=false", "accelerator=cpu"]
     single = evaluate(eval_cfg(run, *args)).results
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

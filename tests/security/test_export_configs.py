@@ -117,8 +117,8 @@ def test_a_checkpoints_run_config_is_checked_too(ndm_run: Path, tmp_path: Path,
 
 
 def test_the_run_itself_still_loads(ndm_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = command("sample", sample.run, [f"ckpt={ndm_run}", "num=1", "sampler=euler", "steps=2", "progress=false",
-                                          "device=cpu"])
+    code = command("sample", sample.run, [f"ckpt={ndm_run}", "num=1", "sampler=euler", "sampler.steps=2",
+                                          "progress=false", "device=cpu"])
     assert code == 0, capsys.readouterr().err
 
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from latent_ndm.diffusion.samplers import AdaptiveODE, Euler, Heun
 from latent_ndm.errors import TrainingError
 from latent_ndm.evaluate import run as evaluate_run
 from latent_ndm.evaluation.runner import evaluate
-from latent_ndm.model import SamplerSpec
 from latent_ndm.runs.build import build_ndm_prior, forward_process_kind
 from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.export import NDM_WEIGHTS
@@ -83,16 +83,17 @@ def test_nfdm_run_exports_its_noise_scale_and_its_bound_repeats_in_evaluate(runs
 
 def test_nfdm_samples_with_ode_sde_and_euler_and_refuses_the_discrete_sampler(runs: dict[str, Path],
                                                                              capsys) -> None:
-    for sampler in ("sde", "euler", "ode"):
+    for sampler, settings in (("sde", ["sampler.steps=2"]), ("euler", ["sampler.steps=2"]), ("ode", []),
+                              ("heun", ["sampler.steps=1", "sampler.grid=edm"])):
         code = command("sample", sample_run, [f"ckpt={runs['nfdm']}", "num=3", "batch_size=2", f"sampler={sampler}",
-                                              "steps=2", "progress=false", f"out={runs['tmp'] / sampler}"])
+                                              *settings, "progress=false", f"out={runs['tmp'] / sampler}"])
         assert code == 0
         assert len(list((runs["tmp"] / sampler).glob("0*.png"))) == 3
     capsys.readouterr()
-    code = command("sample", sample_run, [f"ckpt={runs['nfdm']}", "num=2", "sampler=discrete", "steps=2",
+    code = command("sample", sample_run, [f"ckpt={runs['nfdm']}", "num=2", "sampler=discrete", "sampler.steps=2",
                                           "progress=false", f"out={runs['tmp'] / 'discrete'}"])
     err = capsys.readouterr().err
-    assert code == 1 and "learns its noise" in err and "sampler=ode, sde or euler" in err
+    assert code == 1 and "learns its noise" in err and "sampler=ode, sde, euler, heun or rk4" in err
     assert not (runs["tmp"] / "discrete").exists()
 
 
@@ -131,25 +132,27 @@ def test_straight_run_is_evaluated_by_its_samples_only(runs: dict[str, Path], ca
     err = capsys.readouterr().err
     assert code == 1 and "not a likelihood bound" in err and "metrics=[distance]" in err
     out = evaluate(compose_config("evaluate", eval_overrides(
-        runs["straight"], "metrics=[distance]", "distance.num=8", "distance.groups=2", "distance.steps=[1,2]",
+        runs["straight"], "metrics=[distance]", "distance.num=8", "distance.groups=2", "distance.nfe=[1,2]",
         "distance.ode=false", "distance.batch_size=4")))
     d = out.results["distance"]
-    assert set(d["by_steps"]) == {"1", "2"} and d["num"] == 8
-    for k, e in d["by_steps"].items():
-        assert e["nfe"] == int(k) and math.isfinite(e["energy_distance"]) and e["se"] is not None
+    assert set(d["by_sampler"]) == {"euler 1 step uniform", "euler 2 steps uniform"} and d["num"] == 8
+    for e in d["by_sampler"].values():
+        assert e["nfe"] == e["settings"]["steps"] and math.isfinite(e["energy_distance"]) and e["se"] is not None
         assert e["energy_distance"] == pytest.approx(sum(e["groups"]) / 2)
-    code = command("sample", sample_run, [f"ckpt={runs['straight']}", "num=2", "sampler=euler", "steps=2",
+    code = command("sample", sample_run, [f"ckpt={runs['straight']}", "num=2", "sampler=euler", "sampler.steps=2",
                                           "progress=false"])
-    assert code == 0 and (runs["straight"] / "samples" / "euler2-seed0" / "grid.png").is_file()
+    assert code == 0 and (runs["straight"] / "samples" / "euler-2-steps-uniform-seed0" / "grid.png").is_file()
 
 
-def test_the_euler_sampler_is_the_fixed_step_ode(runs: dict[str, Path]) -> None:
+def test_the_fixed_step_samplers_cost_their_evaluations_and_approach_the_adaptive_ode(runs: dict[str, Path]) -> None:
     model = load_run(runs["nfdm"]).model
     z_1 = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-    a, nfe_a = model.sample(z_1, SamplerSpec("euler", steps=3))
-    b, nfe_b = model.sample(z_1, SamplerSpec("ode", method="euler", steps=3))
-    torch.testing.assert_close(a, b)
-    assert nfe_a == nfe_b == 3
+    a, nfe_a = model.sample(z_1, Euler(steps=3))
+    b, nfe_b = model.sample(z_1, Heun(steps=3, grid="logsnr"))
+    assert nfe_a == 3 and nfe_b == 6 and a.shape == b.shape == z_1.shape
+    exact, _ = model.sample(z_1, AdaptiveODE(tol=1e-6))
+    errors = [(model.sample(z_1, Heun(steps=k, grid="logsnr"))[0] - exact).abs().max().item() for k in (4, 32)]
+    assert errors[1] < errors[0] / 10, errors
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from latent_ndm.model import SamplerSpec
+from latent_ndm.diffusion.samplers import Sampler
 from latent_ndm.runs.images import image_grid, save_png
 
 
@@ -96,14 +96,13 @@ class ImageGrids(PeriodicImages):
 
 
 class NDMSampleGrids(PeriodicImages):
-    """The NDM stage's `samples_<tag>.png`: VAE decoder means of latents drawn by the NDM prior with `sampler` in
-    `steps` steps and a fixed seed: "discrete" (the paper's Algorithm 2 with `eta`), or, for priors it does not fit,
-    "sde" (a learned noise scale) or "euler" (a straight-mode prior's ODE)."""
+    """The NDM stage's `samples_<tag>.png`: VAE decoder means of latents drawn by the NDM prior with `sampler`
+    (one of `latent_ndm.diffusion.samplers`) and a fixed seed."""
 
-    def __init__(self, out_dir: str | Path, every_n_steps: int = 200, num_images: int = 16, steps: int = 100,
-                 eta: float = 1.0, seed: int = 0, row: int = 8, sampler: str = "discrete") -> None:
+    def __init__(self, out_dir: str | Path, sampler: Sampler, every_n_steps: int = 200, num_images: int = 16,
+                 seed: int = 0, row: int = 8) -> None:
         super().__init__(out_dir, every_n_steps, num_images, seed, row)
-        self.spec = SamplerSpec(sampler, steps=steps, eta=eta)
+        self.spec = sampler
 
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, Path]:
         model = pl_module.ema.module
