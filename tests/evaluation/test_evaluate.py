@@ -303,3 +303,19 @@ def test_two_processes_evaluate_each_image_and_each_sample_once(runs: dict[str, 
     assert both["fid"]["num"] == single["fid"]["num"] == 10
     assert both["fid"]["fid"] == pytest.approx(single["fid"]["fid"], rel=1e-6, abs=1e-9)
     assert "x2" in both["fid"]["hardware"]
+
+
+def test_the_sampler_table_sweeps_samplers_and_budgets_over_seeds(runs: dict[str, Path], tmp_path: Path) -> None:
+    from benchmarks import sampler_table
+
+    run = str(runs["ndm"])
+    result = sampler_table.main(["--model", f"NDM={run},{run}", "--nfe", "1,2,4", "--num", "8", "--groups", "2",
+                                 "--batch-size", "4", "--reference-tol", "1e-2", "--out", str(tmp_path),
+                                 "--samplers", '[{"name": "euler"}, {"name": "heun", "grid": "edm"}]'])
+    rows = {r["label"]: r for r in result["NDM"]["rows"]}
+    assert set(rows) == {"euler 1 step uniform", "euler 2 steps uniform", "euler 4 steps uniform",
+                         "heun 1 step edm rho 7", "heun 2 steps edm rho 7", "ode"}
+    assert rows["heun 2 steps edm rho 7"]["nfe"] == 4 and rows["ode"]["n"] == 2
+    assert all(r["values"][0] == pytest.approx(r["values"][1], abs=1e-5) for r in rows.values())  # same run twice
+    assert (tmp_path / "samplers.png").is_file() and (tmp_path / "NDM-1.json").is_file()
+    assert "| heun 2 steps edm rho 7 | 4 |" in (tmp_path / "samplers.md").read_text()
