@@ -22,7 +22,7 @@ from latent_ndm.evaluation.generation import batches, generate
 from latent_ndm.evaluation.results import write_results
 from latent_ndm.evaluation.runner import evaluate, heldout_images
 from latent_ndm.model import NDMPrior
-from latent_ndm.runs.build import forward_process_kind, objective_at, transform_kind
+from latent_ndm.runs.build import objective_at, transform_kind
 from latent_ndm.runs.config import compose_config, resolved, shaping_differences
 from latent_ndm.runs.export import EXPORT_DIR, TRAIN_CONFIG, read_run_record, read_yaml
 from latent_ndm.runs.load import LoadedRun
@@ -147,7 +147,7 @@ def few_step(ckpt: str, bench: DictConfig, nelbo: bool = True) -> dict[str, Any]
     out = evaluate(cfg)
     info = {"ckpt": ckpt, "weights": out.run.weights, "hardware": out.hardware, "by": "latent_ndm.benchmark"}
     write_results(out.run.out_dir, out.results, info)
-    result: dict[str, Any] = {"run": ckpt, "kind": forward_process_kind(out.run.config["ndm"]),
+    result: dict[str, Any] = {"run": ckpt, "kind": out.run.model.prior.kind,
                               "vae_ckpt": out.run.config.get("vae_ckpt"), "steps": read_run_record(
                                   str(out.run.out_dir)).get("step"), "distance": out.results["distance"],
                               "nelbo_bpd": None}

@@ -17,6 +17,7 @@ import torch
 from latent_ndm.diffusion.checks import check_batch
 from latent_ndm.diffusion.forward_process import forward_sample
 from latent_ndm.diffusion.ode import integrate
+from latent_ndm.diffusion.schedule import DEFAULT_T_EPS
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -64,7 +65,7 @@ def draw_probe(z: torch.Tensor, kind: Literal["rademacher", "gaussian"],
     raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {kind!r}")
 
 
-def ode_log_likelihood(velocity: Velocity, z_eps: torch.Tensor, t_eps: float = 1e-5, method: str = "dopri5",
+def ode_log_likelihood(velocity: Velocity, z_eps: torch.Tensor, t_eps: float = DEFAULT_T_EPS, method: str = "dopri5",
                        rtol: float = 1e-5, atol: float = 1e-5, steps: int | None = None,
                        exact: bool = False, probe: Literal["rademacher", "gaussian"] = "rademacher",
                        generator: torch.Generator | None = None,
@@ -103,7 +104,7 @@ class NLLBound:
     nfe: int
 
 
-def ode_nll_bound(process, x: torch.Tensor, t_eps: float = 1e-5, generator: torch.Generator | None = None,
+def ode_nll_bound(process, x: torch.Tensor, t_eps: float = DEFAULT_T_EPS, generator: torch.Generator | None = None,
                   **solver) -> NLLBound:
     """-log p(x) <= E_{q(z_eps|x)}[-log p(x | z_eps) - log p_ODE(z_eps) + log q(z_eps | x)], one z_eps per example.
 

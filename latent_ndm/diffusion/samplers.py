@@ -2,8 +2,8 @@
 (Euler-Maruyama on NDM eq. 12), the probability-flow ODE adaptively (torchdiffeq's dopri5) or in fixed steps (Euler,
 Heun, RK4 on a time grid of `grids.py`); docs/MATH.md section 6.
 
-The functions `sample_*` do the work. All start from z_1 ~ N(0, I) (or a given z_1), stop at t_eps and return
-x = z_{t_eps} / alpha_{t_eps}, the mean of the reconstruction model p(x | z_0) = N(z_0 / alpha_0,
+The functions `sample_*` do the work. All start from z_1 ~ N(0, I) (or a given z_1), stop at t_end and return
+x = z_{t_end} / alpha_{t_end}, the mean of the reconstruction model p(x | z_0) = N(z_0 / alpha_0,
 sigma_0^2 / alpha_0^2 I); each counts network calls. The `Sampler` classes are their settings, built from a config
 of `configs/sampler/` by `build_sampler` (the one dispatch: a class's `name` is its config name); adding a sampler
 is a class here and a YAML file there.
@@ -22,12 +22,12 @@ from latent_ndm.diffusion.forward_process import ddpm_nu2, posterior_mean
 from latent_ndm.diffusion.grids import GRIDS, sampling_grid
 from latent_ndm.diffusion.ode import ADAPTIVE, integrate, solve
 from latent_ndm.diffusion.reverse_process import ReverseProcess
-from latent_ndm.diffusion.schedule import time_grid
+from latent_ndm.diffusion.schedule import DEFAULT_T_EPS, time_grid
 
 
 @dataclass(frozen=True)
 class SampleOutput:
-    """Samples x (B, ...), the final latent z_{t_eps}, the number of denoiser evaluations, an optional trajectory."""
+    """Samples x (B, ...), the final latent z_{t_end}, the number of denoiser evaluations, an optional trajectory."""
 
     x: torch.Tensor
     z: torch.Tensor
@@ -45,23 +45,23 @@ def _start(shape: tuple[int, ...] | None, z_1: torch.Tensor | None, device: torc
     return z_1
 
 
-def _finish(process: ReverseProcess, z: torch.Tensor, t_eps: float, nfe: int,
+def _finish(process: ReverseProcess, z: torch.Tensor, t_end: float, nfe: int,
             trajectory: list[torch.Tensor] | None) -> SampleOutput:
-    alpha = process.schedule(torch.full((z.shape[0],), t_eps, dtype=z.dtype, device=z.device)).alpha
+    alpha = process.schedule(torch.full((z.shape[0],), t_end, dtype=z.dtype, device=z.device)).alpha
     return SampleOutput(x=z / append_dims(alpha.to(z.dtype), z.ndim), z=z, nfe=nfe, trajectory=trajectory)
 
 
 @torch.no_grad()
 def sample_discrete(process: ReverseProcess, shape: tuple[int, ...] | None = None, T: int = 1000,
-                    t_eps: float = 1e-3, eta: float = 1.0, z_1: torch.Tensor | None = None,
+                    t_end: float = DEFAULT_T_EPS, eta: float = 1.0, z_1: torch.Tensor | None = None,
                     generator: torch.Generator | None = None, device: torch.device | str = "cpu",
                     dtype: torch.dtype = torch.float32, keep_trajectory: bool = False) -> SampleOutput:
-    """The paper's Algorithm 2: z_s ~ q(z_s | z_t, x_hat(z_t, t)) on the grid t_i = t_eps + (1 - t_eps) i/T,
+    """The paper's Algorithm 2: z_s ~ q(z_s | z_t, x_hat(z_t, t)) on the grid t_i = t_end + (1 - t_end) i/T,
     with nu^2 = eta^2 * nu_DDPM^2 (eta = 1: DDPM, eta = 0: deterministic DDIM-style)."""
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     z = _start(shape, z_1, device, dtype, generator)
-    grid = time_grid(T, t_eps, dtype=z.dtype, device=z.device)
+    grid = time_grid(T, t_end, dtype=z.dtype, device=z.device)
     B, traj = z.shape[0], ([z] if keep_trajectory else None)
     for i in range(T, 0, -1):
         s, t = grid[i - 1].expand(B), grid[i].expand(B)
@@ -75,17 +75,17 @@ def sample_discrete(process: ReverseProcess, shape: tuple[int, ...] | None = Non
             z = z + append_dims(torch.sqrt(nu2), z.ndim).to(z.dtype) * noise
         if traj is not None:
             traj.append(z)
-    return _finish(process, z, t_eps, T, traj)
+    return _finish(process, z, t_end, T, traj)
 
 
 @torch.no_grad()
 def sample_sde(process: ReverseProcess, shape: tuple[int, ...] | None = None, steps: int = 1000,
-               t_eps: float = 1e-3, z_1: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               t_end: float = DEFAULT_T_EPS, z_1: torch.Tensor | None = None, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                keep_trajectory: bool = False) -> SampleOutput:
-    """Euler-Maruyama on the reverse SDE dz = f dt + g dw from t = 1 to t_eps (noise-free last step)."""
+    """Euler-Maruyama on the reverse SDE dz = f dt + g dw from t = 1 to t_end (noise-free last step)."""
     z = _start(shape, z_1, device, dtype, generator)
-    times = torch.linspace(1.0, t_eps, steps + 1, dtype=z.dtype, device=z.device)
+    times = torch.linspace(1.0, t_end, steps + 1, dtype=z.dtype, device=z.device)
     B, traj = z.shape[0], ([z] if keep_trajectory else None)
     for k in range(steps):
         t, h = times[k].expand(B), (times[k] - times[k + 1]).item()
@@ -96,39 +96,39 @@ def sample_sde(process: ReverseProcess, shape: tuple[int, ...] | None = None, st
             z = z + append_dims(torch.sqrt(g2 * h), z.ndim).to(z.dtype) * noise
         if traj is not None:
             traj.append(z)
-    return _finish(process, z, t_eps, steps, traj)
+    return _finish(process, z, t_end, steps, traj)
 
 
 @torch.no_grad()
-def sample_ode(process: ReverseProcess, shape: tuple[int, ...] | None = None, t_eps: float = 1e-3,
+def sample_ode(process: ReverseProcess, shape: tuple[int, ...] | None = None, t_end: float = DEFAULT_T_EPS,
                method: str = "dopri5", rtol: float = 1e-2, atol: float = 1e-2, steps: int | None = None,
                z_1: torch.Tensor | None = None, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> SampleOutput:
-    """Integrate the probability-flow ODE dz/dt = v(z, t) from t = 1 to t_eps (adaptive or fixed-step)."""
+    """Integrate the probability-flow ODE dz/dt = v(z, t) from t = 1 to t_end (adaptive or fixed-step)."""
     z = _start(shape, z_1, device, dtype, generator)
 
     def func(t: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
         return process.velocity(z_t, t.expand(z_t.shape[0]))
 
-    sol = integrate(func, z, 1.0, t_eps, method=method, rtol=rtol, atol=atol, steps=steps)
-    return _finish(process, sol.state, t_eps, sol.nfe, None)
+    sol = integrate(func, z, 1.0, t_end, method=method, rtol=rtol, atol=atol, steps=steps)
+    return _finish(process, sol.state, t_end, sol.nfe, None)
 
 
 @torch.no_grad()
-def sample_fixed(process: ReverseProcess, solver: str, steps: int, grid: str = "uniform", t_eps: float = 1e-3,
+def sample_fixed(process: ReverseProcess, solver: str, steps: int, grid: str = "uniform", t_end: float = DEFAULT_T_EPS,
                  rho: float = 7.0, shape: tuple[int, ...] | None = None, z_1: torch.Tensor | None = None,
                  generator: torch.Generator | None = None, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32) -> SampleOutput:
-    """The probability-flow ODE dz/dt = v(z, t) from t = 1 to t_eps in `steps` steps of a fixed-step torchdiffeq
+    """The probability-flow ODE dz/dt = v(z, t) from t = 1 to t_end in `steps` steps of a fixed-step torchdiffeq
     `solver` (euler, midpoint, heun2, rk4) on the `grid` of `grids.sampling_grid`."""
     z = _start(shape, z_1, device, dtype, generator)
-    times = sampling_grid(grid, steps, t_eps, process.schedule, rho, dtype=z.dtype, device=z.device)
+    times = sampling_grid(grid, steps, t_end, process.schedule, rho, dtype=z.dtype, device=z.device)
 
     def func(t: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
         return process.velocity(z_t, t.expand(z_t.shape[0]))
 
     path = solve(func, z, times, method=solver)
-    return _finish(process, path.state[-1], t_eps, path.nfe, None)
+    return _finish(process, path.state[-1], t_end, path.nfe, None)
 
 
 # -- the family of sampler settings ----------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ class AdaptiveODE(Sampler):
 
     def draw(self, process: ReverseProcess, z_1: torch.Tensor, t_end: float,
              generator: torch.Generator | None = None) -> SampleOutput:
-        return sample_ode(process, t_eps=t_end, method=self.method, rtol=self.tol, atol=self.tol, z_1=z_1)
+        return sample_ode(process, t_end=t_end, method=self.method, rtol=self.tol, atol=self.tol, z_1=z_1)
 
     def describe(self) -> str:
         return f"ode {self.method} tol {self.tol:g}"
@@ -266,7 +266,7 @@ class ReverseSDE(Sampler):
 
     def draw(self, process: ReverseProcess, z_1: torch.Tensor, t_end: float,
              generator: torch.Generator | None = None) -> SampleOutput:
-        return sample_sde(process, steps=self.steps, t_eps=t_end, z_1=z_1, generator=generator)
+        return sample_sde(process, steps=self.steps, t_end=t_end, z_1=z_1, generator=generator)
 
     def describe(self) -> str:
         return f"sde {self.steps} steps"
@@ -292,7 +292,7 @@ class DiscretePosterior(Sampler):
 
     def draw(self, process: ReverseProcess, z_1: torch.Tensor, t_end: float,
              generator: torch.Generator | None = None) -> SampleOutput:
-        return sample_discrete(process, T=self.steps, t_eps=t_end, eta=self.eta, z_1=z_1, generator=generator)
+        return sample_discrete(process, T=self.steps, t_end=t_end, eta=self.eta, z_1=z_1, generator=generator)
 
     def describe(self) -> str:
         return f"discrete {self.steps} steps eta {self.eta:g}"

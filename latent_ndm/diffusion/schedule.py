@@ -36,6 +36,11 @@ class ScheduleOutput:
         return ScheduleOutput(**{k: v[rows] for k, v in self.__dict__.items()})
 
 
+DEFAULT_T_EPS = 1e-2
+"""The math package's one default cut-off: where a bound's integral starts (training, validation, ODE NLL) and where a
+sampler stops (`t_end`) unless told otherwise; LSGM's training value. A run's config names its own (`ndm.t_eps`)."""
+
+
 class VPSchedule:
     """Linear-beta VP schedule (b0 = 0.1, b1 = 20 as in DDPM, VDM and LSGM)."""
 

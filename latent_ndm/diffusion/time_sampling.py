@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from latent_ndm.diffusion.schedule import VPSchedule
+from latent_ndm.diffusion.schedule import DEFAULT_T_EPS, VPSchedule
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,21 @@ def _check_t_eps(t_eps: float) -> float:
     return float(t_eps)
 
 
-class UniformTime:
+class _TimeSampler:
+    """What every time sampler shares: its schedule, cut-off t_eps and stratification, and `at`."""
+
+    def __init__(self, schedule: VPSchedule, t_eps: float = DEFAULT_T_EPS, stratified: bool = False) -> None:
+        self.schedule, self.t_eps, self.stratified = schedule, _check_t_eps(t_eps), stratified
+
+    def at(self, t_eps: float) -> _TimeSampler:
+        """The same sampler on [t_eps, 1]."""
+        return type(self)(self.schedule, t_eps, self.stratified)
+
+
+class UniformTime(_TimeSampler):
     """t ~ U[t_eps, 1], weight 1 - t_eps."""
 
-    def __init__(self, schedule: VPSchedule, t_eps: float = 1e-2, stratified: bool = False) -> None:
+    def __init__(self, schedule: VPSchedule, t_eps: float = DEFAULT_T_EPS, stratified: bool = False) -> None:
         self.schedule, self.t_eps, self.stratified = schedule, _check_t_eps(t_eps), stratified
 
     def weight(self, t: torch.Tensor) -> torch.Tensor:
@@ -60,10 +71,10 @@ class UniformTime:
         return TimeSample(t=t, weight=self.weight(t))
 
 
-class LikelihoodISTime:
+class LikelihoodISTime(_TimeSampler):
     """Importance sampling for the likelihood weighting: sigma_t^2 log-uniform (LSGM `ll_iw`)."""
 
-    def __init__(self, schedule: VPSchedule, t_eps: float = 1e-2, stratified: bool = False) -> None:
+    def __init__(self, schedule: VPSchedule, t_eps: float = DEFAULT_T_EPS, stratified: bool = False) -> None:
         self.schedule, self.t_eps, self.stratified = schedule, _check_t_eps(t_eps), stratified
         ends = schedule.sigma2(torch.tensor([self.t_eps, 1.0], dtype=torch.float64))
         self.log_s2_eps, self.log_s2_1 = math.log(ends[0].item()), math.log(ends[1].item())
@@ -81,10 +92,10 @@ class LikelihoodISTime:
         return TimeSample(t=t, weight=self.weight(t))
 
 
-class InverseG2Time:
+class InverseG2Time(_TimeSampler):
     """r(t) proportional to 1 / g^2(t) = 1 / beta(t)."""
 
-    def __init__(self, schedule: VPSchedule, t_eps: float = 1e-2, stratified: bool = False) -> None:
+    def __init__(self, schedule: VPSchedule, t_eps: float = DEFAULT_T_EPS, stratified: bool = False) -> None:
         self.schedule, self.t_eps, self.stratified = schedule, _check_t_eps(t_eps), stratified
         self.beta_eps = schedule.b0 + (schedule.b1 - schedule.b0) * self.t_eps
         self.Z = math.log(schedule.b1 / self.beta_eps) / (schedule.b1 - schedule.b0)

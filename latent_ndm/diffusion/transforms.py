@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -32,7 +32,11 @@ class Transform(nn.Module):
     """Base class: `forward(x, t) -> F(x, t)`; `F_and_dF_dt(x, t) -> TransformOutput`;
     `evaluate(x, times, derivative)` for F at several times of one x, sharing work where the transform can."""
 
-    is_identity: bool = False
+    kind: ClassVar[str] = "custom"  # identity (LSGM), separable, neural: what the model is called after
+
+    @property
+    def is_identity(self) -> bool:
+        return self.kind == "identity"
 
     def F_and_dF_dt(self, x: torch.Tensor, t: torch.Tensor) -> TransformOutput:
         raise NotImplementedError
@@ -65,7 +69,7 @@ class Transform(nn.Module):
 class IdentityTransform(Transform):
     """F(x, t) = x: DDPM/VDM in data space, LSGM in latent space (the baseline)."""
 
-    is_identity = True
+    kind: ClassVar[str] = "identity"
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self._check(x, t)
@@ -121,6 +125,8 @@ class NeuralTransform(JvpTransform):
     autocast off, for plain evaluations as inside the jvp, so F is one function in the dtype of x at every t.
     """
 
+    kind: ClassVar[str] = "neural"
+
     def __init__(self, net: nn.Module, jvp_method: JvpMethod = "forward") -> None:
         super().__init__(jvp_method)
         self.net = net
@@ -141,6 +147,8 @@ class SeparableTransform(Transform):
     F(x, 1) of one x cost a single forward pass (no forward-mode AD). The time dependence is restricted to the
     span of K basis functions; the dependence on x is a full network.
     """
+
+    kind: ClassVar[str] = "separable"
 
     def __init__(self, net: nn.Module, num_basis: int = 8) -> None:
         super().__init__()

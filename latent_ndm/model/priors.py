@@ -17,12 +17,19 @@ from torch import nn
 
 from latent_ndm.diffusion.likelihood import ode_nll_bound, standard_normal_logp
 from latent_ndm.diffusion.noise import NoiseScale
-from latent_ndm.diffusion.objectives.straight import StraightFlowObjective, StraightLoss
+from latent_ndm.diffusion.objectives.straight import StraightLoss
 from latent_ndm.diffusion.reverse_process import ReverseProcess
 from latent_ndm.diffusion.samplers import Sampler
 from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.diffusion.transforms import Transform
 from vae import DiagonalGaussian
+
+
+def process_kind(transform_kind: str, learned_noise: bool, is_bound: bool) -> str:
+    """The model family: "lsgm" (F = identity, fixed noise), "ndm" (a learned F_phi), "nfdm" (a learned noise scale),
+    each with "-straight" when trained on the straight-trajectory regression (not a bound)."""
+    kind = "nfdm" if learned_noise else ("lsgm" if transform_kind == "identity" else "ndm")
+    return kind if is_bound else f"{kind}-straight"
 
 
 @dataclass
@@ -113,10 +120,15 @@ class NDMPrior(Prior):
     @property
     def is_bound(self) -> bool:
         """Whether the prior was trained on (and reports) a likelihood bound; False for the straight mode."""
-        return not isinstance(self.objective, StraightFlowObjective)
+        return bool(self.objective.is_bound)
+
+    @property
+    def kind(self) -> str:
+        """lsgm | ndm | nfdm, with -straight: from the objects (F's kind, the noise scale, the objective)."""
+        return process_kind(self.transform.kind, self.noise is not None, self.is_bound)
 
     def with_objective(self, objective: Any, eval_t_eps: float | None = None) -> NDMPrior:
-        """The same networks (shared, not copied) with another objective, e.g. the bound at a smaller t_eps."""
+        """The same networks (shared, not copied) with another objective, e.g. `prior.objective.at(1e-5)`."""
         return NDMPrior(self.denoiser, self.transform, self.schedule, objective, self.latent_shape, self.t_eps,
                         self.eval_t_eps if eval_t_eps is None else eval_t_eps, self.noise)
 

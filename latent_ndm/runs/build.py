@@ -7,7 +7,6 @@ first, then the denoiser's network, then F_phi's, then (NFDM) the noise scale's.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,9 @@ from latent_ndm.diffusion.parameterisation import Denoiser, MixingPrediction, Pa
 from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.errors import TrainingError
 from latent_ndm.model import NDMPrior
+from latent_ndm.model.priors import process_kind
 from latent_ndm.runs.export import VAE_COMMAND, load_vae
-from latent_ndm.runs.targets import check_targets, instantiate_trusted
+from latent_ndm.runs.targets import check_targets, instantiate_trusted, trusted_class
 from vae import VAE
 
 NDMConfig = DictConfig | Mapping[str, Any]
@@ -41,18 +41,15 @@ def configured_latent_shape(ndm: NDMConfig) -> tuple[int | None, int | None, int
 
 
 def transform_kind(ndm: NDMConfig) -> str:
-    """The kind of forward transform F of an `ndm` config: identity (LSGM), separable or neural."""
-    target = str(ndm["transform"]["_target_"])
-    parts = [p for p in target.split(".") if p.endswith("Transform")]
-    return (parts[-1] if parts else target.rsplit(".", 1)[-1]).removesuffix("Transform").lower()
+    """The kind of forward transform F of an `ndm` config (identity, separable, neural): its class's `kind`."""
+    return str(trusted_class(str(ndm["transform"]["_target_"])).kind)
 
 
 def forward_process_kind(ndm: NDMConfig) -> str:
-    """The model family of an `ndm` config: "lsgm" (F = identity, fixed noise), "ndm" (learned F_phi), "nfdm"
-    (learned F_phi and noise scale), each with "-straight" when trained on the straight-trajectory regression."""
-    kind = "nfdm" if ndm.get("noise") else ("lsgm" if transform_kind(ndm) == "identity" else "ndm")
-    straight = str(ndm["objective"]["_target_"]).endswith("StraightFlowObjective")
-    return f"{kind}-straight" if straight else kind
+    """The model family of an `ndm` config (`latent_ndm.model.priors.process_kind`) from the classes it names, without
+    building them; `NDMPrior.kind` gives the same from a built prior."""
+    is_bound = bool(trusted_class(str(ndm["objective"]["_target_"])).is_bound)
+    return process_kind(transform_kind(ndm), bool(ndm.get("noise")), is_bound)
 
 
 def build_denoiser(net: nn.Module, schedule: VPSchedule, parameterisation: Parameterisation, channels: int,
@@ -64,15 +61,8 @@ def build_denoiser(net: nn.Module, schedule: VPSchedule, parameterisation: Param
 
 
 def objective_at(objective: NDMConfig, t_eps: float) -> Any:
-    """The NDM objective of an `ndm.objective` config with every `t_eps` in it replaced by `t_eps`."""
-    plain = OmegaConf.to_container(objective, resolve=True) if isinstance(objective, DictConfig) else objective
-
-    def replace(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: (float(t_eps) if k == "t_eps" else replace(v)) for k, v in node.items()}
-        return node
-
-    return instantiate_trusted(replace(copy.deepcopy(plain)), _convert_="all")
+    """The NDM objective of an `ndm.objective` config, cut at `t_eps` (`objective.at(t_eps)`)."""
+    return instantiate_trusted(objective, _convert_="all").at(float(t_eps))
 
 
 def build_ndm_prior(ndm: NDMConfig, state: Mapping[str, torch.Tensor] | None = None,

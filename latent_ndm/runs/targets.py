@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 TRUST_ENV = "LATENT_NDM_TRUSTED_TARGETS"
@@ -112,6 +112,17 @@ def check_file_config(cfg: Any, source: str) -> None:
             raise UnsafeConfigError(
                 f"{source} names the command {node[:60]!r} ({key}); latent-ndm runs a pipe: command only when you type "
                 "it, never from a file: give the data on the command line (e.g. shards=...)")
+
+
+def trusted_class(target: str, source: str = "the config") -> type:
+    """The class a `_target_` names (or whose factory classmethod it names), imported only when the target is
+    allowed; nothing is built."""
+    check_targets({"_target_": target}, source)
+    found = get_object(target)
+    cls = found if isinstance(found, type) else getattr(found, "__self__", None)
+    if not isinstance(cls, type):
+        raise UnsafeConfigError(f"{source}: {target} names neither a class nor a class's factory method")
+    return cls
 
 
 def instantiate_trusted(cfg: Any, source: str = "the config", **kwargs: Any) -> Any:

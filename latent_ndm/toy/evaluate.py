@@ -87,7 +87,7 @@ def ode_nll(process: ReverseProcess, x: torch.Tensor, t_eps: float, seed: int, t
 def samples(process: ReverseProcess, n: int, t_eps: float, seed: int, tol: float = 1e-3) -> tuple[torch.Tensor, int]:
     """(x, NFE): n samples x = z_eps / alpha_eps of the probability-flow ODE from z_1 ~ N(0, I)."""
     dtype = next(process.parameters()).dtype
-    out = sample_ode(process, (n, 2), t_eps=t_eps, rtol=tol, atol=tol, dtype=dtype,
+    out = sample_ode(process, (n, 2), t_end=t_eps, rtol=tol, atol=tol, dtype=dtype,
                      generator=torch.Generator().manual_seed(seed))
     return out.x, out.nfe
 
@@ -96,7 +96,7 @@ def euler_samples(process: ReverseProcess, n: int, steps: int, t_eps: float, see
     """n samples of the probability-flow ODE integrated with `steps` fixed Euler steps from z_1 ~ N(0, I) (the same
     z_1 for every `steps`, given the seed)."""
     dtype = next(process.parameters()).dtype
-    return sample_ode(process, (n, 2), t_eps=t_eps, method="euler", steps=steps, dtype=dtype,
+    return sample_ode(process, (n, 2), t_end=t_eps, method="euler", steps=steps, dtype=dtype,
                       generator=torch.Generator().manual_seed(seed)).x
 
 

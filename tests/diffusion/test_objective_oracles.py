@@ -182,3 +182,25 @@ def test_misprinted_forms_fail():
     delta_printed = s.alpha * (a.dF_dt - b.dF_dt) + s.alpha * c / s.sigma2 * (a.F - b.F)
     printed = (delta_printed**2).sum() / (2 * s.g2)
     assert abs(printed.item() - 0.3407071) > 0.1
+
+
+@pytest.mark.parametrize("sampler_cls", [UniformTime, LikelihoodISTime, InverseG2Time])
+def test_an_objective_cut_elsewhere_is_the_objective_built_there(sampler_cls):
+    """`objective.at(t_eps)` equals the objective built at t_eps: the same estimate for the same draws (and a
+    straight objective keeps its curvature weight)."""
+    from latent_ndm.diffusion.objectives import StraightFlowObjective
+
+    sch = VPSchedule()
+    moved = ContinuousNDMObjective(sch, sampler_cls(sch, 1e-2)).at(1e-5)
+    built = ContinuousNDMObjective(sch, sampler_cls(sch, 1e-5))
+    assert moved.t_eps == moved.time_sampler.t_eps == 1e-5 and type(moved.time_sampler) is sampler_cls
+    denoiser = GaussianOracleDenoiser(M, S, sch)
+    x = gaussian_data(64, seed=3)
+    a = moved(denoiser, IdentityTransform(), x, generator=torch.Generator().manual_seed(1)).total
+    b = built(denoiser, IdentityTransform(), x, generator=torch.Generator().manual_seed(1)).total
+    assert torch.equal(a, b)
+    discrete = DiscreteNDMObjective(sch, T=7, t_eps=1e-2).at(1e-4)
+    assert (discrete.T, discrete.t_eps) == (7, 1e-4)
+    straight = StraightFlowObjective(sch, 1e-2, curvature_weight=0.3).at(1e-3)
+    assert (straight.t_eps, straight.curvature_weight, straight.is_bound) == (1e-3, 0.3, False)
+    assert moved.is_bound and discrete.is_bound

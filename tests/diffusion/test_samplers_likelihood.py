@@ -88,14 +88,14 @@ def test_hutchinson_likelihood_averages_to_exact():
 def test_ode_sampler_integrates_the_linear_flow_exactly():
     z_1 = torch.randn(16, 3, dtype=f64, generator=torch.Generator().manual_seed(0))
     target = analytic_flow(z_1, T_EPS)
-    out = sample_ode(oracle_process(), z_1=z_1, t_eps=T_EPS, rtol=1e-9, atol=1e-9)
+    out = sample_ode(oracle_process(), z_1=z_1, t_end=T_EPS, rtol=1e-9, atol=1e-9)
     assert torch.allclose(out.z, target, atol=1e-6)
     alpha_eps = sch(torch.tensor([T_EPS], dtype=f64)).alpha
     assert torch.allclose(out.x, out.z / alpha_eps)
-    rk4 = sample_ode(oracle_process(), z_1=z_1, t_eps=T_EPS, method="rk4", steps=400)
+    rk4 = sample_ode(oracle_process(), z_1=z_1, t_end=T_EPS, method="rk4", steps=400)
     assert rk4.nfe == 4 * 400
     assert torch.allclose(rk4.z, target, atol=1e-4)
-    err = [(sample_ode(oracle_process(), z_1=z_1, t_eps=T_EPS, method="euler", steps=n).z - target).abs().max()
+    err = [(sample_ode(oracle_process(), z_1=z_1, t_end=T_EPS, method="euler", steps=n).z - target).abs().max()
            for n in (500, 1000)]
     assert err[1] < 0.65 * err[0]  # first-order convergence of Euler
 
@@ -165,7 +165,7 @@ def _moments_match(z: torch.Tensor, mu: torch.Tensor, var: torch.Tensor) -> None
 
 
 def test_sde_sampler_has_the_exact_euler_maruyama_moments():
-    out = sample_sde(oracle_process(), (10_000, 3), steps=200, t_eps=T_EPS, dtype=f64,
+    out = sample_sde(oracle_process(), (10_000, 3), steps=200, t_end=T_EPS, dtype=f64,
                      generator=torch.Generator().manual_seed(0))
     assert out.nfe == 200
     _moments_match(out.z, *_propagate_sde(200))
@@ -178,7 +178,7 @@ def test_sde_sampler_has_the_exact_euler_maruyama_moments():
 
 @pytest.mark.parametrize("eta", [1.0, 0.5])
 def test_discrete_sampler_has_the_exact_moments(eta):
-    out = sample_discrete(oracle_process(), (10_000, 3), T=200, t_eps=T_EPS, eta=eta, dtype=f64,
+    out = sample_discrete(oracle_process(), (10_000, 3), T=200, t_end=T_EPS, eta=eta, dtype=f64,
                           generator=torch.Generator().manual_seed(1))
     assert out.nfe == 200
     _moments_match(out.z, *_propagate_discrete(200, eta))
@@ -190,8 +190,8 @@ def test_discrete_sampler_has_the_exact_moments(eta):
 
 def test_ddim_follows_the_flow_and_is_deterministic():
     z_1 = torch.randn(8, 3, dtype=f64, generator=torch.Generator().manual_seed(2))
-    a = sample_discrete(oracle_process(), z_1=z_1, T=1000, t_eps=T_EPS, eta=0.0)
-    b = sample_discrete(oracle_process(), z_1=z_1, T=1000, t_eps=T_EPS, eta=0.0)
+    a = sample_discrete(oracle_process(), z_1=z_1, T=1000, t_end=T_EPS, eta=0.0)
+    b = sample_discrete(oracle_process(), z_1=z_1, T=1000, t_end=T_EPS, eta=0.0)
     assert torch.equal(a.z, b.z)
     assert torch.allclose(a.z, analytic_flow(z_1, T_EPS), atol=2e-2)
 

@@ -83,7 +83,7 @@ def test_euler_takes_k_explicit_steps():
     process = ReverseProcess(RandomDenoiser(), CurvedF(), sch, NoiseScale(RandomRho()))
     z1 = torch.randn(16, 3, dtype=f64, generator=torch.Generator().manual_seed(5))
     for K in (1, 2, 4):
-        out = sample_ode(process, z_1=z1, t_eps=1e-3, method="euler", steps=K)
+        out = sample_ode(process, z_1=z1, t_end=1e-3, method="euler", steps=K)
         times = torch.linspace(1.0, 1e-3, K + 1, dtype=f64)
         z = z1
         for k in range(K):

@@ -44,12 +44,17 @@ def eval_overrides(ckpt: Path, *more: str) -> list[str]:
 
 
 def test_the_config_names_the_model_family(tmp_path: Path, runs: dict[str, Path]) -> None:
+    """The same name from the config's classes (nothing built) and from the built prior's objects."""
     def kind(*overrides: str) -> str:
-        return forward_process_kind(ndm_cfg(tmp_path, runs["data"], runs["vae"], *overrides).ndm)
+        ndm = ndm_cfg(tmp_path, runs["data"], runs["vae"], *overrides).ndm
+        named = forward_process_kind(ndm)
+        assert build_ndm_prior(ndm).kind == named
+        return named
 
     assert kind() == "ndm" and kind("ndm/transform=identity") == "lsgm"
     assert kind(*NFDM) == "nfdm" and kind(*STRAIGHT) == "nfdm-straight"
     assert kind("ndm/objective=straight") == "ndm-straight"
+    assert kind("ndm/transform=identity", "ndm/objective=straight") == "lsgm-straight"
 
 
 def test_nfdm_starts_as_the_ndm_it_extends(tmp_path: Path, runs: dict[str, Path]) -> None:

@@ -5,6 +5,8 @@ L_diff = integral_{t_eps}^1 E ||Delta||^2 / (2 g^2) dt, estimated with one t ~ r
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -27,10 +29,16 @@ class ContinuousNDMObjective:
     called the same way: at x for (L, dL/dt) at t and L at t_eps, at x_hat for (L, dL/dt) at t.
     """
 
+    is_bound: ClassVar[bool] = True
+
     def __init__(self, schedule: VPSchedule, time_sampler: TimeSampler) -> None:
         self.schedule = schedule
         self.time_sampler = time_sampler
         self.t_eps = time_sampler.t_eps
+
+    def at(self, t_eps: float) -> ContinuousNDMObjective:
+        """The same bound cut at t_eps (its time sampler on [t_eps, 1])."""
+        return ContinuousNDMObjective(self.schedule, self.time_sampler.at(t_eps))
 
     def __call__(self, denoiser: nn.Module, transform: Transform, x: torch.Tensor,
                  generator: torch.Generator | None = None, noise: NoiseScale | None = None) -> NDMLoss:

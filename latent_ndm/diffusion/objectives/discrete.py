@@ -5,6 +5,8 @@ NELBO = L_rec(t_0) + sum_{i=1}^T KL_i + L_prior, trained with one i ~ U{1..T} pe
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -12,18 +14,24 @@ from latent_ndm.diffusion.checks import check_batch
 from latent_ndm.diffusion.forward_process import forward_sample
 from latent_ndm.diffusion.objectives.boundary import boundary_terms, boundary_times
 from latent_ndm.diffusion.objectives.terms import NDMLoss, discrete_kl
-from latent_ndm.diffusion.schedule import VPSchedule, time_grid
+from latent_ndm.diffusion.schedule import DEFAULT_T_EPS, VPSchedule, time_grid
 from latent_ndm.diffusion.transforms import Transform
 
 
 class DiscreteNDMObjective:
     """`objective(denoiser, transform, x) -> NDMLoss` with T steps (per example, nats)."""
 
-    def __init__(self, schedule: VPSchedule, T: int = 1000, t_eps: float = 1e-3) -> None:
+    is_bound: ClassVar[bool] = True
+
+    def __init__(self, schedule: VPSchedule, T: int = 1000, t_eps: float = DEFAULT_T_EPS) -> None:
         self.schedule = schedule
         self.T = int(T)
         self.t_eps = float(t_eps)
         time_grid(self.T, self.t_eps)  # validates
+
+    def at(self, t_eps: float) -> DiscreteNDMObjective:
+        """The same T-step bound on the grid from t_eps."""
+        return DiscreteNDMObjective(self.schedule, self.T, t_eps)
 
     def step_terms(self, denoiser: nn.Module, transform: Transform, x: torch.Tensor, i: torch.Tensor,
                    eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

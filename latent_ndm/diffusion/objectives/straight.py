@@ -20,6 +20,7 @@ K steps, never by a likelihood bound.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -27,7 +28,7 @@ from latent_ndm.diffusion.checks import check_batch
 from latent_ndm.diffusion.forward_process import forward_sample
 from latent_ndm.diffusion.objectives.terms import sum_dims
 from latent_ndm.diffusion.reverse_process import ReverseProcess
-from latent_ndm.diffusion.schedule import VPSchedule
+from latent_ndm.diffusion.schedule import DEFAULT_T_EPS, VPSchedule
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,16 @@ def acceleration(process: ReverseProcess, z: torch.Tensor, t: torch.Tensor) -> t
 class StraightFlowObjective:
     """`objective(process, x) -> StraightLoss` (per example): see the module doc."""
 
-    def __init__(self, schedule: VPSchedule, t_eps: float = 1e-3, curvature_weight: float = 0.1) -> None:
+    is_bound: ClassVar[bool] = False  # a regression: no likelihood bound
+
+    def __init__(self, schedule: VPSchedule, t_eps: float = DEFAULT_T_EPS, curvature_weight: float = 0.1) -> None:
         if not 0 < t_eps < 1 or curvature_weight < 0:
             raise ValueError(f"need 0 < t_eps < 1 and curvature_weight >= 0, got {t_eps}, {curvature_weight}")
         self.schedule, self.t_eps, self.curvature_weight = schedule, float(t_eps), float(curvature_weight)
+
+    def at(self, t_eps: float) -> StraightFlowObjective:
+        """The same regression with times on [t_eps, 1]."""
+        return StraightFlowObjective(self.schedule, t_eps, self.curvature_weight)
 
     def __call__(self, process: ReverseProcess, x: torch.Tensor, generator: torch.Generator | None = None,
                  t: torch.Tensor | None = None) -> StraightLoss:
