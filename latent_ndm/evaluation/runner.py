@@ -58,8 +58,9 @@ def distance_samplers(d: DictConfig) -> dict[str, Sampler]:
         raise EvaluationError(f"distance.nfe needs budgets >= 1, got {list(d.nfe)}")
     for i, entry in enumerate(d.samplers or []):
         spec = configured_sampler(entry, f"distance.samplers[{i}]", t_end=d.t_end)
-        if isinstance(spec, FixedStepODE):
-            variants = [replace(spec, steps=type(spec).steps_for(n)) for n in budgets if type(spec).steps_for(n)]
+        if isinstance(spec, FixedStepODE):  # one step is 1 -> t_end on any grid: the uniform one stands for all
+            variants = [replace(spec, steps=k, grid=spec.grid if k > 1 else "uniform")
+                        for k in (type(spec).steps_for(n) for n in budgets) if k]
         else:
             variants = [spec]
         out.update({v.describe(): v for v in variants})
