@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from vae.distributions import DiagonalGaussian
+from vae.running_sums import RunningSums
 
 ACTIVE_VARIANCE = 0.01  # Burda et al.'s threshold on Var_x E_q[z_u]
 PEAK_TO_PEAK = 2.0  # images live in [-1, 1]
@@ -54,31 +55,27 @@ def flat_images(x: torch.Tensor) -> torch.Tensor:
     return x.float().mean(dim=(2, 3), keepdim=True).expand_as(x)
 
 
-class LatentUsage:
+class LatentUsage(RunningSums):
     """Sums over a data set (one `update` per batch) of the per-unit statistics of the module docstring;
     `compute` reduces them (e.g. across ranks, with `reduce_sum`) into floats."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
+        super().__init__()
         self.latent_shape: tuple[int, ...] | None = None
-
-    def _add(self, name: str, value: torch.Tensor) -> None:
-        value = value.detach().double()
-        self.sums[name] = self.sums[name] + value if name in self.sums else value
 
     @torch.no_grad()
     def update(self, q: DiagonalGaussian, x: torch.Tensor, x_hat: torch.Tensor) -> None:
         """q: the posterior of the batch x (B, C, H, W) in [-1, 1]; x_hat: the decoder mean at the posterior mean."""
         self.latent_shape = tuple(q.mean.shape[1:])
-        self._add("count", torch.tensor(float(x.shape[0]), device=x.device))
-        self._add("mu", q.mean.sum(0))
-        self._add("mu_sq", q.mean.pow(2).sum(0))
-        self._add("kl_unit", q.kl_elements().sum(0))
+        self.add("count", torch.tensor(float(x.shape[0]), device=x.device))
+        self.add("mu", q.mean.sum(0), total=False)
+        self.add("mu_sq", q.mean.pow(2).sum(0), total=False)
+        self.add("kl_unit", q.kl_elements().sum(0), total=False)
         flat = flat_images(x)
-        self._add("psnr", psnr(x_hat, x).sum())
-        self._add("psnr_flat", psnr(flat, x).sum())
-        self._add("sq_err", (x_hat.float() - x.float()).pow(2).sum())
-        self._add("sq_err_flat", (flat - x.float()).pow(2).sum())
+        self.add("psnr", psnr(x_hat, x))
+        self.add("psnr_flat", psnr(flat, x))
+        self.add("sq_err", (x_hat.float() - x.float()).pow(2))
+        self.add("sq_err_flat", (flat - x.float()).pow(2))
 
     def compute(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
         """active_units, latent_units, active_fraction, kl_unit_nats (mean over units), kl_unit_max_nats,
@@ -86,7 +83,7 @@ class LatentUsage:
         psnr_gain (pooled, dB)."""
         if not self.sums:
             return {}
-        s = {k: reduce_sum(v) for k, v in sorted(self.sums.items())}
+        s = self.reduced(reduce_sum)
         n = s["count"]
         variance = (s["mu_sq"] / n - (s["mu"] / n) ** 2).clamp_min(0)
         kl_unit = s["kl_unit"] / n

@@ -22,6 +22,7 @@ import torch
 
 from latent_ndm.model import LatentModel, PriorBound
 from vae import DiagonalGaussian, nats_to_bpd
+from vae.running_sums import RunningSums
 
 Terms = dict[str, torch.Tensor]  # name -> (B,) nats per image
 PriorTerm = Callable[[DiagonalGaussian | None, torch.Tensor], tuple[PriorBound, int]]
@@ -80,34 +81,26 @@ def nll_terms(model: LatentModel, x: torch.Tensor, k: int = 1, generator: torch.
     return _bound(model, x, k, "nll", generator, term)
 
 
-class TermSums:
+class TermSums(RunningSums):
     """Sums of per-image terms over an evaluation (float64), reduced across processes by `compute`."""
 
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0.0
-        self.nfe = 0.0
-        self.solves = 0.0
+    COUNTERS = ("_count", "_nfe", "_solves")
 
     def update(self, terms: Terms, nfe: int = 0) -> None:
         for name, value in terms.items():
-            value = value.detach().double().sum().cpu()
-            self.sums[name] = self.sums[name] + value if name in self.sums else value
-        self.count += float(next(iter(terms.values())).shape[0])
-        self.nfe += float(nfe)
-        self.solves += 1.0 if nfe else 0.0
+            self.add(name, value.cpu())
+        self.add("_count", float(next(iter(terms.values())).shape[0]))
+        self.add("_nfe", float(nfe))
+        self.add("_solves", 1.0 if nfe else 0.0)
 
     def compute(self, num_dims: int, reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
                 ) -> dict[str, float]:
         """{<term>_bpd: mean bits/dim over the D = num_dims image dimensions, count, nfe (mean per solve)}."""
-        names = sorted(self.sums)
-        packed = torch.stack([self.sums[n] for n in names] + [torch.tensor(v, dtype=torch.float64)
-                                                             for v in (self.count, self.nfe, self.solves)])
-        packed = reduce_sum(packed)
-        count, nfe, solves = (float(v) for v in packed[-3:])
+        s = self.reduced(reduce_sum)
+        count, nfe, solves = (float(s.pop(n, torch.zeros(()))) for n in self.COUNTERS)
         if count == 0:
             raise ValueError("no images were evaluated (empty split or limit=0)")
-        out = {f"{n}_bpd": float(nats_to_bpd(packed[i] / count, num_dims)) for i, n in enumerate(names)}
+        out = {f"{n}_bpd": float(nats_to_bpd(v / count, num_dims)) for n, v in s.items()}
         out["count"] = count
         if solves:
             out["nfe"] = nfe / solves

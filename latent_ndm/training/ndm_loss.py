@@ -24,6 +24,7 @@ import torch
 from latent_ndm.diffusion.objectives import StraightLoss
 from latent_ndm.model.latent import Batch, LatentModel
 from vae import nats_to_bpd
+from vae.running_sums import RunningSums
 
 MODES = ("disjoint", "joint")
 
@@ -100,21 +101,7 @@ def straight_terms(model: LatentModel, batch: Batch, generator: torch.Generator 
     return model.prior.straight_loss(u, generator), u[0].numel()
 
 
-class _ValidationSums:
-    """Per-name float64 sums of per-example values over a validation pass, summed across processes on `reduced`."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-
-    def _add(self, name: str, value: torch.Tensor) -> None:
-        value = value.detach().double().sum()
-        self.sums[name] = self.sums[name] + value if name in self.sums else value
-
-    def _reduced(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: reduce_sum(v) for k, v in sorted(self.sums.items())}
-
-
-class NDMValidationMetrics(_ValidationSums):
+class NDMValidationMetrics(RunningSums):
     """Sums over a validation pass of the (EMA) `LatentModel`; `compute` reduces them into bits/dim floats.
 
     From images: nelbo_bpd = rec_bpd + neg_entropy_bpd + cross_entropy_bpd (the latent NELBO), kl_bpd =
@@ -132,9 +119,9 @@ class NDMValidationMetrics(_ValidationSums):
 
     def _record(self, values: dict[str, torch.Tensor], batch_size: int, num_dims: int, device: torch.device) -> None:
         self.num_dims = int(num_dims)
-        self._add("count", torch.tensor(float(batch_size), device=device))
+        self.add("count", torch.tensor(float(batch_size), device=device))
         for name, value in values.items():
-            self._add(name, value)
+            self.add(name, value)
 
     def update(self, model: LatentModel, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
         out = model.nelbo(x, generator)
@@ -154,7 +141,7 @@ class NDMValidationMetrics(_ValidationSums):
         """Floats by name; `reduce_sum` sums a tensor across processes (identity on one process)."""
         if not self.sums:
             return {}
-        s = self._reduced(reduce_sum)
+        s = self.reduced(reduce_sum)
         m = {k: s[k] / s["count"] for k in self.NAMES if k in s}
 
         def bpd(nats: torch.Tensor) -> float:
@@ -171,7 +158,7 @@ class NDMValidationMetrics(_ValidationSums):
         return out
 
 
-class StraightValidationMetrics(_ValidationSums):
+class StraightValidationMetrics(RunningSums):
     """Sums over a validation pass of a straight-mode prior; `compute` gives straight_loss, flow and curvature per
     latent dimension (the regression minimised in training; lower is better, but it is not a likelihood)."""
 
@@ -181,7 +168,7 @@ class StraightValidationMetrics(_ValidationSums):
         values = {"count": torch.tensor(float(out.total.shape[0]), device=out.total.device),
                   "straight_loss": out.total / dims, "flow": out.flow / dims, "curvature": out.curvature / dims}
         for name, value in values.items():
-            self._add(name, value)
+            self.add(name, value)
 
     def update(self, model: LatentModel, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
         self._record(*straight_terms(model, x, generator))
@@ -193,7 +180,7 @@ class StraightValidationMetrics(_ValidationSums):
     def compute(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
         if not self.sums:
             return {}
-        s = self._reduced(reduce_sum)
+        s = self.reduced(reduce_sum)
         return {**{k: float(s[k] / s["count"]) for k in self.NAMES}, "count": float(s["count"])}
 
 

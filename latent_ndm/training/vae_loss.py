@@ -21,6 +21,7 @@ from torch import nn
 
 from vae import VAE, nats_to_bpd
 from vae.diagnostics import LatentUsage
+from vae.running_sums import RunningSums
 
 
 @dataclass
@@ -88,7 +89,7 @@ def balanced_kl(kl_channels: torch.Tensor, floor: float = 0.01) -> torch.Tensor:
     return (weights * kl_channels).sum()
 
 
-class ValidationMetrics:
+class ValidationMetrics(RunningSums):
     """Sums over a validation pass of the EMA VAE; `compute` reduces them (e.g. across ranks) into floats.
 
     Metrics: nelbo_bpd = rec_bpd + kl_bpd (beta = 1, no free bits, one z sample per image), kl_share (the KL's part
@@ -99,13 +100,9 @@ class ValidationMetrics:
     """
 
     def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
+        super().__init__()
         self.usage = LatentUsage()
         self.num_dims = 0
-
-    def _add(self, name: str, value: torch.Tensor) -> None:
-        value = value.detach().double()
-        self.sums[name] = self.sums[name] + value if name in self.sums else value
 
     @torch.no_grad()
     def update(self, vae: VAE, x: torch.Tensor, lpips: nn.Module | None = None,
@@ -117,20 +114,20 @@ class ValidationMetrics:
         x_hat = vae.decode(q.mode()).mean()
         self.usage.update(q, x, x_hat)
         self.num_dims = math.prod(x.shape[1:])
-        self._add("count", torch.tensor(float(x.shape[0]), device=x.device))
-        self._add("rec", rec.sum())
-        self._add("kl", q.kl().sum())
+        self.add("count", torch.tensor(float(x.shape[0]), device=x.device))
+        self.add("rec", rec)
+        self.add("kl", q.kl())
         if lpips is not None:
-            self._add("lpips", lpips(x_hat, x).sum())
-        self._add("z_count", torch.tensor(float(z.numel()), device=x.device))
-        self._add("z_sum", z.sum())
-        self._add("z_sq", z.pow(2).sum())
+            self.add("lpips", lpips(x_hat, x))
+        self.add("z_count", torch.tensor(float(z.numel()), device=x.device))
+        self.add("z_sum", z)
+        self.add("z_sq", z.pow(2))
 
     def compute(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
         """Floats by name; `reduce_sum` sums a tensor across processes (identity on one process)."""
         if not self.sums:
             return {}
-        s = {k: reduce_sum(v) for k, v in sorted(self.sums.items())}
+        s = self.reduced(reduce_sum)
         n = s["count"]
         rec, kl = s["rec"] / n, s["kl"] / n
         mean_z = s["z_sum"] / s["z_count"]

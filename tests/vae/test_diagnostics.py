@@ -92,8 +92,8 @@ def test_explained_variation_is_pooled_so_uniform_images_cannot_hide_flat_textur
     usage = LatentUsage()
     usage.update(DiagonalGaussian(torch.zeros(2, 1, 1, 1), torch.zeros(2, 1, 1, 1)), x, x_hat)
     m = usage.compute()
-    sse_flat = (flat_images(x) - x).pow(2).sum().item()
-    sse = (x_hat - x).pow(2).sum().item()
+    sse_flat = (flat_images(x) - x).pow(2).double().sum().item()  # summed in float64, as the watch sums
+    sse = (x_hat - x).pow(2).double().sum().item()
     assert m["explained"] == pytest.approx(1 - sse / sse_flat, rel=1e-6) and m["explained"] < 1e-4
     assert m["psnr_gain"] == pytest.approx(10 * math.log10(sse_flat / sse), rel=1e-6)
     assert m["psnr"] - m["psnr_flat"] > 20  # what an average of per-image gains would have said
@@ -117,3 +117,24 @@ def test_verdict_names_a_collapsed_latent_and_passes_a_healthy_one() -> None:
     m = healthy.compute()
     assert m["explained"] > MIN_EXPLAINED and collapse_verdict(m) is None
     assert collapse_verdict({"nelbo_bpd": 5.0}) is None  # an export from before the watch: no verdict
+
+
+def test_running_sums_add_totals_and_per_unit_sums_and_reduce_in_one_call():
+    from vae.running_sums import RunningSums
+
+    sums = RunningSums()
+    assert not sums and sums.reduced() == {}
+    sums.add("loss", torch.tensor([1.0, 2.0]))
+    sums.add("loss", torch.tensor([3.0]))
+    sums.add("unit", torch.tensor([[1.0, 2.0]]).sum(0), total=False)
+    sums.add("unit", torch.tensor([0.5, 0.5]), total=False)
+    sums.add("count", 3.0)
+    calls = []
+
+    def reduce_sum(t):  # two processes holding the same sums
+        calls.append(t.shape)
+        return 2 * t
+
+    out = sums.reduced(reduce_sum)
+    assert calls == [torch.Size([4])] and out["loss"].dtype == torch.float64
+    assert float(out["loss"]) == 12.0 and out["unit"].tolist() == [3.0, 5.0] and float(out["count"]) == 6.0
