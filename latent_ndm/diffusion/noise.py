@@ -15,11 +15,11 @@ transforms': its `TransformOutput` holds L in `.F` and dL/dt in `.dF_dt`). What 
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import ClassVar
 
-from latent_ndm.diffusion.checks import append_dims
-from latent_ndm.diffusion.transforms import JvpMethod, JvpTransform
+import torch
+
+from latent_ndm.diffusion.transforms import GatedNetwork
 
 
 def boundary_weight(t: torch.Tensor) -> torch.Tensor:
@@ -27,17 +27,14 @@ def boundary_weight(t: torch.Tensor) -> torch.Tensor:
     return t * (1.0 - t)
 
 
-class NoiseScale(JvpTransform):
-    """L(x, t) = t (1 - t) rho(x, t), the log of sigma(x, t) / sigma_t; `rho` = `net(x, t)`, any time-conditioned
-    network returning a tensor of the shape of x (run with autocast off, as the transforms' are)."""
+class NoiseScale(GatedNetwork):
+    """L(x, t) = t (1 - t) rho(x, t), the log of sigma(x, t) / sigma_t; `rho` = `net(x, t)` (`GatedNetwork`)."""
 
-    def __init__(self, net: nn.Module, jvp_method: JvpMethod = "forward") -> None:
-        super().__init__(jvp_method)
-        self.net = net
+    kind: ClassVar[str] = "noise"
+    role: ClassVar[str] = "noise-scale network"
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            rho = self.net(x, t)
-        if rho.shape != x.shape:
-            raise ValueError(f"noise-scale network returned shape {tuple(rho.shape)} for input {tuple(x.shape)}")
-        return append_dims(boundary_weight(t.to(x.dtype)), x.ndim) * rho
+    def gate(self, t: torch.Tensor) -> torch.Tensor:
+        return boundary_weight(t)
+
+    def base(self, x: torch.Tensor) -> None:
+        return None

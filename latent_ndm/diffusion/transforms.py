@@ -118,25 +118,42 @@ class JvpTransform(Transform):
         return TransformOutput(F=F, dF_dt=dF_dt)
 
 
-class NeuralTransform(JvpTransform):
-    """F_phi(x, t) = x + t * G_phi(x, t), so F(x, 0) = x (the recommended NDM transform).
+class GatedNetwork(JvpTransform):
+    """out(x, t) = base(x) + gate(t) * net(x, t), with dout/dt by the jvp: the shape of `NeuralTransform` (base x,
+    gate t) and of the NFDM noise scale (`noise.NoiseScale`: base 0, gate t (1 - t)). `net(x, t)` is any
+    time-conditioned network returning a tensor of the shape of x (TimeMLP, UNet); it runs with autocast off, for
+    plain evaluations as inside the jvp, so the output is one function in the dtype of x at every t."""
 
-    `net(x, t)` is any time-conditioned network returning a tensor of the shape of x (TimeMLP, UNet). It runs with
-    autocast off, for plain evaluations as inside the jvp, so F is one function in the dtype of x at every t.
-    """
-
-    kind: ClassVar[str] = "neural"
+    role: ClassVar[str] = "transform network"  # how an error names the network
 
     def __init__(self, net: nn.Module, jvp_method: JvpMethod = "forward") -> None:
         super().__init__(jvp_method)
         self.net = net
 
+    def gate(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def base(self, x: torch.Tensor) -> torch.Tensor | None:
+        """What the gated network is added to (None: nothing)."""
+        return x
+
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
-            G = self.net(x, t)
-        if G.shape != x.shape:
-            raise ValueError(f"transform network returned shape {tuple(G.shape)} for input {tuple(x.shape)}")
-        return x + append_dims(t.to(x.dtype), x.ndim) * G
+            out = self.net(x, t)
+        if out.shape != x.shape:
+            raise ValueError(f"{self.role} returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
+        gated = append_dims(self.gate(t.to(x.dtype)), x.ndim) * out
+        base = self.base(x)
+        return gated if base is None else base + gated
+
+
+class NeuralTransform(GatedNetwork):
+    """F_phi(x, t) = x + t * G_phi(x, t), so F(x, 0) = x (the recommended NDM transform)."""
+
+    kind: ClassVar[str] = "neural"
+
+    def gate(self, t: torch.Tensor) -> torch.Tensor:
+        return t
 
 
 class SeparableTransform(Transform):
