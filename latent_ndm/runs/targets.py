@@ -47,7 +47,8 @@ ALLOWED_TARGETS = frozenset({
     "latent_ndm.data.datasets.latent_datamodule",
     # optimisation
     "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.Adamax", "torch.optim.SGD", "torch.optim.RMSprop",
-    "latent_ndm.training.schedules.warmup_cosine",
+    "latent_ndm.optim.lr.warmup_cosine",
+    "latent_ndm.training.schedules.warmup_cosine",  # its name in runs saved before it moved
     # Lightning
     "lightning.pytorch.Trainer", "lightning.pytorch.loggers.CSVLogger",
     "lightning.pytorch.loggers.TensorBoardLogger", "lightning.pytorch.loggers.WandbLogger",

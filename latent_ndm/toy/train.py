@@ -9,8 +9,6 @@ the NFDM's forward process and is trained on the straight-trajectory regression 
 
 from __future__ import annotations
 
-import copy
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.diffusion.time_sampling import LikelihoodISTime
 from latent_ndm.diffusion.transforms import IdentityTransform, NeuralTransform
 from latent_ndm.networks import TimeMLP
+from latent_ndm.optim import EMA, warmup_cosine
 
 DataFn = Callable[[int, int], torch.Tensor]  # (batch, step) -> x of shape (batch, 2)
 LossFn = Callable[[ReverseProcess, torch.Tensor, torch.Generator], torch.Tensor]  # (process, x, gen) -> (B,)
@@ -110,21 +109,6 @@ def build_objective(schedule: VPSchedule, t_eps: float, stratified: bool = True)
     return ContinuousNDMObjective(schedule, LikelihoodISTime(schedule, t_eps=t_eps, stratified=stratified))
 
 
-class EMA:
-    """An exponential moving average of a module's parameters: p_ema <- decay p_ema + (1 - decay) p."""
-
-    def __init__(self, module: nn.Module, decay: float = 0.995) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must lie in [0, 1), got {decay}")
-        self.decay = decay
-        self.module = copy.deepcopy(module).requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
-        for p_ema, p in zip(self.module.parameters(), module.parameters(), strict=True):
-            p_ema.lerp_(p, 1.0 - self.decay)
-
-
 @dataclass(frozen=True)
 class TrainResult:
     """The EMA model, the per-step training losses (nats) and the wall time of the loop in seconds."""
@@ -132,14 +116,6 @@ class TrainResult:
     process: ReverseProcess
     losses: list[float]
     seconds: float
-
-
-def cosine_lr(step: int, steps: int, lr: float, warmup: int) -> float:
-    """Linear warm-up over `warmup` steps, then cosine decay from lr to lr / 20."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def train(process: ReverseProcess, objective: ContinuousNDMObjective | LossFn, data: DataFn, steps: int, batch: int,
@@ -158,21 +134,21 @@ def train(process: ReverseProcess, objective: ContinuousNDMObjective | LossFn, d
     groups = [{"params": [p for p in process.parameters() if id(p) not in ids], "peak_lr": lr}]
     if transform_params:
         groups.append({"params": transform_params, "peak_lr": lr if transform_lr is None else transform_lr})
-    optimiser = torch.optim.Adam(groups, lr=lr)
-    ema = EMA(process, ema_decay)
+    optimiser = torch.optim.Adam([{"params": g["params"], "lr": g["peak_lr"]} for g in groups], lr=lr)
+    schedule = warmup_cosine(optimiser, warmup_steps=min(100, steps // 10 + 1), total_steps=steps, min_lr_ratio=0.05)
+    ema = EMA(process, ema_decay, warmup=False)
     generator = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     start = time.perf_counter()
     process.train()
     for step in range(steps):
-        for group in optimiser.param_groups:
-            group["lr"] = cosine_lr(step, steps, group["peak_lr"], warmup=min(100, steps // 10 + 1))
         x = data(batch, step)
         loss = loss_fn(process, x, generator).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(process.parameters(), clip)
         optimiser.step()
+        schedule.step()
         ema.update(process)
         losses.append(loss.item())
     return TrainResult(process=ema.module.eval(), losses=losses, seconds=time.perf_counter() - start)

@@ -15,9 +15,9 @@ import torch
 
 from latent_ndm.model import LatentModel, NDMPrior
 from latent_ndm.model.latent import ndm_parameters
+from latent_ndm.optim.ema import EMA
 from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC
 from latent_ndm.training.callbacks.non_finite import check_finite_metrics, guarded_checkpoint
-from latent_ndm.training.ema import EMA
 from latent_ndm.training.ndm_loss import NDMTrainingLoss, NDMValidationMetrics, StraightValidationMetrics
 from latent_ndm.training.step_noise import seeded_step
 

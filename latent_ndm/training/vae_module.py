@@ -13,9 +13,9 @@ import lightning as L
 import torch
 from torch import nn
 
+from latent_ndm.optim.ema import EMA
 from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC
 from latent_ndm.training.callbacks.non_finite import check_finite_metrics, guarded_checkpoint
-from latent_ndm.training.ema import EMA
 from latent_ndm.training.schedules import KLWarmup
 from latent_ndm.training.step_noise import seeded_step
 from latent_ndm.training.vae_loss import ValidationMetrics, vae_loss

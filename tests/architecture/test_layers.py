@@ -9,6 +9,7 @@ depth (inside functions too), is checked against the layer the module belongs to
     latent_ndm.networks   time-conditioned networks            + the math package and the VAE's convolution blocks
     latent_ndm.model      the latent model (VAE + prior)       + vae (pure torch: no Lightning, Hydra or files)
     latent_ndm.stats / distance   seed statistics, the energy distance: the standard library / torch only
+    latent_ndm.optim      EMA and learning-rate schedule       torch only (shared by the training stages and the toy)
     latent_ndm.data / runs / training / evaluation / comparison / toy, then the command-line modules on top.
 
 Imports of the project's own packages sit at the top of a module (none inside a function), so that the arrows
@@ -49,20 +50,21 @@ LAYERS: dict[str, Layer] = {
     "latent_ndm.networks": Layer(("latent_ndm.networks", "latent_ndm.diffusion", "vae.networks"),
                                  third_party=MATH_LIBS),
     "latent_ndm.model": Layer(("latent_ndm.model", "latent_ndm.diffusion", "vae"), third_party=MATH_LIBS),
+    "latent_ndm.optim": Layer(("latent_ndm.optim",), third_party=MATH_LIBS),
     "latent_ndm.errors": Layer(()),
     "latent_ndm.stats": Layer(()),
     "latent_ndm.distance": Layer((), third_party=MATH_LIBS),
     "latent_ndm.data": Layer(("latent_ndm.data", *APP)),
     "latent_ndm.runs": Layer(("latent_ndm.runs", "latent_ndm.model", "latent_ndm.diffusion", *APP)),
     "latent_ndm.training": Layer(("latent_ndm.training", "latent_ndm.runs", "latent_ndm.model", "latent_ndm.data",
-                                  "latent_ndm.diffusion", "latent_ndm.networks", *APP)),
+                                  "latent_ndm.diffusion", "latent_ndm.networks", "latent_ndm.optim", *APP)),
     "latent_ndm.evaluation": Layer(("latent_ndm.evaluation", "latent_ndm.runs", "latent_ndm.model", "latent_ndm.data",
                                     "latent_ndm.diffusion", "latent_ndm.distance", *APP)),
     "latent_ndm.comparison": Layer(("latent_ndm.comparison", "latent_ndm.training", "latent_ndm.evaluation",
                                     "latent_ndm.runs", "latent_ndm.model", "latent_ndm.data", "latent_ndm.diffusion",
                                     "latent_ndm.stats", "latent_ndm.distance", *APP)),
     "latent_ndm.toy": Layer(("latent_ndm.toy", "latent_ndm.diffusion", "latent_ndm.networks", "latent_ndm.stats",
-                             "latent_ndm.distance")),
+                             "latent_ndm.distance", "latent_ndm.optim")),
     "latent_ndm": Layer(("latent_ndm", "vae", "data_tools")),  # the command-line modules on top
 }
 
