@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-nfe", type=int, default=10, help="the few-step goal: NFE at most this")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME:BASELINE",
+                        help="also the paired difference NAME - BASELINE per sampler (the i-th runs share a seed)")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark/samplers"))
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -82,9 +84,16 @@ def main(argv: list[str] | None = None) -> dict:
              f"groups within a run; the table's intervals are over training seeds (t, n - 1 dof); reference: the "
              f"adaptive ODE (dopri5) at rtol = atol = {args.reference_tol:g}",
              *sampler_table.markdown(result, args.max_nfe)]
+    comparisons = []
+    for spec in args.compare:
+        name, _, baseline = spec.partition(":")
+        if name in result and baseline in result:
+            comparisons.append(sampler_table.compare(result, name, baseline))
+            lines += sampler_table.compare_markdown(comparisons[-1])
+    result = {**result, "comparisons": comparisons} if comparisons else result
     (args.out / "samplers.md").write_text("\n".join(lines) + "\n")
     (args.out / "samplers.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    sampler_table.chart(result, args.out / "samplers.png")
+    sampler_table.chart({k: v for k, v in result.items() if k != "comparisons"}, args.out / "samplers.png")
     print("\n".join(lines))
     return result
 

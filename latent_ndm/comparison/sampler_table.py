@@ -50,6 +50,28 @@ def table(models: dict[str, list[dict[str, Any]]], reference: str = "ode") -> di
     return {name: summarise(seeds, reference) for name, seeds in models.items()}
 
 
+def compare(result: dict[str, Any], name: str, baseline: str) -> dict[str, Any]:
+    """`name` - `baseline` per sampler both have, paired by training seed (the i-th run of each: same seed, VAE and
+    data), with verdicts under Holm's correction across the samplers."""
+    a, b = ({r["label"]: r for r in result[m]["rows"]} for m in (name, baseline))
+    if result[name]["seeds"] != result[baseline]["seeds"]:
+        raise ValueError(f"{name} and {baseline} need the same training seeds to be paired, got "
+                         f"{result[name]['seeds']} and {result[baseline]['seeds']}")
+    rows = [{"label": k, "nfe": a[k]["nfe"],
+             "difference": paired_difference(a[k]["values"], b[k]["values"], unit="", baseline=baseline, name=name)}
+            for k in a if k in b]
+    holm([r["difference"] for r in rows])
+    return {"name": name, "baseline": baseline, "rows": sorted(rows, key=lambda r: (r["nfe"], r["label"]))}
+
+
+def compare_markdown(c: dict[str, Any]) -> list[str]:
+    """One row per sampler: the paired difference with its interval and verdict."""
+    lines = ["", f"### {c['name']} - {c['baseline']}, paired by training seed (Holm across the samplers)", "",
+             "| sampler | NFE | difference: mean ± SE [95% CI]: verdict |", "|---|---:|---|"]
+    lines += [f"| {r['label']} | {r['nfe']:.0f} | {short_verdict(r['difference'])} |" for r in c["rows"]]
+    return lines
+
+
 def _interval(row: dict[str, Any]) -> str:
     ci = row["ci"]
     head = number(row["mean"]) if row["se"] is None else f"{number(row['mean'])} ± {number(row['se'])}"

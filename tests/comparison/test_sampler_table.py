@@ -53,3 +53,18 @@ def test_the_table_names_the_few_step_samplers_inside_the_reference_and_draws_th
 def test_a_missing_reference_is_refused():
     with pytest.raises(ValueError, match="reference sampler 'ode' is missing"):
         sampler_table.summarise([seed({"euler 4 steps uniform": 1.0}, NFE)])
+
+
+def test_two_models_are_compared_per_sampler_paired_by_seed():
+    shifted = [seed({k: e["energy_distance"] - 0.1 * (i + 1) for k, e in s_["by_sampler"].items()}, NFE)
+               for i, s_ in enumerate(SEEDS)]
+    result = sampler_table.table({"A": shifted, "B": SEEDS})
+    c = sampler_table.compare(result, "A", "B")
+    assert [r["label"] for r in c["rows"]] == ["euler 4 steps uniform", "heun 4 steps uniform", "ode"]
+    d = c["rows"][0]["difference"]
+    assert d["differences"] == pytest.approx([-0.1, -0.2, -0.3]) and d["holm"]["family"] == 3
+    lo, hi = scipy_stats.t.interval(0.95, 2, loc=-0.2, scale=scipy_stats.sem([-0.1, -0.2, -0.3]))
+    assert d["ci"] == pytest.approx([lo, hi])
+    assert "A - B, paired by training seed" in "\n".join(sampler_table.compare_markdown(c))
+    with pytest.raises(ValueError, match="same training seeds"):
+        sampler_table.compare(sampler_table.table({"A": shifted[:2], "B": SEEDS}), "A", "B")
