@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from omegaconf import DictConfig, open_dict
 
 from latent_ndm.errors import TrainingError
@@ -27,6 +28,7 @@ from latent_ndm.training.builders import (
     log_hyperparameters,
     resume_checkpoint,
 )
+from latent_ndm.training.out_of_memory import out_of_memory_message
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,10 @@ def _train(cfg: DictConfig, stage: Stage, overrides: Sequence[str], start: float
         log.info("started: stage=%s name=%s in %s%s", cfg.stage.name, cfg.name, run_dir,
                  f", resuming from {ckpt_path}" if ckpt_path else "")
         log_hyperparameters(loggers, cfg)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        except torch.OutOfMemoryError as err:
+            raise TrainingError(out_of_memory_message(err, cfg, trainer.global_step)) from err
         report = stage.report(trainer, model, run_dir)
         log.info("finished at step %d: %s", trainer.global_step,
                  {k: v for k, v in (report.get("metrics") or report.get("ndm_metrics") or {}).items()

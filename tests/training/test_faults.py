@@ -124,6 +124,32 @@ def test_a_full_disk_stops_in_one_line_and_keeps_the_checkpoint(tmp_path: Path, 
         train(vae_cfg(tmp_path / "run", tiny_data, *LONG))
 
 
+def test_an_out_of_memory_step_is_one_sentence_with_the_switches_that_help(tmp_path: Path, tiny_data: Path,
+                                                                            tiny_vae_run: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from latent_ndm.training import ndm_module
+
+    real, calls = ndm_module.NDMModule.training_step, []
+
+    def oom_on_the_third(self, batch, batch_idx):  # noqa: ANN001, ANN202 - the module's own signature
+        calls.append(batch_idx)
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity")
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(ndm_module.NDMModule, "training_step", oom_on_the_third)
+    cfg = ndm_cfg(tmp_path / "run", tiny_data, tiny_vae_run / "export", "trainer.max_steps=6",
+                  "trainer.val_check_interval=2", "data.batch_size=8")
+    with pytest.raises(SystemExit):
+        run_or_exit(train, cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: out of memory at step 2 with data.batch_size=8 per device, asking for 2.50 GiB; ")
+    assert "data.batch_size=4 trainer.accumulate_grad_batches=2 (the same effective batch)" in err[0]
+    assert "ndm.denoiser.checkpointing=true" in err[0] and "bf16" not in err[0]  # precision auto: bf16 on a GPU
+    assert err[0].endswith("last.ckpt is kept (a rerun resumes from it)") and len(err) == 2
+
+
 def test_a_damaged_checkpoint_falls_back_then_says_how_to_start_over(tmp_path: Path, tiny_data: Path,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     run = tmp_path / "run"
