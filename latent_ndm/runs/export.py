@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from data_tools.files import atomic_write, atomic_write_text
 from latent_ndm.model import LatentModel, NDMPrior
-from latent_ndm.runs.targets import check_file_config
+from latent_ndm.runs.targets import UnsafeConfigError, check_file_config, instantiate_trusted
 from vae import VAE
 
 CHECKPOINT_DIR, LAST_CKPT, EXPORT_DIR = "checkpoints", "last.ckpt", "export"
@@ -153,16 +153,36 @@ def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu") 
 
 
 def vae_from_config(config: Any, source: str | os.PathLike) -> VAE:
-    """`VAE.from_config` of a config read from `source` (a file): plain constructor arguments only; anything else is
-    a one-sentence ValueError."""
+    """The VAE of a config read from `source` (a file): `VAE.from_config` of plain constructor arguments, or, when
+    the config names a `_target_` (a VAE of your own, `vae.protocol.LatentVAE`), that class built from the rest,
+    only if the target is allowed (`latent_ndm.runs.targets`); anything else is a one-sentence ValueError."""
     if not isinstance(config, dict):
         raise ValueError(f"the VAE config of {source} is not a mapping")
     check_file_config(config, f"the VAE config of {source}")
+    if "_target_" in config:
+        return external_vae(config, source)
     try:
         return VAE.from_config(config)
     except (TypeError, ValueError, KeyError) as err:
         raise ValueError(f"the VAE config of {source} does not build a VAE ({' '.join(str(err).split())[:160]})"
                          ) from err
+
+
+def external_vae(config: dict[str, Any], source: str | os.PathLike) -> Any:
+    """A bring-your-own VAE from its config (`_target_` and constructor arguments), checked against the contract."""
+    try:
+        vae = instantiate_trusted(config, f"the VAE config of {source}")
+    except UnsafeConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a constructor of someone else's class may raise anything
+        raise ValueError(f"the VAE config of {source} does not build its {config['_target_']} "
+                         f"({' '.join(str(err).split())[:160]})") from err
+    missing = [m for m in ("bits", "image_channels", "latent_scale", "quantize", "encode", "decode", "latent_shape",
+                           "set_latent_scale", "config") if not hasattr(vae, m)]
+    if missing or not isinstance(vae, torch.nn.Module):
+        raise ValueError(f"{config['_target_']} (the VAE config of {source}) is not a VAE this toolkit can use: it "
+                         f"lacks {', '.join(missing) or 'torch.nn.Module'} (see vae.protocol.LatentVAE)")
+    return vae
 
 
 # -- the NDM export -------------------------------------------------------------------------------------------

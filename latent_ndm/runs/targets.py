@@ -27,6 +27,7 @@ TRUST_ENV = "LATENT_NDM_TRUSTED_TARGETS"
 ALLOWED_TARGETS = frozenset({
     # the first stage
     "vae.model.VAE", "vae.VAE", "vae.networks.Encoder", "vae.networks.Decoder",
+    "vae.pixel_shuffle.PixelShuffleVAE",  # the bring-your-own-VAE example (docs/BYO_VAE.md)
     # networks
     "latent_ndm.networks.UNet", "latent_ndm.networks.unet.UNet",
     "latent_ndm.networks.TimeMLP", "latent_ndm.networks.mlp.TimeMLP",
