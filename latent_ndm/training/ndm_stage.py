@@ -27,6 +27,7 @@ from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC
 from latent_ndm.training.callbacks.images import NDMSampleGrids
 from latent_ndm.training.ndm_loss import MODES, NDMTrainingLoss, pixel_dims
 from latent_ndm.training.ndm_module import NDMModule
+from latent_ndm.training.speed import apply_speed_switches
 from vae.diagnostics import collapse_verdict
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> NDMModule
     n, s = cfg.ndm, cfg.stage
     val_objective = model.prior.objective if n.eval_t_eps == n.t_eps else objective_at(n.objective, n.eval_t_eps)
     scheduler = instantiate_trusted(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None
-    return NDMModule(
+    module = NDMModule(
         model,
         loss=NDMTrainingLoss(n.mode, pixel_dims(model.vae.image_channels, resolution)),
         val_objective=val_objective,
@@ -108,6 +109,8 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> NDMModule
         ema_warmup=s.ema.warmup,
         seed=cfg.seed,
     )
+    apply_speed_switches(module.model.prior, s.get("speed"), module.ema.module.prior)  # after the EMA's copy
+    return module
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
