@@ -8,6 +8,8 @@
 #   make study  -> after make demo: NDM vs LSGM over 3 seeds on its VAE (equal steps and equal time), and the variants
 #                  (F sizes, T = 10, joint training); tables and charts in runs/benchmark/{seeds3,variants,joint}
 #   make compare-real -> NDM vs LSGM over 3 seeds on the digits (their VAE trained first if missing)
+#   make rehearsal -> the 256-pixel path on this CPU: real 256x256 photo crops through shard, stage=vae and stage=ndm
+#                  (paper architectures at a quarter width, 3 steps), sample and evaluate; memory and FLOPs per image
 #   make nfdm   -> after make demo: NFDM, NFDM-straight and NDM-straight on its VAE, 4-step Euler samples, and the
 #                  few-step table (energy distance at K = 1, 2, 4, 8) of all five priors in runs/benchmark/nfdm
 PYTHON ?= python3.11
@@ -15,7 +17,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo toy real real-photos real-digits study compare-real nfdm test lint install clean
+.PHONY: demo toy real real-photos real-digits study compare-real nfdm rehearsal test lint install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -42,6 +44,9 @@ nfdm: $(STAMP)
 	$(PY) -m latent_ndm.sample ckpt=runs/ndm/ndm-straight sampler=euler sampler.steps=4 progress=false
 	$(PY) -m latent_ndm.benchmark ndm_run=runs/ndm/default lsgm_run=runs/ndm/lsgm out=runs/benchmark/nfdm \
 		'few_step.runs={NFDM:runs/ndm/nfdm,NFDM-straight:runs/ndm/nfdm-straight,NDM-straight:runs/ndm/ndm-straight}'
+
+rehearsal: $(STAMP)
+	$(PY) -m benchmarks.rehearsal_256
 
 toy: $(STAMP)
 	$(PY) -m latent_ndm.toy

@@ -51,31 +51,35 @@ def digit_images(size: int) -> Iterator[tuple[str, Image.Image]]:
         yield f"{label}/{i:0{width}d}.png", grey.convert("RGB")
 
 
-def photo_tiles(size: int) -> Iterator[tuple[str, Image.Image]]:
-    """(relative name, tile) of the sample photographs at each of `PHOTO_SCALES`, cut into non-overlapping tiles."""
-    if size < 8:
-        raise DataToolError(f"--size must be at least 8, got {size}")
+def photo_tiles(size: int, stride: int | None = None) -> Iterator[tuple[str, Image.Image]]:
+    """(relative name, tile) of the sample photographs at each of `PHOTO_SCALES`, cut into tiles `stride` pixels
+    apart (default `size`: non-overlapping; a smaller stride gives more, overlapping crops, e.g. 48 at 256x256 with
+    stride 64, for the 256-pixel rehearsal)."""
+    stride = size if stride is None else int(stride)
+    if size < 8 or stride < 1:
+        raise DataToolError(f"--size must be at least 8 and --stride at least 1, got {size}, {stride}")
     photos = _sklearn_datasets().load_sample_images()
     for path, pixels in zip(photos.filenames, photos.images, strict=True):
         photo = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
         for scale in PHOTO_SCALES:
             w, h = round(photo.width * scale), round(photo.height * scale)
             scaled = photo if scale == 1.0 else photo.resize((w, h), Image.Resampling.LANCZOS)
-            for row in range(h // size):
-                for col in range(w // size):
-                    box = (col * size, row * size, (col + 1) * size, (row + 1) * size)
+            for row in range((h - size) // stride + 1 if h >= size else 0):
+                for col in range((w - size) // stride + 1 if w >= size else 0):
+                    box = (col * stride, row * stride, col * stride + size, row * stride + size)
                     yield f"{Path(path).stem}/s{scale:.2f}_{row:02d}_{col:02d}.png", scaled.crop(box)
 
 
-SETS: dict[str, Callable[[int], Iterator[tuple[str, Image.Image]]]] = {"digits": digit_images, "photos": photo_tiles}
+SETS: dict[str, Callable[..., Iterator[tuple[str, Image.Image]]]] = {"digits": digit_images, "photos": photo_tiles}
 
 
-def write_real_images(name: str, out: Path, size: int = 32) -> int:
-    """Write the set `name` (see `SETS`) into `out` as PNGs; files already there are kept. Returns how many."""
+def write_real_images(name: str, out: Path, size: int = 32, stride: int | None = None) -> int:
+    """Write the set `name` (see `SETS`) into `out` as PNGs; files already there are kept. Returns how many.
+    `stride`: the photos' tile spacing (default: the size)."""
     if name not in SETS:
         raise DataToolError(f"unknown set {name!r}; choose one of {sorted(SETS)}")
     n = 0
-    for relative, image in SETS[name](size):
+    for relative, image in (SETS[name](size) if stride is None else SETS[name](size, stride)):
         n += 1
         path = out / relative
         if not path.is_file():
@@ -89,10 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("set", choices=sorted(SETS), help="which set")
     parser.add_argument("out", type=Path, help="folder for the PNGs")
     parser.add_argument("--size", type=int, default=32, help="side length of the written images")
+    parser.add_argument("--stride", type=int, default=None, help="photos: pixels between tiles (default: --size)")
     args = parser.parse_args(argv)
 
     def body() -> int:
-        n = write_real_images(args.set, args.out, args.size)
+        n = write_real_images(args.set, args.out, args.size, args.stride)
         print(f"{n} {args.set} images written to {args.out} at {args.size}x{args.size}; next: python -m "
               f"data_tools.shard {args.out} <shard folder> --resolution {args.size}")
         return 0

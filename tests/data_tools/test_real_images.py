@@ -45,3 +45,11 @@ def test_without_scikit_learn_the_error_says_how_to_install_it(monkeypatch: pyte
         write_real_images("digits", tmp_path)
     with pytest.raises(DataToolError, match="unknown set 'mnist'"):
         write_real_images("mnist", tmp_path)
+
+
+def test_photo_tiles_with_a_stride_overlap_and_stay_inside_the_photo() -> None:
+    pytest.importorskip("sklearn")
+    tiles = list(photo_tiles(256, stride=64))
+    assert len(tiles) == 48  # 2 photos x (3 x 7 at scale 1 + 1 x 3 at 2/3; none at 1/2: 213 px high)
+    assert all(image.size == (256, 256) for _, image in tiles)
+    assert len({name for name, _ in tiles}) == 48

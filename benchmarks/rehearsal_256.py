@@ -1,0 +1,159 @@
+"""The 256-pixel path, rehearsed on a CPU: real photographs at 256x256 through every command a CelebA-HQ-256 user runs,
+with the paper's architectures at a reduced width and a few steps, measuring memory and FLOPs per image.
+
+Stages, each a fresh process (its peak resident memory is its own):
+
+1. `python -m data_tools.real_images photos --size 256 --stride 64`: 48 overlapping 256x256 crops of the two colour
+   photographs scikit-learn ships (nothing is downloaded), then `python -m data_tools.shard --resolution 256`;
+2. `stage=vae experiment=celebahq256` (5-bit data, the paper VAE: 8x downsampling to 8x32x32 latents, a 10-component
+   logistic mixture) at `--width` of its channels, `--steps` steps;
+3. `stage=ndm experiment=celebahq256_ndm` (the paper's denoiser and neural F, disjoint) on its 32x32 latents, at
+   `--width` of the denoiser's channels;
+4. `sample` of 256x256 images (RK4, one step) and `evaluate metrics=[nelbo]`.
+
+It prints one line per stage (seconds, peak RSS, and per image where a stage has a batch), the FLOPs per image of
+the VAE's forward and of one denoiser forward at the rehearsal width and at the paper's (counted with
+`torch.utils.flop_counter` on meta tensors, nothing allocated), beside the README's estimates, and one JSON line.
+Run from the repository root:
+
+    python -m benchmarks.rehearsal_256                  # about 5 minutes on 2 CPU cores; or `make rehearsal`
+    python -m benchmarks.rehearsal_256 --width 0.125 --steps 1 --samples 1 --out /tmp/r   # what the test runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+README_ESTIMATES = {"vae_forward_gflop": 690.0, "denoiser_forward_gflop": 145.0}  # README, Paper-scale recipes
+
+PEAK = ("import resource, runpy, sys\n"
+        "sys.argv = sys.argv[1:]\n"
+        "try:\n"
+        "    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "else:\n"
+        "    code = 0\n"
+        "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)\n"
+        "sys.exit(code)\n")
+
+
+def stage(name: str, module: str, args: list[str], log: Path) -> dict[str, Any]:
+    """Run `python -m module args` in a fresh process; its seconds and peak RSS (MiB). A failure stops the
+    rehearsal with the stage's name and the tail of its output."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", PEAK, module, *args], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    log.write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise SystemExit(f"rehearsal stage {name} failed (exit {proc.returncode}; log {log}):\n{tail}")
+    peak = [line for line in proc.stdout.splitlines() if line.startswith("PEAK_RSS_KIB")]
+    return {"stage": name, "seconds": seconds, "peak_rss_mib": int(peak[-1].split()[1]) / 1024 if peak else None}
+
+
+def channels(width: float, base: int, groups: int) -> int:
+    return max(groups, int(round(base * width / groups)) * groups)
+
+
+def flops_per_image(width: float) -> dict[str, float]:
+    """GFLOP of one 256px VAE forward (encode + decode) and one denoiser forward on an 8x32x32 latent, at `width` of
+    the paper's channels and at the paper's, on meta tensors."""
+    from latent_ndm.networks import UNet
+    from vae.model import VAE
+    from vae.networks import Decoder, Encoder
+
+    out = {}
+    for label, w in (("rehearsal", width), ("paper", 1.0)):
+        with torch.device("meta"):
+            vc = channels(w, 128, 8)
+            enc = dict(in_channels=3, base_channels=vc, channel_mult=(1, 2, 2, 4), num_res_blocks=2,
+                       latent_channels=8, num_groups=8, attn_resolutions=(), resolution=256, mid_attention=True)
+            vae = VAE(Encoder(**enc), Decoder(out_channels=100, **{k: v for k, v in enc.items() if k != "in_channels"}),
+                      likelihood="dml", bits=5, likelihood_kwargs={"num_mix": 10})
+            net = UNet(in_channels=8, base_channels=channels(w, 256, 8), channel_mult=(1, 2, 2, 2), num_res_blocks=8,
+                       attn_resolutions=(16,), resolution=32, num_groups=8, num_heads=4)
+            x, z, t = torch.zeros(1, 3, 256, 256), torch.zeros(1, 8, 32, 32), torch.zeros(1)
+            with FlopCounterMode(display=False) as vae_count:
+                vae.decoder(vae.encoder(x)[0])
+            with FlopCounterMode(display=False) as net_count:
+                net(z, t)
+        out[f"{label}_vae_forward_gflop"] = vae_count.get_total_flops() / 1e9
+        out[f"{label}_denoiser_forward_gflop"] = net_count.get_total_flops() / 1e9
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/rehearsal_256"))
+    parser.add_argument("--width", type=float, default=0.25, help="fraction of the paper networks' channels")
+    parser.add_argument("--steps", type=int, default=3, help="optimizer steps of each stage")
+    parser.add_argument("--batch", type=int, default=2, help="images per step")
+    parser.add_argument("--samples", type=int, default=4, help="256x256 images to sample")
+    args = parser.parse_args(argv)
+    out, w = args.out.resolve(), args.width
+    out.mkdir(parents=True, exist_ok=True)
+    crops, shards = out / "photos-256", out / "photos-256-shards"
+    common = ["trainer.devices=1", "trainer.num_nodes=1", "trainer.strategy=auto", f"trainer.max_steps={args.steps}",
+              f"trainer.val_check_interval={args.steps}", "trainer.limit_val_batches=1",
+              "trainer.enable_progress_bar=false", f"data.root={shards}", f"data.batch_size={args.batch}",
+              "data.num_workers=0", "logger=[]", "optim.scheduler.warmup_steps=1"]
+    vae_width = [f"vae.encoder.base_channels={channels(w, 128, 8)}", "vae.encoder.num_groups=8"]
+    ndm_width = [f"ndm.denoiser.base_channels={channels(w, 256, 8)}", "ndm.denoiser.num_groups=8",
+                 "ndm.denoiser.num_res_blocks=2"]
+    stages = [
+        stage("photos", "data_tools.real_images", ["photos", str(crops), "--size", "256", "--stride", "64"],
+              out / "photos.log"),
+        stage("shard", "data_tools.shard", [str(crops), str(shards), "--resolution", "256", "--shard-size", "16",
+                                            "--quiet"], out / "shard.log"),
+        stage("vae", "latent_ndm.train", ["stage=vae", "experiment=celebahq256", f"run_dir={out / 'vae'}", *common,
+                                          *vae_width, "stage.kl_warmup.hold_steps=0", "stage.images.every_n_steps=0"],
+              out / "vae.log"),
+        stage("ndm", "latent_ndm.train", ["experiment=celebahq256_ndm", f"run_dir={out / 'ndm'}",
+                                          f"vae_ckpt={out / 'vae' / 'export'}", "ndm.mode=disjoint", *common,
+                                          *vae_width, *ndm_width, "stage.collapsed_vae=warn", "stage.images.num=2",
+                                          "stage.images.steps=2", "stage.images.every_n_steps=0"],
+              out / "ndm.log"),
+        stage("sample", "latent_ndm.sample", [f"ckpt={out / 'ndm'}", f"num={args.samples}", "sampler=rk4",
+                                              "sampler.steps=1", f"batch_size={args.samples}", "progress=false",
+                                              f"out={out / 'samples'}"], out / "sample.log"),
+        stage("evaluate", "latent_ndm.evaluate", [f"ckpt={out / 'ndm'}", "metrics=[nelbo]", "limit=4",
+                                                  f"batch_size={args.batch}", "progress=false"],
+              out / "evaluate.log"),
+    ]
+    per_image = {"vae": args.batch, "ndm": args.batch, "sample": args.samples, "evaluate": args.batch}
+    for s in stages:
+        if s["stage"] in per_image and s["peak_rss_mib"] is not None:
+            s["images_per_process_step"] = per_image[s["stage"]]
+    from PIL import Image
+
+    size = Image.open(out / "samples" / "grid.png").size
+    flops = flops_per_image(w)
+    nelbo = json.loads((out / "ndm" / "export" / "evaluation.json").read_text())["metrics"]["nelbo"]["nelbo_bpd"]
+    result = {"width": w, "steps": args.steps, "batch": args.batch, "stages": stages, "flops": flops,
+              "readme_estimates": README_ESTIMATES, "sample_grid_px": list(size), "nelbo_bpd": nelbo}
+    print(f"256px rehearsal at {w:g} of the paper's widths, {args.steps} steps at batch {args.batch} (CPU):")
+    for s in stages:
+        rss = "" if s["peak_rss_mib"] is None else f", peak RSS {s['peak_rss_mib']:.0f} MiB"
+        print(f"  {s['stage']:<9} {s['seconds']:6.1f} s{rss}")
+    est = README_ESTIMATES
+    print(f"  FLOPs per image, forward: VAE {flops['rehearsal_vae_forward_gflop']:.1f} GFLOP here, "
+          f"{flops['paper_vae_forward_gflop']:.0f} at the paper's width (README: ~{est['vae_forward_gflop']:.0f}); "
+          f"denoiser {flops['rehearsal_denoiser_forward_gflop']:.1f} here, "
+          f"{flops['paper_denoiser_forward_gflop']:.0f} at the paper's (README: ~{est['denoiser_forward_gflop']:.0f})")
+    print(f"  samples: {out / 'samples' / 'grid.png'} ({size[0]}x{size[1]}); NELBO {nelbo:.3f} bits/dim")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
