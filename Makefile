@@ -8,6 +8,9 @@
 #   make study  -> after make demo: NDM vs LSGM over 3 seeds on its VAE (equal steps and equal time), and the variants
 #                  (F sizes, T = 10, joint training); tables and charts in runs/benchmark/{seeds3,variants,joint}
 #   make compare-real -> NDM vs LSGM over 3 seeds on the digits (their VAE trained first if missing)
+#   make samplers -> after make demo: NDM, LSGM and NDM-straight over 3 training seeds on its VAE, each swept over
+#                  Euler / Heun / RK4 x uniform / EDM / log-SNR grids x NFE 1-10 against the adaptive ODE at tol 1e-5
+#                  (runs/benchmark/samplers), and the adaptive ODE at tol 1e-2 (runs/benchmark/samplers-ode1e-2)
 #   make rehearsal -> the 256-pixel path on this CPU: real 256x256 photo crops through shard, stage=vae and stage=ndm
 #                  (paper architectures at a quarter width, 3 steps), sample and evaluate; memory and FLOPs per image
 #   make nfdm   -> after make demo: NFDM, NFDM-straight and NDM-straight on its VAE, 4-step Euler samples, and the
@@ -17,7 +20,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo toy real real-photos real-digits study compare-real nfdm rehearsal test lint install clean
+.PHONY: demo toy real real-photos real-digits study compare-real nfdm samplers rehearsal test lint install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -44,6 +47,21 @@ nfdm: $(STAMP)
 	$(PY) -m latent_ndm.sample ckpt=runs/ndm/ndm-straight sampler=euler sampler.steps=4 progress=false
 	$(PY) -m latent_ndm.benchmark ndm_run=runs/ndm/default lsgm_run=runs/ndm/lsgm out=runs/benchmark/nfdm \
 		'few_step.runs={NFDM:runs/ndm/nfdm,NFDM-straight:runs/ndm/nfdm-straight,NDM-straight:runs/ndm/ndm-straight}'
+
+RUNS3 = $(foreach s,0 1 2,runs/ndm/$(1)-seed$(s))
+comma := ,
+MODELS3 = --model NDM=$(subst $() ,$(comma),$(call RUNS3,ndm)) --model LSGM=$(subst $() ,$(comma),$(call RUNS3,lsgm)) \
+	--model NDM-straight=$(subst $() ,$(comma),$(call RUNS3,ndm-straight))
+
+samplers: $(STAMP)
+	for s in 0 1 2; do \
+	  $(PY) -m latent_ndm.train stage=ndm seed=$$s name=ndm-seed$$s && \
+	  $(PY) -m latent_ndm.train stage=ndm ndm/transform=identity seed=$$s name=lsgm-seed$$s && \
+	  $(PY) -m latent_ndm.train stage=ndm ndm/objective=straight seed=$$s name=ndm-straight-seed$$s || exit 1; \
+	done
+	$(PY) -m benchmarks.sampler_table $(MODELS3) --compare NDM:LSGM --compare NDM-straight:NDM \
+		--compare NDM-straight:LSGM --out runs/benchmark/samplers
+	$(PY) -m benchmarks.sampler_table $(MODELS3) --samplers '[]' --reference-tol 1e-2 --out runs/benchmark/samplers-ode1e-2
 
 rehearsal: $(STAMP)
 	$(PY) -m benchmarks.rehearsal_256

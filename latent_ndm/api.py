@@ -53,7 +53,7 @@ class Model:
         self.run.to(self.device)
         return self
 
-    def sample(self, num: int, sampler: str = "ode", seed: int = 0, batch_size: int = 64,
+    def sample(self, num: int, sampler: str = "rk4", seed: int = 0, batch_size: int = 64,
                **settings: Any) -> torch.Tensor:
         """`num` images in [-1, 1] from the prior, decoded; sample i starts from the noise of (seed, i), as
         `python -m latent_ndm.sample`. `sampler`: a name of configs/sampler/ (ode, euler, heun, rk4, sde, discrete);

@@ -250,6 +250,7 @@ class RK4(FixedStepODE):
     name: ClassVar[str] = "rk4"
     solver: ClassVar[str] = "rk4"
     evals: ClassVar[int] = 4
+    steps: int = 2  # 8 NFE: `sample`'s default, as good as the adaptive ODE at tol 1e-5 in the sampler study (README)
 
 
 @dataclass(frozen=True)
