@@ -20,6 +20,7 @@ from torch import nn
 from vae.distributions import DiagonalGaussian
 from vae.likelihoods import LIKELIHOODS, quantize
 from vae.networks import Decoder, Encoder
+from vae.protocol import store_latent_scale
 from vae.units import nats_to_bpd
 
 LikelihoodFactory = Callable[..., Any]  # (params (B, P, H, W), bits=...) -> object with log_prob/sample/mean
@@ -105,13 +106,9 @@ class VAE(nn.Module):
             raise ValueError(f"resolution {resolution} is not divisible by the downsampling factor {factor}")
         return (self.encoder.latent_channels, resolution // factor, resolution // factor)
 
-    @torch.no_grad()
     def set_latent_scale(self, value: float | torch.Tensor) -> None:
         """Store the std of encoder samples (a positive finite scalar); saved with the weights."""
-        value = torch.as_tensor(value, dtype=torch.float32)
-        if value.numel() != 1 or not torch.isfinite(value) or value <= 0:
-            raise ValueError(f"latent_scale must be a positive finite scalar, got {value}")
-        self.latent_scale.fill_(value.item())
+        store_latent_scale(self.latent_scale, value)
 
     def nelbo(self, x: torch.Tensor, beta_kl: float = 1.0, generator: torch.Generator | None = None) -> NELBO:
         """-ELBO with p(z) = N(0, I) and one reparameterised sample; x is snapped to the b-bit grid first

@@ -19,6 +19,7 @@ from torch import nn
 
 from vae.distributions import DiagonalGaussian
 from vae.likelihoods import DiscretizedGaussian, quantize
+from vae.protocol import store_latent_scale
 
 TARGET = "vae.pixel_shuffle.PixelShuffleVAE"
 
@@ -56,12 +57,8 @@ class PixelShuffleVAE(nn.Module):
             raise ValueError(f"resolution {resolution} is not divisible by the factor {self.factor}")
         return (self.image_channels * self.factor**2, resolution // self.factor, resolution // self.factor)
 
-    @torch.no_grad()
     def set_latent_scale(self, value: float | torch.Tensor) -> None:
-        value = torch.as_tensor(value, dtype=torch.float32)
-        if value.numel() != 1 or not torch.isfinite(value) or value <= 0:
-            raise ValueError(f"latent_scale must be a positive finite scalar, got {value}")
-        self.latent_scale.fill_(value.item())
+        store_latent_scale(self.latent_scale, value)
 
     def config(self) -> dict[str, Any]:
         return {"_target_": TARGET, "factor": self.factor, "image_channels": self.image_channels, "bits": self.bits,

@@ -27,6 +27,16 @@ class ImageLikelihood(Protocol):
         """The image the decoder means, in [-1, 1] (what `sample` writes)."""
 
 
+@torch.no_grad()
+def store_latent_scale(buffer: torch.Tensor, value: float | torch.Tensor) -> None:
+    """Write the std of encoder samples into a VAE's `latent_scale` buffer: a positive finite scalar, else ValueError.
+    The one rule every `LatentVAE.set_latent_scale` follows."""
+    value = torch.as_tensor(value, dtype=torch.float32)
+    if value.numel() != 1 or not torch.isfinite(value) or value <= 0:
+        raise ValueError(f"latent_scale must be a positive finite scalar, got {value}")
+    buffer.fill_(value.item())
+
+
 @runtime_checkable
 class LatentVAE(Protocol):
     """The members a latent NDM uses. `latent_scale` is a registered buffer (saved with the weights): the std of
