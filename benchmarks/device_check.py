@@ -38,6 +38,7 @@ from latent_ndm.model import LatentModel
 from latent_ndm.runs.build import build_ndm_prior
 from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.targets import instantiate_trusted
+from latent_ndm.training.speed import compiled_networks
 
 PAPER = {"set": ["ndm/denoiser=celebahq256", "ndm.latent.channels=8", "ndm.latent.resolution=32"], "batch": 4,
          "vae": ["vae=celebahq256", "data.resolution=256"], "vae_batch": 4, "samples": 8, "steps": 6}
@@ -115,8 +116,7 @@ def compile_speedup(size: dict[str, Any], args: argparse.Namespace) -> dict[str,
     ns = argparse.Namespace(set=list(size["set"]), batch=size["batch"], device=args.device)
     plain, _ = ndm_step_time.build([], ns)
     compiled, _ = ndm_step_time.build([], ns)
-    nets = [compiled.denoiser.net, *([compiled.transform.net] if compiled.transform.kind == "separable" else [])]
-    for net in nets:  # what stage.speed.compile compiles (latent_ndm/training/speed.py)
+    for net in compiled_networks(compiled.denoiser, compiled.transform):  # what stage.speed.compile compiles
         net.compile()
     runs = {n: ndm_step_time.with_precision(s, argparse.Namespace(device=args.device,
                                                                   precision="bf16-mixed" if args.bf16 else "32"))

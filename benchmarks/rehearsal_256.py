@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from latent_ndm.runs.config import scaled_channels
+
 README_ESTIMATES = {"vae_forward_gflop": 690.0, "denoiser_forward_gflop": 145.0}  # README, Paper-scale recipes
 
 PEAK = ("import resource, runpy, sys\n"
@@ -61,10 +63,6 @@ def stage(name: str, module: str, args: list[str], log: Path) -> dict[str, Any]:
     return {"stage": name, "seconds": seconds, "peak_rss_mib": int(peak[-1].split()[1]) / 1024 if peak else None}
 
 
-def channels(width: float, base: int, groups: int) -> int:
-    return max(groups, int(round(base * width / groups)) * groups)
-
-
 def flops_per_image(width: float) -> dict[str, float]:
     """GFLOP of one 256px VAE forward (encode + decode) and one denoiser forward on an 8x32x32 latent, at `width` of
     the paper's channels and at the paper's, on meta tensors."""
@@ -75,13 +73,13 @@ def flops_per_image(width: float) -> dict[str, float]:
     out = {}
     for label, w in (("rehearsal", width), ("paper", 1.0)):
         with torch.device("meta"):
-            vc = channels(w, 128, 8)
+            vc = scaled_channels(128, w, 8)
             enc = dict(in_channels=3, base_channels=vc, channel_mult=(1, 2, 2, 4), num_res_blocks=2,
                        latent_channels=8, num_groups=8, attn_resolutions=(), resolution=256, mid_attention=True)
             vae = VAE(Encoder(**enc), Decoder(out_channels=100, **{k: v for k, v in enc.items() if k != "in_channels"}),
                       likelihood="dml", bits=5, likelihood_kwargs={"num_mix": 10})
-            net = UNet(in_channels=8, base_channels=channels(w, 256, 8), channel_mult=(1, 2, 2, 2), num_res_blocks=8,
-                       attn_resolutions=(16,), resolution=32, num_groups=8, num_heads=4)
+            net = UNet(in_channels=8, base_channels=scaled_channels(256, w, 8), channel_mult=(1, 2, 2, 2),
+                       num_res_blocks=8, attn_resolutions=(16,), resolution=32, num_groups=8, num_heads=4)
             x, z, t = torch.zeros(1, 3, 256, 256), torch.zeros(1, 8, 32, 32), torch.zeros(1)
             with FlopCounterMode(display=False) as vae_count:
                 vae.decoder(vae.encoder(x)[0])
@@ -107,8 +105,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"trainer.val_check_interval={args.steps}", "trainer.limit_val_batches=1",
               "trainer.enable_progress_bar=false", f"data.root={shards}", f"data.batch_size={args.batch}",
               "data.num_workers=0", "logger=[]", "optim.scheduler.warmup_steps=1"]
-    vae_width = [f"vae.encoder.base_channels={channels(w, 128, 8)}", "vae.encoder.num_groups=8"]
-    ndm_width = [f"ndm.denoiser.base_channels={channels(w, 256, 8)}", "ndm.denoiser.num_groups=8",
+    vae_width = [f"vae.encoder.base_channels={scaled_channels(128, w, 8)}", "vae.encoder.num_groups=8"]
+    ndm_width = [f"ndm.denoiser.base_channels={scaled_channels(256, w, 8)}", "ndm.denoiser.num_groups=8",
                  "ndm.denoiser.num_res_blocks=2"]
     stages = [
         stage("photos", "data_tools.real_images", ["photos", str(crops), "--size", "256", "--stride", "64"],

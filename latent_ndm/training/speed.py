@@ -20,11 +20,11 @@ from torch import nn
 from latent_ndm.model import NDMPrior
 
 
-def compiled_networks(prior: NDMPrior) -> list[nn.Module]:
+def compiled_networks(denoiser: nn.Module, transform: nn.Module) -> list[nn.Module]:
     """The networks `compile` compiles: the denoiser's, and a separable F's (one plain pass, no jvp)."""
-    nets = [prior.denoiser.net]
-    if prior.transform.kind == "separable":
-        nets.append(prior.transform.net)
+    nets = [denoiser.net]
+    if transform.kind == "separable":
+        nets.append(transform.net)
     return nets
 
 
@@ -37,5 +37,5 @@ def apply_speed_switches(prior: NDMPrior, speed: Any, ema_prior: NDMPrior | None
             if p is not None:
                 p.to(memory_format=torch.channels_last)
     if speed.get("compile", False):
-        for net in compiled_networks(prior):
+        for net in compiled_networks(prior.denoiser, prior.transform):
             net.compile()
