@@ -9,7 +9,6 @@ latent scale (std of encoder samples) that it also stores in the weights. docs/B
 
 from __future__ import annotations
 
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +26,21 @@ from latent_ndm.training.vae_loss import ValidationMetrics
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Build, measure and write the export; returns its metrics."""
     config = OmegaConf.to_container(cfg.vae, resolve=True)
-    try:
-        vae = external_vae(config, "the command line's vae") if "_target_" in config else None
-    except ValueError as err:
-        raise TrainingError(str(err)) from err
-    if vae is None:
+    if "_target_" not in config:
         raise TrainingError("vae needs a _target_ naming the class to build, e.g. "
                             "vae._target_=vae.pixel_shuffle.PixelShuffleVAE")
+    try:
+        vae = external_vae(config, "the command line's vae")
+    except ValueError as err:
+        raise TrainingError(str(err)) from err
     device = resolve_device(cfg.device)
     datamodule = build_datamodule(cfg.data)
     datamodule.setup("validate")
     vae = vae.to(device).eval()
     metrics, generator = ValidationMetrics(), torch.Generator(device=device).manual_seed(int(cfg.seed))
-    batches = iter(datamodule.val_dataloader())
     limit = None if cfg.limit is None else int(cfg.limit)
     seen = 0
-    for x in islice(batches, None):
+    for x in datamodule.val_dataloader():
         if limit is not None and seen >= limit:
             break
         x = x[: None if limit is None else limit - seen].to(device)

@@ -35,6 +35,7 @@ class SampleResult:
     num: int
     nfe_per_batch: list[int]
     seconds: float
+    sampler: str  # `Sampler.describe()`
 
     @property
     def images_per_s(self) -> float:
@@ -69,7 +70,7 @@ def sample(cfg: DictConfig) -> SampleResult:
             images.append(out.images.cpu())
             bar.update(len(chunk))
     save_png(image_grid(torch.cat(images)[: cfg.grid_row * cfg.grid_row], cfg.grid_row), out_dir / "grid.png")
-    result = SampleResult(out_dir, cfg.num, nfes, seconds)
+    result = SampleResult(out_dir, cfg.num, nfes, seconds, spec.describe())
     info: dict[str, Any] = {"ckpt": str(cfg.ckpt), "weights": run.weights, "sampler": spec.describe(),
                             "settings": OmegaConf.to_container(cfg, resolve=True), "num": cfg.num,
                             "nfe_per_batch": nfes, "seconds": seconds, "images_per_s": result.images_per_s,
@@ -81,7 +82,7 @@ def sample(cfg: DictConfig) -> SampleResult:
 def run(cfg: DictConfig) -> SampleResult:
     result = sample(cfg)
     nfe = sum(result.nfe_per_batch) / len(result.nfe_per_batch)
-    print(f"{result.num} samples from {cfg.ckpt} ({build_sampler(cfg.sampler).describe()}): NFE {nfe:.0f} per batch, "
+    print(f"{result.num} samples from {cfg.ckpt} ({result.sampler}): NFE {nfe:.0f} per batch, "
           f"{result.images_per_s:.2f} images/s (sampling + decoding)")
     print(f"  images: {result.out_dir} (grid.png, samples.json)")
     return result
