@@ -53,3 +53,27 @@ def test_photo_tiles_with_a_stride_overlap_and_stay_inside_the_photo() -> None:
     assert len(tiles) == 48  # 2 photos x (3 x 7 at scale 1 + 1 x 3 at 2/3; none at 1/2: 213 px high)
     assert all(image.size == (256, 256) for _, image in tiles)
     assert len({name for name, _ in tiles}) == 48
+
+
+def test_textures_tile_thirteen_photographs_and_faces_are_one_file_per_face(tmp_path: Path) -> None:
+    pytest.importorskip("skimage")
+    from data_tools.real_images import face_images, texture_tiles
+
+    tiles = list(texture_tiles(32))
+    names = [name for name, _ in tiles]
+    assert len(names) == len(set(names)) == 3756 and all(image.size == (32, 32) for _, image in tiles[:50])
+    assert {name.split("/")[0] for name in names} >= {"china", "flower", "brick", "gravel", "chelsea", "rocket"}
+    grey = np.asarray(next(image for name, image in tiles if name.startswith("gravel/")))
+    assert grey.shape == (32, 32, 3) and (grey[..., 0] == grey[..., 2]).all()  # a grey photograph, as RGB
+    assert write_real_images("faces", tmp_path / "faces", size=32) == 100
+    assert len(list((tmp_path / "faces" / "faces").glob("*.png"))) == 100
+    assert len({np.asarray(image).tobytes() for _, image in face_images(32)}) == 100  # no face twice
+    with pytest.raises(DataToolError, match="--stride applies to the tiled sets"):
+        write_real_images("faces", tmp_path / "x", stride=16)
+
+
+def test_without_scikit_image_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "skimage", None)
+    with pytest.raises(DataToolError, match=r"scikit-image, which is not installed; run `pip install -e '\.\[real\]'`"):
+        write_real_images("faces", tmp_path)
