@@ -56,8 +56,10 @@ def format_table(results: dict[str, dict[str, Any]], title: str) -> str:
         rows.append(("NELBO", f"{r['nelbo_bpd']:.4f}", "bits/dim", f"{_parts(r, 'nelbo')}; {int(r['count'])} images"))
         if r.get("latent"):
             u = r["latent"]
-            rows.append(("VAE latent", f"{u['active_units']:.0f}/{u['latent_units']:.0f}", "active",
-                         f"units (Var_x E_q[z_u] > 0.01); KL {u['kl_unit_nats']:.3f} nats/unit; decoder-mean PSNR "
+            checked = u.get("units_checked", u["latent_units"])
+            rows.append(("VAE latent", f"{u.get('active_units', float('nan')):.0f}/{checked:.0f}", "used",
+                         f"units the decoder uses (of {checked:.0f} checked, {u['latent_units']:.0f} in all; "
+                         f"{u['varying_units']:.0f} vary); KL {u['kl_unit_nats']:.3f} nats/unit; decoder-mean PSNR "
                          f"{u['psnr']:.2f} dB; explains {100 * u['explained']:.0f}% of the variation within the "
                          "images"))
     if "nll" in results:

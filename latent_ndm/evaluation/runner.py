@@ -137,7 +137,7 @@ def update_latent_usage(usage: LatentUsage, vae: VAE, x: torch.Tensor) -> None:
     """Add a batch of images to the collapse watch of `vae` (posterior statistics, decoder-mean reconstruction)."""
     x = vae.quantize(x)
     q = vae.encode(x)
-    usage.update(q, x, vae.decode(q.mode()).mean())
+    usage.update(q, x, vae.decode(q.mode()).mean(), decode=lambda z: vae.decode(z).mean())
 
 
 def eval_nelbo(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str, Any]:

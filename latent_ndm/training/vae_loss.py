@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from vae import VAE, nats_to_bpd
-from vae.diagnostics import LatentUsage
+from vae.diagnostics import USE_IMAGES, USE_UNITS, LatentUsage
 from vae.running_sums import RunningSums
 
 
@@ -94,14 +94,15 @@ class ValidationMetrics(RunningSums):
 
     Metrics: nelbo_bpd = rec_bpd + kl_bpd (beta = 1, no free bits, one z sample per image), kl_share (the KL's part
     of the NELBO), lpips (when a model is given), latent_scale (std of encoder samples z ~ q(z|x) over all
-    elements), and the collapse watch of `vae.diagnostics.LatentUsage`: active units (Burda et al.'s per-unit
-    criterion), KL per latent unit and per channel, PSNR of the decoder mean at the posterior mean and the share of the
-    within-image variation it explains (against painting each image its mean colour).
+    elements), and the collapse watch of `vae.diagnostics.LatentUsage`: active units (those the decoder uses,
+    measured on the first `use_images` images of the pass, the same fixed batch at every validation, over at most
+    `use_units` units), varying units, KL per latent unit and per channel, PSNR of the decoder mean at the posterior
+    mean and the share of the within-image variation it explains (against painting each image its mean colour).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, use_images: int = USE_IMAGES, use_units: int = USE_UNITS) -> None:
         super().__init__()
-        self.usage = LatentUsage()
+        self.usage = LatentUsage(use_images, use_units)
         self.num_dims = 0
 
     @torch.no_grad()
@@ -112,7 +113,7 @@ class ValidationMetrics(RunningSums):
         z = q.sample(generator)
         rec = -vae.decode(z).log_prob(x)
         x_hat = vae.decode(q.mode()).mean()
-        self.usage.update(q, x, x_hat)
+        self.usage.update(q, x, x_hat, decode=lambda z: vae.decode(z).mean())
         self.num_dims = math.prod(x.shape[1:])
         self.add("count", torch.tensor(float(x.shape[0]), device=x.device))
         self.add("rec", rec)
