@@ -15,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from latent_ndm.cli import hydra_command
+from latent_ndm.errors import TrainingError
 from latent_ndm.runs.folders import remove_if_empty
 from latent_ndm.training.run import RunResult, train
 
@@ -49,6 +50,8 @@ def run(cfg: DictConfig) -> RunResult:
         raise
     if result.trainer.is_global_zero:
         print(format_report(cfg, result))
+    if result.report.get("stopped"):  # stage.on_collapse=stop: the run kept its checkpoint, and failed
+        raise TrainingError(result.report["stopped"])
     return result
 
 

@@ -3,7 +3,7 @@ re-exported here under the name that runs saved before it moved give as their sc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from latent_ndm.optim.lr import warmup_cosine
 
@@ -27,6 +27,29 @@ class KLWarmup:
     def __post_init__(self) -> None:
         if self.warmup_steps < 0 or self.hold_steps < 0 or not 0.0 <= self.beta_min <= self.beta_max:
             raise ValueError(f"invalid KL warm-up {self}: need steps >= 0 and 0 <= beta_min <= beta_max")
+
+    @classmethod
+    def from_portions(cls, max_steps: int, anneal_portion: float, const_portion: float = 0.0,
+                      beta_min: float = 1e-4, beta_max: float = 1.0) -> KLWarmup:
+        """The warm-up of a run of `max_steps` steps in LSGM's terms: beta = `beta_min` for the first
+        `const_portion` of the run (kl_const_portion), then a linear rise to `beta_max` over the next `anneal_portion`
+        (kl_anneal_portion), both fractions of the whole run, so that the warm-up scales with it. Steps are rounded."""
+        if max_steps < 1 or not (0.0 <= anneal_portion and 0.0 <= const_portion and anneal_portion + const_portion
+                                 <= 1.0):
+            raise ValueError(f"the KL warm-up is given in shares of the run: it needs trainer.max_steps >= 1 and "
+                             f"stage.kl_warmup portions >= 0 adding up to at most 1, got trainer.max_steps="
+                             f"{max_steps}, anneal_portion={anneal_portion}, const_portion={const_portion}")
+        return cls(warmup_steps=round(anneal_portion * max_steps), hold_steps=round(const_portion * max_steps),
+                   beta_min=beta_min, beta_max=beta_max)
+
+    @property
+    def end_step(self) -> int:
+        """The first step at which beta = beta_max."""
+        return self.hold_steps + self.warmup_steps
+
+    def restarted(self, at_step: int, steps: int) -> KLWarmup:
+        """The warm-up run again from `at_step`: beta back at beta_min there, rising to beta_max over `steps`."""
+        return replace(self, warmup_steps=int(steps), hold_steps=int(at_step))
 
     def __call__(self, step: int) -> float:
         if self.warmup_steps == 0:

@@ -20,6 +20,7 @@ from latent_ndm.training.schedules import KLWarmup
 from latent_ndm.training.step_noise import seeded_step
 from latent_ndm.training.vae_loss import ValidationMetrics, vae_loss
 from vae import VAE
+from vae.diagnostics import USE_IMAGES, USE_UNITS
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]  # params -> optimizer (a Hydra `_partial_`)
 SchedulerFactory = Callable[..., Any]  # optimizer -> LR scheduler stepped every batch
@@ -37,6 +38,7 @@ class VAEModule(L.LightningModule):
     ema_decay, ema_warmup: see `EMA`.
     free_bits: nats per latent unit below which the training KL does not push a unit (0: off; see `vae_loss`).
     kl_balance: balance the KL across latent channels while the warm-up's beta < 1 (see `balanced_kl`).
+    watch: (images, units) of the collapse watch's decoder-use measurement (see `vae.diagnostics.LatentUsage`).
     seed: seeds the noise of every step (with rank, step and micro-batch), so that a resumed run draws what the
         uninterrupted run drew.
     """
@@ -54,6 +56,7 @@ class VAEModule(L.LightningModule):
         free_bits: float = 0.0,
         kl_balance: bool = False,
         seed: int = 0,
+        watch: tuple[int, int] = (USE_IMAGES, USE_UNITS),
     ) -> None:
         super().__init__()
         if lpips_weight < 0 or (lpips_weight > 0 and lpips is None):
@@ -63,6 +66,7 @@ class VAEModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.kl_warmup = kl_warmup or KLWarmup(warmup_steps=0)
         self.lpips_weight, self.free_bits, self.kl_balance, self.seed = lpips_weight, free_bits, kl_balance, seed
+        self.watch = watch
         self._lpips = (lpips,) if lpips is not None else ()  # a tuple: not a submodule, not saved
         self.last_terms: dict[str, torch.Tensor] = {}
         self.val_metrics: dict[str, float] = {}
@@ -96,7 +100,7 @@ class VAEModule(L.LightningModule):
         self.ema.update(self.vae)
 
     def on_validation_epoch_start(self) -> None:
-        self._val = ValidationMetrics()
+        self._val = ValidationMetrics(*self.watch)
 
     def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
         generator = torch.Generator(device=x.device).manual_seed(batch_idx)  # the same z noise every validation

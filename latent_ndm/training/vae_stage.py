@@ -12,12 +12,13 @@ from omegaconf import DictConfig
 from latent_ndm.errors import TrainingError
 from latent_ndm.runs.targets import instantiate_trusted
 from latent_ndm.training.builders import run_callbacks, run_places
+from latent_ndm.training.callbacks.collapse import CollapseWatch, rerun_hint
 from latent_ndm.training.callbacks.images import ImageGrids
 from latent_ndm.training.lpips_loader import LPIPS, load_lpips, lpips_available
 from latent_ndm.training.schedules import KLWarmup
 from latent_ndm.training.vae_module import VAEModule
 from vae import VAE
-from vae.diagnostics import collapse_verdict
+from vae.diagnostics import collapse_verdict, units_checked
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> VAEModule
         vae,
         optimizer=instantiate_trusted(cfg.optim.optimizer),
         scheduler=scheduler,
-        kl_warmup=KLWarmup(**s.kl_warmup),
+        kl_warmup=KLWarmup.from_portions(int(cfg.trainer.max_steps), **s.kl_warmup),
         lpips=build_lpips(s.lpips),
         lpips_weight=s.lpips.weight,
         ema_decay=s.ema.decay,
@@ -55,12 +56,17 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> VAEModule
         free_bits=s.free_bits,
         kl_balance=s.kl_balance,
         seed=cfg.seed,
+        watch=(int(s.watch.images), int(s.watch.units)),
     )
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
+    """Every stage's callbacks, then the collapse watch (after the checkpoint and export, which a stop keeps)."""
     images = ImageGrids(run_dir / "images", cfg.stage.images.every_n_steps, cfg.stage.images.num, seed=cfg.seed)
-    return run_callbacks(cfg, run_dir, images)
+    s, max_steps = cfg.stage, int(cfg.trainer.max_steps)
+    watch = CollapseWatch(s.on_collapse, rerun_hint(cfg.name, max_steps, float(s.kl_warmup.anneal_portion)),
+                          extend_steps=round(float(s.extend_portion) * max_steps))
+    return [*run_callbacks(cfg, run_dir, images), watch]
 
 
 def summarize(m: dict[str, Any]) -> str:
@@ -68,7 +74,9 @@ def summarize(m: dict[str, Any]) -> str:
     line = (f"val NELBO {m['nelbo_bpd']:.4f} bits/dim (rec {m['rec_bpd']:.4f} + KL {m['kl_bpd']:.4f}, KL share "
             f"{100 * m['kl_share']:.1f}%), PSNR {m['psnr']:.2f} dB (explains {100 * m['explained']:.0f}% of the "
             "variation within the images)" + (f", LPIPS {m['lpips']:.4f}" if "lpips" in m else ""))
-    return line + (f", active latent units {m['active_units']:.0f} of {m['latent_units']:.0f}, KL per unit "
+    if "active_units" in m:
+        line += f", the decoder uses {m['active_units']:.0f} of {units_checked(m)}"
+    return line + (f" ({m['varying_units']:.0f} of {m['latent_units']:.0f} vary), KL per unit "
                    f"{m['kl_unit_nats']:.3f} nats, latent scale {m['latent_scale']:.4f}")
 
 
@@ -80,5 +88,10 @@ def report(trainer: L.Trainer, module: VAEModule, run_dir: Path) -> dict[str, An
     collapse = verdict.sentence("this VAE") if verdict else None
     if collapse:
         log.warning(collapse)
+    watch = next((c for c in trainer.callbacks if isinstance(c, CollapseWatch)), None)
+    stopped = None
+    if watch is not None and watch.stopped:
+        stopped = f"stopped at step {trainer.global_step} on a collapsed latent (stage.on_collapse=stop); {watch.hint}"
     return {"step": trainer.global_step, "metrics": dict(m), "summary": summarize(m) if m else None,
-            "collapse": collapse, **run_places(trainer, run_dir)}
+            "collapse": collapse, "stopped": stopped,
+            "kl_warmup_rerun_at": watch.extended_at if watch is not None else None, **run_places(trainer, run_dir)}

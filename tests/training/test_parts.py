@@ -30,6 +30,22 @@ def test_kl_warmup_holds_rises_linearly_and_saturates() -> None:
         KLWarmup(warmup_steps=-1)
 
 
+def test_kl_warmup_in_shares_of_the_run_scales_with_it_and_restarts() -> None:
+    """LSGM's portions: the same shares give a warm-up twice as long in a run twice as long."""
+    short = KLWarmup.from_portions(1500, anneal_portion=0.4, const_portion=0.1)
+    long = KLWarmup.from_portions(3000, anneal_portion=0.4, const_portion=0.1)
+    assert (short.hold_steps, short.warmup_steps, short.end_step) == (150, 600, 750)
+    assert (long.hold_steps, long.warmup_steps, long.end_step) == (300, 1200, 1500)
+    assert short(450) == long(900) == pytest.approx(1e-4 + (1 - 1e-4) * 0.5)
+    assert KLWarmup.from_portions(10, 0.0)(0) == 1.0  # no warm-up
+    for bad in ((0, 0.4, 0.0), (100, 0.8, 0.3), (100, -0.1, 0.0)):
+        with pytest.raises(ValueError, match="shares of the run"):
+            KLWarmup.from_portions(*bad)
+    again = short.restarted(at_step=900, steps=300)  # stage.on_collapse=extend
+    assert again(900) == 1e-4 and again(1050) == pytest.approx(1e-4 + (1 - 1e-4) * 0.5) and again(1200) == 1.0
+    assert again.end_step == 1200
+
+
 def test_warmup_cosine_schedule() -> None:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=1.0)
     sched = warmup_cosine(opt, warmup_steps=4, total_steps=14, min_lr_ratio=0.1)

@@ -81,8 +81,8 @@ def test_a_failed_start_leaves_no_folder(tmp_path: Path, tiny_data: Path) -> Non
     proc = cli("stage=ndm", f"vae_ckpt={tmp_path / 'nowhere'}", *args, cwd=tmp_path)
     assert proc.returncode == 1 and "no VAE checkpoint at" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run folder, no outputs/, no log
-    proc = cli("-m", *tiny_args(tiny_data, tmp_path / "sweep"), "stage.kl_warmup.warmup_steps=-1,2", cwd=tmp_path)
-    assert proc.returncode == 1 and "invalid KL warm-up" in proc.stderr
+    proc = cli("-m", *tiny_args(tiny_data, tmp_path / "sweep"), "stage.kl_warmup.anneal_portion=-1,0.5", cwd=tmp_path)
+    assert proc.returncode == 1 and "the KL warm-up is given in shares of the run" in proc.stderr
     assert not (tmp_path / "sweep" / "0").exists()  # the job that failed to start left nothing
 
 
