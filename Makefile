@@ -4,7 +4,10 @@
 #                  then sample -> evaluate -> benchmark (NDM vs LSGM table and chart in runs/benchmark/600)
 #   make test   -> create .venv if missing, install with the test extra, run ruff and the test suite
 #   make toy    -> the 2D checkerboard demo (F = identity, NDM, NFDM, NFDM-straight; about 30 min on one core)
-#   make real   -> the VAE stage on two real-image sets bundled with scikit-learn (photo tiles, digits); no downloads
+#   make real   -> the VAE stage on three real-image sets bundled with scikit-learn and scikit-image (photographs with
+#                  textures, LFW portraits, digits); no downloads
+#   make vae-study -> the VAE recipe study: the default and the previous warm-up on those sets and the embedded faces,
+#                  3 seeds each, and the default at twice the budget (runs/benchmark/vae-recipes; about 2 h on 2 cores)
 #   make study  -> after make demo: NDM vs LSGM over 3 seeds on its VAE (equal steps and equal time), and the variants
 #                  (F sizes, T = 10, joint training); tables and charts in runs/benchmark/{seeds3,variants,joint}
 #   make compare-real -> NDM vs LSGM over 3 seeds on the digits (their VAE trained first if missing)
@@ -20,7 +23,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo toy real real-photos real-digits study compare-real nfdm samplers rehearsal test lint install clean
+.PHONY: demo toy real real-textures real-faces real-digits vae-study study compare-real nfdm samplers rehearsal test lint install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -69,17 +72,28 @@ rehearsal: $(STAMP)
 toy: $(STAMP)
 	$(PY) -m latent_ndm.toy
 
-real: real-photos real-digits
+real: real-textures real-faces real-digits
 
-real-photos: $(STAMP)
-	$(PY) -m data_tools.real_images photos data/photos-png --size 32
-	$(PY) -m data_tools.shard data/photos-png data/photos-32 --resolution 32 --shard-size 64 --quiet
-	$(PY) -m latent_ndm.train stage=vae data=shards data.root=data/photos-32 name=photos
+real-textures: $(STAMP)
+	$(PY) -m data_tools.real_images textures data/textures-png --size 32
+	$(PY) -m data_tools.shard data/textures-png data/textures-32 --resolution 32 --shard-size 128 --quiet
+	$(PY) -m latent_ndm.train stage=vae data=shards data.root=data/textures-32 name=textures
+
+real-faces: $(STAMP)
+	$(PY) -m data_tools.real_images faces data/faces-png --size 32
+	$(PY) -m data_tools.shard data/faces-png data/faces-32 --resolution 32 --shard-size 64 --split train=0.8,val=0.2 --quiet
+	$(PY) -m latent_ndm.train stage=vae data=shards data.root=data/faces-32 name=faces
 
 real-digits: $(STAMP)
 	$(PY) -m data_tools.real_images digits data/digits-png --size 32
 	$(PY) -m data_tools.shard data/digits-png data/digits-32 --resolution 32 --shard-size 128 --quiet
 	$(PY) -m latent_ndm.train stage=vae data=shards data.root=data/digits-32 data.flip=false name=digits
+
+vae-study: $(STAMP)
+	$(PY) -m benchmarks.vae_recipes --sets textures,faces,digits,synthetic --recipes default,fixed600 --seeds 0,1,2 \
+		--budgets 1 --out runs/benchmark/vae-recipes
+	$(PY) -m benchmarks.vae_recipes --sets textures,faces,digits --recipes default --seeds 0,1,2 --budgets 2 \
+		--out runs/benchmark/vae-recipes-2x
 
 FULL_F   := full:["ndm.F_size.width=1"]
 VARIANTS := {$(FULL_F),half:["ndm.F_size.width=0.5"],T10:["ndm/objective=discrete","ndm.objective.T=10"]}
