@@ -72,11 +72,14 @@ def filled(overrides: list[str], max_steps: int) -> list[str]:
     return out
 
 
-def run_one(job: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Train (or resume, or reuse) one run and return its record for the table."""
+def run_one(job: dict[str, Any], out: Path, train: bool = True) -> dict[str, Any] | None:
+    """Train (or resume, or reuse) one run and return its record for the table; None for a run that has not
+    finished when `train` is False."""
     run_dir = out / "runs" / job["name"]
     record = read_run_record(run_dir / "export") if (run_dir / "export").is_dir() else {}
     if record.get("step") != job["max_steps"]:
+        if not train:
+            return None
         cmd = [sys.executable, "-m", "latent_ndm.train", "stage=vae", f"name={job['name']}", f"run_dir={run_dir}",
                f"seed={job['seed']}", f"trainer.max_steps={job['max_steps']}", "trainer.enable_progress_bar=false",
                "logger=[csv]", "data.num_workers=1", *job["overrides"]]
@@ -104,6 +107,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--budgets", default="1", help="multiples of the default trainer.max_steps, e.g. 1,2")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (each on cpu_threads=auto)")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark/vae-recipes"))
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: table the runs that finished and list the others as missing")
     args = parser.parse_args(argv)
     recipes = dict(RECIPES)
     for spec in args.recipe:
@@ -127,14 +132,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  "overrides": [*SETS[s]["overrides"], *filled(recipes[recipe], steps)]})
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        records = list(pool.map(lambda job: run_one(job, args.out), jobs))
+        done = list(pool.map(lambda job: run_one(job, args.out, not args.table_only), jobs))
+    records = [r for r in done if r is not None]
+    missing = [job["name"] for job, r in zip(jobs, done, strict=True) if r is None]
     hardware = f"CPU ({os.cpu_count()} cores, {platform.machine()}), {args.jobs} runs at a time"
     result = {"hardware": hardware, "base_steps": base_steps, "recipes": {n: recipes[n] for n in names},
               "command": "python -m benchmarks.vae_recipes " + " ".join(sys.argv[1:] if argv is None else argv),
-              "records": records, **summarise(records, args.baseline if args.baseline in names else None)}
+              "records": records, "missing": missing,
+              **summarise(records, args.baseline if args.baseline in names else None)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "vae_recipes.json").write_text(json.dumps(result, indent=1))
-    text = markdown(result, base_steps)
+    text = markdown(result, base_steps) + (f"\nNot finished, left out: {', '.join(missing)}\n" if missing else "")
     (args.out / "vae_recipes.md").write_text(f"`{result['command']}` on {result['hardware']}\n\n{text}")
     print(text)
     print(f"{len(records)} runs in {time.monotonic() - start:.0f} s; {args.out / 'vae_recipes.md'}")
