@@ -71,3 +71,12 @@ def test_extend_runs_the_warm_up_again_over_a_longer_run_once_and_a_resume_keeps
     assert any(state.get("extended_at") == 2 for state in ckpt["callbacks"].values())
     again = train(vae_cfg(run, tiny_data, *args))  # resumed: the longer run was finished
     assert again.trainer.global_step == 6 and again.module.kl_warmup.hold_steps == 2
+
+
+def test_the_rerun_hint_doubles_the_run_and_its_warm_up_up_to_the_whole_run() -> None:
+    from latent_ndm.training.callbacks.collapse import rerun_hint
+
+    assert rerun_hint("tex", 1500, 0.4) == ("rerun the same command with `trainer.max_steps=3000 "
+                                            "stage.kl_warmup.anneal_portion=0.8 name=tex-longer`, or add "
+                                            "`stage.on_collapse=extend`")
+    assert "anneal_portion" not in rerun_hint("tex", 1500, 1.0)  # the default already anneals over the whole run

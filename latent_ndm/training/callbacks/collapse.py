@@ -7,7 +7,9 @@
   `extend_portion` of the run) and the run is made that many steps longer, so that its stretch at beta = 1 keeps its
   length. The learning-rate schedule is not stretched: the added steps run at its final rate.
 
-Before the warm-up ends a weak latent is expected (beta < 1 pays little for the KL), so nothing is said then.
+Before the warm-up ends a weak latent is expected (beta < 1 pays little for the KL, and an early decoder has not
+learned to read the latent yet), so nothing is said then: under the default warm-up, which spans the whole run, the
+watch judges at the last validation; with a shorter `anneal_portion`, from the end of the warm-up on.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ log = logging.getLogger(__name__)
 
 
 def rerun_hint(name: str, max_steps: int, anneal_portion: float) -> str:
-    """The override that reruns a collapsed run with a longer warm-up over a longer run, under a new name."""
+    """The override that reruns a collapsed run twice as long, with a warm-up twice as long (in steps: its share
+    doubled, up to the whole run), under a new name."""
     longer = min(1.0, round(2 * anneal_portion, 3)) or 0.5
-    return (f"rerun the same command with `trainer.max_steps={2 * max_steps} stage.kl_warmup.anneal_portion={longer} "
-            f"name={name}-longer`, or add `stage.on_collapse=extend`")
+    anneal = "" if longer == anneal_portion else f" stage.kl_warmup.anneal_portion={longer}"
+    return (f"rerun the same command with `trainer.max_steps={2 * max_steps}{anneal} name={name}-longer`, or add "
+            "`stage.on_collapse=extend`")
 
 
 class CollapseWatch(L.Callback):
