@@ -46,6 +46,7 @@ def test_rows_carry_t_intervals_and_the_paired_differences_are_holm_corrected() 
 
 
 def test_recipe_overrides_take_shares_of_each_run() -> None:
-    assert filled(RECIPES["fixed600"], 1500) == ["stage.kl_warmup.anneal_portion=0.4", "stage.kl_warmup.const_portion=0"]
+    assert filled(RECIPES["fixed600"], 1500) == ["stage.kl_warmup.anneal_portion=0.4",
+                                                 "stage.kl_warmup.const_portion=0"]
     assert filled(RECIPES["fixed600"], 3000)[0] == "stage.kl_warmup.anneal_portion=0.2"
     assert filled(["trainer.val_check_interval={max_steps}"], 300) == ["trainer.val_check_interval=300"]
