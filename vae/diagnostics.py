@@ -46,8 +46,8 @@ USE_PIXELS_PER_CALL = 2**20  # the ablation decodes about this many image values
 
 # The collapse criterion. A latent counts as collapsed when the decoder uses fewer than MIN_ACTIVE_FRACTION of the
 # checked units, or when its reconstructions explain less than MIN_EXPLAINED of the within-image variation (about
-# 1 dB over the flat picture). Measured (docs/RESULTS.md, the VAE recipe study: 29 trained runs on textures, faces,
-# digits and the embedded faces): every one of the 28 that encode explains 27-100% and its decoder uses 16-75% of
+# 1 dB over the flat picture). Measured (docs/RESULTS.md, the VAE recipe study: 33 trained runs on textures, faces,
+# digits and the embedded faces): every one of the 32 that encode explains 27-100% and its decoder uses 16-75% of
 # the checked units; the one collapsed run (textures, the old 600-step warm-up) explains -230%. A decoder that
 # paints flat patches explains 0% and uses no unit. The margins sit below the weakest encoding run on both counts.
 MIN_ACTIVE_FRACTION = 0.05
