@@ -27,6 +27,7 @@ keeps the files already written.
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -45,22 +46,22 @@ SKIMAGE_PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", 
 LFW_FACES = 100  # lfw_subset holds 100 faces, then 100 crops that are not faces
 
 
-def _sklearn_datasets():  # noqa: ANN202 (a module)
+def _optional(module: str, package: str, sets: str):  # noqa: ANN202 (a module)
+    """`module` imported, or one sentence saying that `sets` need `package` and how to install it."""
     try:
-        from sklearn import datasets
+        importlib.import_module(module.partition(".")[0])  # the package itself, even when the submodule is cached
+        return importlib.import_module(module)
     except ImportError as err:
-        raise DataToolError("the real-image sets come from scikit-learn, which is not installed; run "
-                            "`pip install -e '.[real]'` (or `pip install scikit-learn`)") from err
-    return datasets
+        raise DataToolError(f"{sets} come from {package}, which is not installed; run `pip install -e '.[real]'` "
+                            f"(or `pip install {package}`)") from err
+
+
+def _sklearn_datasets():  # noqa: ANN202 (a module)
+    return _optional("sklearn.datasets", "scikit-learn", "the real-image sets")
 
 
 def _skimage_data():  # noqa: ANN202 (a module)
-    try:
-        from skimage import data
-    except ImportError as err:
-        raise DataToolError("the textures and faces sets come from scikit-image, which is not installed; run "
-                            "`pip install -e '.[real]'` (or `pip install scikit-image`)") from err
-    return data
+    return _optional("skimage.data", "scikit-image", "the textures and faces sets")
 
 
 def _rgb(pixels: np.ndarray) -> Image.Image:
@@ -84,12 +85,31 @@ def photo_tiles(size: int, stride: int | None = None) -> Iterator[tuple[str, Ima
     """(relative name, tile) of the sample photographs at each of `PHOTO_SCALES`, cut into tiles `stride` pixels
     apart (default `size`: non-overlapping; a smaller stride gives more, overlapping crops, e.g. 48 at 256x256 with
     stride 64, for the 256-pixel rehearsal)."""
+    return _sklearn_photo_tiles(size, _stride(size, stride), PHOTO_SCALES)
+
+
+def texture_tiles(size: int, stride: int | None = None) -> Iterator[tuple[str, Image.Image]]:
+    """(relative name, tile) of scikit-learn's two photographs and scikit-image's `SKIMAGE_PHOTOS` at each of
+    `TEXTURE_SCALES`, non-overlapping by default (`stride` = `size`)."""
+    stride = _stride(size, stride)
+    skimage_data = _skimage_data()
+    yield from _sklearn_photo_tiles(size, stride, TEXTURE_SCALES)
+    for name in SKIMAGE_PHOTOS:
+        yield from _tiles(name, _rgb(getattr(skimage_data, name)()), size, stride, TEXTURE_SCALES)
+
+
+def _stride(size: int, stride: int | None) -> int:
+    """The tiles' spacing (`size` when None), after checking both."""
     stride = size if stride is None else int(stride)
     if size < 8 or stride < 1:
         raise DataToolError(f"--size must be at least 8 and --stride at least 1, got {size}, {stride}")
+    return stride
+
+
+def _sklearn_photo_tiles(size: int, stride: int, scales: Sequence[float]) -> Iterator[tuple[str, Image.Image]]:
     photos = _sklearn_datasets().load_sample_images()
     for path, pixels in zip(photos.filenames, photos.images, strict=True):
-        yield from _tiles(Path(path).stem, _rgb(pixels), size, stride, PHOTO_SCALES)
+        yield from _tiles(Path(path).stem, _rgb(pixels), size, stride, scales)
 
 
 def _tiles(name: str, photo: Image.Image, size: int, stride: int,
@@ -102,20 +122,6 @@ def _tiles(name: str, photo: Image.Image, size: int, stride: int,
             for col in range((w - size) // stride + 1 if w >= size else 0):
                 box = (col * stride, row * stride, col * stride + size, row * stride + size)
                 yield f"{name}/s{scale:.2f}_{row:02d}_{col:02d}.png", scaled.crop(box)
-
-
-def texture_tiles(size: int, stride: int | None = None) -> Iterator[tuple[str, Image.Image]]:
-    """(relative name, tile) of scikit-learn's two photographs and scikit-image's `SKIMAGE_PHOTOS` at each of
-    `TEXTURE_SCALES`, non-overlapping by default (`stride` = `size`)."""
-    stride = size if stride is None else int(stride)
-    if size < 8 or stride < 1:
-        raise DataToolError(f"--size must be at least 8 and --stride at least 1, got {size}, {stride}")
-    skimage_data = _skimage_data()
-    photos = _sklearn_datasets().load_sample_images()
-    for path, pixels in zip(photos.filenames, photos.images, strict=True):
-        yield from _tiles(Path(path).stem, _rgb(pixels), size, stride, TEXTURE_SCALES)
-    for name in SKIMAGE_PHOTOS:
-        yield from _tiles(name, _rgb(getattr(skimage_data, name)()), size, stride, TEXTURE_SCALES)
 
 
 def face_images(size: int) -> Iterator[tuple[str, Image.Image]]:
