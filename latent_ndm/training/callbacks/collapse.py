@@ -36,8 +36,8 @@ def rerun_hint(name: str, max_steps: int, anneal_portion: float) -> str:
 
 class CollapseWatch(L.Callback):
     """Reads `pl_module.val_metrics` (the validation's collapse watch) at every validation after the warm-up and acts
-    by `policy`. `hint` is the rerun sentence; `extend_steps`: the length of a rerun warm-up. Its state (whether the
-    warm-up was rerun, where, the run's added length, the last verdict) is kept in checkpoints, so that a resumed run
+    by `policy`. `hint` is the rerun sentence; `extend_steps`: the length of a rerun warm-up. Its state (the step at
+    which the warm-up was rerun, if it was, and the added length) is kept in checkpoints, so that a resumed run
     continues the longer run."""
 
     def __init__(self, policy: str = "warn", hint: str = "", extend_steps: int = 0) -> None:
@@ -49,14 +49,12 @@ class CollapseWatch(L.Callback):
         self.policy, self.hint, self.extend_steps = policy, hint, int(extend_steps)
         self.extended_at: int | None = None
         self.stopped = False
-        self.last_sentence: str | None = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         m = getattr(pl_module, "val_metrics", {})
         if trainer.sanity_checking or not m or trainer.global_step < pl_module.kl_warmup.end_step:
             return
         verdict, what = collapse_verdict(m), f"at step {trainer.global_step} this VAE"
-        self.last_sentence = None if verdict is None else verdict.sentence(what)
         if verdict is None:
             return
         if self.policy == "extend" and self.extended_at is None:
