@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from typing import Any
 
 from data_tools.real_images import write_real_images
 from data_tools.shard import main as shard_main
+from latent_ndm.comparison.parallel import run_train
 from latent_ndm.comparison.vae_recipes import markdown, summarise
 from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.export import read_run_record
@@ -80,15 +80,12 @@ def run_one(job: dict[str, Any], out: Path, train: bool = True) -> dict[str, Any
     if record.get("step") != job["max_steps"]:
         if not train:
             return None
-        cmd = [sys.executable, "-m", "latent_ndm.train", "stage=vae", f"name={job['name']}", f"run_dir={run_dir}",
-               f"seed={job['seed']}", f"trainer.max_steps={job['max_steps']}", "trainer.enable_progress_bar=false",
-               "logger=[csv]", "data.num_workers=1", *job["overrides"]]
+        overrides = ["stage=vae", f"name={job['name']}", f"run_dir={run_dir}", f"seed={job['seed']}",
+                     f"trainer.max_steps={job['max_steps']}", "logger=[csv]", "data.num_workers=1", *job["overrides"]]
         log = out / "runs" / f"{job['name']}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as f:
-            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
-        if proc.returncode != 0:
-            raise SystemExit(f"{job['name']} failed (exit {proc.returncode}); see {log}")
+        code = run_train(overrides, log)
+        if code != 0:
+            raise SystemExit(f"{job['name']} failed (exit {code}); see {log}")
         record = read_run_record(run_dir / "export")
     metrics = {k: v for k, v in record.items() if isinstance(v, int | float)}
     return {"set": job["set"], "recipe": job["recipe"], "budget": job["budget"], "seed": job["seed"],

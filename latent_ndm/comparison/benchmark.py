@@ -20,7 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 from data_tools.files import atomic_write_text
 from latent_ndm import stats
-from latent_ndm.comparison import chart, curve_chart, curve_runs, few_step, measure, report
+from latent_ndm.comparison import chart, curve_chart, curve_runs, few_step, measure, parallel, report
 from latent_ndm.comparison.report import EQUAL_TIME
 from latent_ndm.comparison.step_cost import step_costs
 from latent_ndm.errors import EvaluationError
@@ -46,6 +46,9 @@ def check(cfg: DictConfig) -> None:
     if cfg.match == "time" and (cfg.ndm_run is not None or cfg.lsgm_run is not None):
         raise EvaluationError("match=time trains the equal-time LSGM here from the measured times of runs it trains "
                               "itself; leave ndm_run and lsgm_run unset")
+    if not isinstance(cfg.get("jobs"), int) or cfg.jobs < 1:
+        raise EvaluationError(f"jobs is the number of runs trained at a time and must be an integer >= 1, got "
+                              f"{cfg.get('jobs')}")
     if not isinstance(cfg.budget, int) or cfg.budget < 1:
         raise EvaluationError(f"budget is the number of optimizer steps per model and must be >= 1, got {cfg.budget}")
     if cfg.sample_num < 1 or cfg.sample_batch_size < 1 or not cfg.tolerances or min(cfg.tolerances) <= 0:
@@ -74,30 +77,46 @@ def check(cfg: DictConfig) -> None:
                               "`python -m latent_ndm.train stage=vae` first, or give vae_ckpt=<a VAE export folder>")
 
 
-def obtain_runs(cfg: DictConfig) -> dict[str, list[str]]:
-    """The run folders of each model, one per seed (0 .. seeds-1): given, or trained here for `budget` steps (a run
-    that finished before is reused, one that was cut resumes: a killed benchmark picks up where it stopped). With
-    curve=true, runs of their own (bench-<kind>-curve-...) that validate every budget / curve_points steps."""
+def obtain_runs(cfg: DictConfig) -> tuple[dict[str, list[str]], list[Path]]:
+    """The run folders of each model, one per seed (0 .. seeds-1), and those of them trained `jobs` at a time. Each
+    is given, or trained here for `budget` steps (a run that finished before is reused, one that was cut resumes: a
+    killed benchmark picks up where it stopped). With curve=true, runs of their own (bench-<kind>-curve-...) that
+    validate every budget / curve_points steps. With jobs > 1 the runs to train are trained that many at a time first
+    (`latent_ndm.comparison.parallel`), the equal-time LSGMs (match=time) after them, as they need the others'
+    measured times."""
     runs: dict[str, list[str]] = {name: [] for name in KINDS}
-    curve = curve_runs.train_overrides(cfg)
+    planned = {(seed, key): planned_overrides(cfg, seed, key) for seed in range(cfg.seeds) for key in KINDS.values()
+               if cfg.get(f"{key}_run") is None}
+    side_by_side = []
+    if cfg.jobs > 1:
+        side_by_side += parallel.train_all(list(planned.values()), cfg.jobs, Path(cfg.out) / parallel.LOGS)
     for seed in range(cfg.seeds):
         for name, key in KINDS.items():
             given = cfg.get(f"{key}_run")
             if given is None:
-                overrides = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget,
-                                                    [*cfg.train_overrides, *curve], cfg.train_root, seed,
-                                                    tag=variant_tag(cfg, key))
-                if cfg.get("_variant") is not None:  # a variant's run that the main comparison trains already
-                    main = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget,
-                                                   [*cfg._main_overrides, *curve], cfg.train_root, seed,
-                                                   tag=variant_tag(cfg, key, main=True))
-                    overrides = main if measure.same_training(main, overrides) else overrides
+                overrides = planned[seed, key]
                 print(f"training {name} (seed {seed}): python -m latent_ndm.train {' '.join(overrides)}", flush=True)
                 given = str(measure.train_run(overrides))
             runs[name].append(str(given))
-        if cfg.match == "time":
-            runs.setdefault(EQUAL_TIME, []).append(str(train_equal_time(cfg, runs["NDM"][-1], runs["LSGM"][-1], seed)))
-    return runs
+    if cfg.match == "time":
+        equal = [equal_time_overrides(cfg, runs["NDM"][seed], runs["LSGM"][seed], seed) for seed in range(cfg.seeds)]
+        if cfg.jobs > 1:
+            side_by_side += parallel.train_all(equal, cfg.jobs, Path(cfg.out) / parallel.LOGS)
+        runs[EQUAL_TIME] = [str(measure.train_run(overrides)) for overrides in equal]
+    return runs, side_by_side
+
+
+def planned_overrides(cfg: DictConfig, seed: int, key: str) -> list[str]:
+    """The train overrides of the run of model `key` ("ndm" or "lsgm") and `seed` that this comparison trains: a
+    variant's run that the main comparison trains already (the same training, another name) is the main one's."""
+    curve = curve_runs.train_overrides(cfg)
+    overrides = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget, [*cfg.train_overrides, *curve],
+                                        cfg.train_root, seed, tag=variant_tag(cfg, key))
+    if cfg.get("_variant") is not None:
+        main = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget, [*cfg._main_overrides, *curve],
+                                       cfg.train_root, seed, tag=variant_tag(cfg, key, main=True))
+        overrides = main if measure.same_training(main, overrides) else overrides
+    return overrides
 
 
 def variant_tag(cfg: DictConfig, kind: str, main: bool = False) -> str:
@@ -141,11 +160,11 @@ def equal_time_steps(budget: int, ndm_seconds: float, lsgm_seconds: float) -> in
     return max(1, round(budget * ndm_seconds / lsgm_seconds))
 
 
-def train_equal_time(cfg: DictConfig, ndm_run: str, lsgm_run: str, seed: int) -> Path:
-    """The LSGM of `seed` trained for as many steps as fit in the NDM run's measured training time (its learning
-    rate schedule spans those steps, as any run's does), as run bench-<lsgm tag>-time-<budget>[-seed<seed>]. Once
-    that run has started, its step count is the one it was started with (a rerun must not retrain it because a
-    timing moved by a step)."""
+def equal_time_overrides(cfg: DictConfig, ndm_run: str, lsgm_run: str, seed: int) -> list[str]:
+    """The train overrides of the LSGM of `seed` trained for as many steps as fit in the NDM run's measured training
+    time (its learning rate schedule spans those steps, as any run's does), as run
+    bench-<lsgm tag>-time-<budget>[-seed<seed>]. Once that run has started, its step count is the one it was started
+    with (a rerun must not retrain it because a timing moved by a step)."""
     name = measure.run_name(f"{variant_tag(cfg, 'lsgm')}-time", cfg.budget, seed)
 
     def overrides(steps: int) -> list[str]:
@@ -160,7 +179,7 @@ def train_equal_time(cfg: DictConfig, ndm_run: str, lsgm_run: str, seed: int) ->
         steps = equal_time_steps(cfg.budget, ndm_seconds, recorded_seconds(lsgm_run))
     print(f"training {EQUAL_TIME} (seed {seed}, {steps} steps in the NDM's {ndm_seconds:.0f} s): "
           f"python -m latent_ndm.train {' '.join(overrides(steps))}", flush=True)
-    return measure.train_run(overrides(steps))
+    return overrides(steps)
 
 
 def seed_summary(evaluations: list[dict[str, dict[str, Any]]], runs: list[str]) -> dict[str, Any]:
@@ -280,7 +299,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
 def compare(cfg: DictConfig, sampling_speed: bool = True) -> dict[str, Any]:
     """Train or take the runs, measure everything; the report of one NDM-vs-LSGM comparison. Bounds are measured
     on every seed's runs; sampling speed (unless not asked) and step cost on seed 0's NDM and LSGM."""
-    seed_runs = obtain_runs(cfg)
+    seed_runs, side_by_side = obtain_runs(cfg)
     device = resolve_device(cfg.device)
     for seed in range(cfg.seeds):
         pair = {name: seed_runs[name][seed] for name in KINDS}
@@ -308,6 +327,9 @@ def compare(cfg: DictConfig, sampling_speed: bool = True) -> dict[str, Any]:
                                       "memory_mib": c.memory_mib, "memory_kind": c.memory_kind,
                                       "batch_size": int(x.shape[0])})
     notes = pairing_notes(loaded, cfg.budget, {n: models[n]["steps"] for n in KINDS})
+    if side_by_side:
+        notes.append(f"jobs={cfg.jobs}: {len(side_by_side)} runs were trained here {cfg.jobs} at a time, so their "
+                     "wall-clocks were measured beside each other on the same machine")
     if cfg.fid.stats is None:
         notes.append("FID skipped (—): precompute reference statistics with `python -m latent_ndm.fid_stats "
                      "shards=DATA_DIR out=STATS_DIR` and give fid.stats=STATS_DIR")

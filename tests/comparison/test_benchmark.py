@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -274,6 +275,8 @@ def test_user_errors_are_one_sentence(tmp_path: Path, trained: tuple[Path, dict,
         run(bench_cfg(tmp_path, "match=hours"))
     with pytest.raises(EvaluationError, match=r"variants maps a name .* to a list of train overrides, got 'T-10'"):
         run(bench_cfg(tmp_path, 'variants={T-10:["ndm.objective.T=10"]}'))
+    with pytest.raises(EvaluationError, match=r"jobs is the number of runs trained at a time .* got 0"):
+        run(bench_cfg(tmp_path, "jobs=0"))
     with pytest.raises(EvaluationError, match=r"seeds is the number of training seeds .* got 0"):
         run(bench_cfg(tmp_path, "seeds=0"))
     with pytest.raises(EvaluationError, match=r"seeds=3 trains one run per seed here; leave ndm_run and lsgm_run"):
@@ -287,6 +290,49 @@ def test_user_errors_are_one_sentence(tmp_path: Path, trained: tuple[Path, dict,
         run(bench_cfg(tmp_path, f"few_step.runs={{NFDM:{tmp_path / 'nfdm'}}}"))
     with pytest.raises(SystemExit):
         run_or_exit(run, bench_cfg(tmp_path, f"vae_ckpt={tmp_path / 'novae'}"))
+
+
+def test_jobs_train_the_runs_in_processes_of_their_own_that_the_benchmark_then_reuses(
+        tmp_path: Path, trained: tuple[Path, dict, str], data_root: Path, vae_export: Path) -> None:
+    """jobs=2: the same two runs as the in-process benchmark (same numbers), each trained by `python -m
+    latent_ndm.train` with its output in <out>/logs/; a rerun trains nothing; the report says how they were timed."""
+    _, first, _ = trained
+    cfg = bench_cfg(tmp_path / "out", f"vae_ckpt={vae_export}", "budget=2", "jobs=2", f"train_root={tmp_path / 'runs'}",
+                    train_overrides=small_runs(data_root))
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        report = run(cfg)
+    assert "training 2 runs, 2 at a time" in printed.getvalue()
+    logs = tmp_path / "out" / "logs"
+    assert sorted(p.name for p in logs.iterdir()) == ["bench-lsgm-2.log", "bench-ndm-2.log"]
+    assert (logs / "bench-ndm-2.log").read_text().startswith("$ python -m latent_ndm.train stage=ndm ")
+    for name in ("NDM", "LSGM"):
+        got, want = (r["models"][name]["evaluation"]["nelbo"]["nelbo_bpd"] for r in (report, first))
+        assert got == pytest.approx(want, rel=1e-6)
+        assert report["models"][name]["run"] == str(tmp_path / "runs" / f"bench-{name.lower()}-2")
+    assert ("jobs=2: 2 runs were trained here 2 at a time, so their wall-clocks were measured beside each other on "
+            "the same machine") in report["notes"]
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/checkpoints/last.ckpt")}
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        again = run(cfg)
+    assert "at a time" not in printed.getvalue() and not any(n.startswith("jobs=") for n in again["notes"])
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_jobs_name_every_run_that_failed_and_its_log(tmp_path: Path, data_root: Path, vae_export: Path) -> None:
+    broken = tmp_path / "broken-vae"
+    shutil.copytree(vae_export, broken)
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"not a safetensors file")
+    cfg = bench_cfg(tmp_path / "out", f"vae_ckpt={broken}", "budget=2", "jobs=2", f"train_root={tmp_path / 'runs'}",
+                    train_overrides=small_runs(data_root))
+    with pytest.raises(EvaluationError) as err, contextlib.redirect_stdout(io.StringIO()):
+        run(cfg)
+    message = str(err.value)
+    assert message.startswith("2 of 2 runs failed to train: ") and message.count("\n") == 0
+    for kind in ("ndm", "lsgm"):
+        assert f"{tmp_path / 'runs' / f'bench-{kind}-2'} (exit 1, output in {tmp_path / 'out' / 'logs'}" in message
+    assert message.endswith("rerun the same command (finished runs are reused, cut ones resume)")
+    assert "error:" in (tmp_path / "out" / "logs" / "bench-ndm-2.log").read_text()
 
 
 def test_cli_missing_vae_export_says_how_to_make_one(tmp_path: Path) -> None:
