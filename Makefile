@@ -23,7 +23,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo toy real real-textures real-faces real-digits vae-study study compare-real nfdm samplers rehearsal test lint install clean
+.PHONY: demo toy real real-textures real-faces real-digits vae-study study curves compare-real nfdm samplers rehearsal test lint install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -102,6 +102,15 @@ study: $(STAMP)
 	$(PY) -m latent_ndm.benchmark seeds=3 match=time nll_limit=0 'variants={$(FULL_F)}' out=runs/benchmark/seeds3
 	$(PY) -m latent_ndm.benchmark seeds=3 nll_limit=0 'variants=$(VARIANTS)' out=runs/benchmark/variants
 	$(PY) -m latent_ndm.benchmark seeds=3 nll_limit=0 'variants={joint:["ndm.mode=joint"]}' out=runs/benchmark/joint
+
+CURVE_EVAL := nll_limit=0 'few_step.nfe=[]' 'tolerances=[1.0e-2]' jobs=2
+TEXTURES   := vae_ckpt=runs/vae/textures/export train_root=runs/ndm-textures \
+	'train_overrides=["data=shards","data.root=data/textures-32"]'
+
+curves: $(STAMP)
+	$(PY) -m latent_ndm.benchmark seeds=5 budget=6000 curve=true $(CURVE_EVAL) out=runs/benchmark/curve6000
+	@test -f runs/vae/textures/export/metrics.yaml || $(MAKE) real-textures
+	$(PY) -m latent_ndm.benchmark seeds=5 budget=2000 curve=true $(CURVE_EVAL) $(TEXTURES) out=runs/benchmark/curve-textures
 
 compare-real: $(STAMP)
 	@test -f runs/vae/digits/export/metrics.yaml || $(MAKE) real-digits
