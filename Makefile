@@ -110,7 +110,7 @@ TEXTURES   := vae_ckpt=runs/vae/textures/export train_root=runs/ndm-textures \
 curves: $(STAMP)
 	$(PY) -m latent_ndm.benchmark seeds=5 budget=6000 curve=true $(CURVE_EVAL) out=runs/benchmark/curve6000
 	@test -f runs/vae/textures/export/metrics.yaml || $(MAKE) real-textures
-	$(PY) -m latent_ndm.benchmark seeds=5 budget=2000 curve=true $(CURVE_EVAL) $(TEXTURES) out=runs/benchmark/curve-textures
+	$(PY) -m latent_ndm.benchmark seeds=3 budget=2000 curve=true $(CURVE_EVAL) $(TEXTURES) out=runs/benchmark/curve-textures
 
 compare-real: $(STAMP)
 	@test -f runs/vae/digits/export/metrics.yaml || $(MAKE) real-digits

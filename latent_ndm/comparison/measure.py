@@ -70,8 +70,9 @@ def same_training(reference: Sequence[str], overrides: Sequence[str]) -> bool:
 
 def finished_run(cfg: DictConfig) -> Path | None:
     """The run folder of a composed train config when its export records that it finished exactly this budget with
-    this configuration. A latent shape the config leaves to the VAE export (null) is the one the run filled in, as
-    `stage=ndm` does; every other key must match."""
+    this configuration. A latent shape the config leaves to the VAE export (null), and an image resolution it leaves
+    to the shards' manifest (data.resolution: null), are the ones the run filled in, as `stage=ndm` does; every other
+    key must match."""
     export = Path(cfg.run_dir) / EXPORT_DIR
     if not export.is_dir() or read_run_record(export).get("step") != cfg.trainer.max_steps:
         return None
@@ -81,6 +82,8 @@ def finished_run(cfg: DictConfig) -> Path | None:
         for key, value in probe.ndm.latent.items():
             if value is None:
                 probe.ndm.latent[key] = stored.get("ndm", {}).get("latent", {}).get(key)
+        if probe.data.get("resolution") is None:
+            probe.data.resolution = (stored.get("data") or {}).get("resolution")
     return None if shaping_differences(stored, probe) else Path(cfg.run_dir)
 
 

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from latent_ndm.benchmark import run
 from latent_ndm.cli import run_or_exit
+from latent_ndm.comparison import measure
 from latent_ndm.comparison.benchmark import EQUAL_TIME, equal_time_steps, recorded_seconds
 from latent_ndm.comparison.report import PAPER_LABEL
 from latent_ndm.errors import EvaluationError
@@ -25,6 +26,7 @@ from latent_ndm.evaluation.runner import heldout_images
 from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.load import load_run
 from latent_ndm.stats import number
+from latent_ndm.training.run import train
 from tests.support import REPO
 from tests.support.fid_stand_in import STAND_IN, register
 
@@ -333,6 +335,22 @@ def test_jobs_name_every_run_that_failed_and_its_log(tmp_path: Path, data_root: 
         assert f"{tmp_path / 'runs' / f'bench-{kind}-2'} (exit 1, output in {tmp_path / 'out' / 'logs'}" in message
     assert message.endswith("rerun the same command (finished runs are reused, cut ones resume)")
     assert "error:" in (tmp_path / "out" / "logs" / "bench-ndm-2.log").read_text()
+
+
+def test_a_finished_run_is_found_when_the_resolution_came_from_the_shards_and_a_rerun_keeps_its_export(
+        trained: tuple[Path, dict, str], data_root: Path, vae_export: Path) -> None:
+    """data=shards leaves data.resolution to the manifest (null): the finished run filled it in, so it is found, not
+    resumed; and a rerun of a finished run's own command trains nothing and leaves its export's record as it was."""
+    root = trained[0]
+    overrides = measure.train_overrides("ndm", str(vae_export), 2, small_runs(data_root), str(root / "runs"), 0)
+    run_dir = root / "runs" / "bench-ndm-2"
+    assert measure.finished_run(compose_config("train", [*overrides, "data.resolution=null"])) == run_dir
+    assert measure.finished_run(compose_config("train", [*overrides, "data.resolution=8"])) is None
+    record = (run_dir / "export" / "metrics.yaml").read_text()
+    assert "nelbo_bpd" in record
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        train(compose_config("train", overrides))
+    assert (run_dir / "export" / "metrics.yaml").read_text() == record
 
 
 def test_cli_missing_vae_export_says_how_to_make_one(tmp_path: Path) -> None:

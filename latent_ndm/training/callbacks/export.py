@@ -10,7 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Timer
 
 from latent_ndm.model import LatentModel
-from latent_ndm.runs.export import save_ndm, save_run_record, save_vae
+from latent_ndm.runs.export import read_run_record, save_ndm, save_run_record, save_vae
 
 
 class RunExport(L.Callback):
@@ -21,6 +21,14 @@ class RunExport(L.Callback):
 
     def __init__(self, export_dir: str | Path, run_config: dict[str, Any]) -> None:
         self.export_dir, self.run_config = Path(export_dir), run_config
+        self._trained = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trained = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._trained = True
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint["config"] = self.run_config
@@ -29,8 +37,13 @@ class RunExport(L.Callback):
             self.export(pl_module)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            self.export(pl_module)
+        """The export at the end of fit; a fit that trained nothing (the rerun of a finished run) leaves the export of
+        that step as it is: its record holds the last validation's metrics, which this fit never computed."""
+        if not trainer.is_global_zero:
+            return
+        if not self._trained and read_run_record(self.export_dir).get("step") == trainer.global_step:
+            return
+        self.export(pl_module)
 
     def export(self, pl_module: L.LightningModule) -> Path:
         """The weights (a VAE: `save_vae`; a latent NDM: `save_ndm`), then the run record that describes them."""
