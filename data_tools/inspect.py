@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 from webdataset.tariterators import base_plus_ext
 
+from data_tools import tarread
 from data_tools.errors import DataToolError, run_cli
 from data_tools.files import atomic_write
 from data_tools.http_stream import ShardReadError
@@ -29,7 +30,6 @@ from data_tools.locations import Location, name_of
 from data_tools.manifest import PREVIEW_NAME
 from data_tools.reading import open_location
 from data_tools.shard_index import HOW_TO_CREATE, iter_tar_samples, manifest_records, resolve_shards, shard_info
-from data_tools.tarread import iter_tar_members
 
 
 @dataclass
@@ -73,23 +73,40 @@ class Scan:
     problems: list[str]
 
 
+class _Sizes:
+    """An `iter_tar_members` admit function that keeps no member (a scan needs only names and sizes) and remembers
+    the declared size of the last one."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def __call__(self, name: str, size: int) -> bool:
+        self.last = size
+        return False
+
+
 def scan_shard(location: Location, digest: bool) -> Scan:
-    """One pass over the shard at `location`, front to back (see `Scan`)."""
+    """One pass over the shard at `location`, front to back (see `Scan`); no member's bytes are held."""
     problems: list[str] = []
+    limit = tarread.MAX_SAMPLE_BYTES
     with open_location(location) as stream:
         tally = _Tally(stream, digest)
         reader = io.BufferedReader(tally, 1 << 20)
-        keys, last, seen, fields = 0, None, set(), set()
-        for name, _ in iter_tar_members(reader, "the tar"):
+        keys, last, seen, fields, nbytes, sizes = 0, None, set(), set(), 0, _Sizes()
+        for name, _ in tarread.iter_tar_members(reader, "the tar", sizes):
             key, field = base_plus_ext(name)
             if key != last:
                 if key in seen:
                     problems.append(f"sample {key} comes twice")
-                keys, last, fields = keys + 1, key, set()
+                keys, last, fields, nbytes = keys + 1, key, set(), 0
                 seen.add(key)
             if field is not None and field.lower() in fields:
                 problems.append(f"sample {key} has two '{field.lower()}' members")
             fields.add(None if field is None else field.lower())
+            nbytes += sizes.last
+            if nbytes - sizes.last <= limit < nbytes:
+                problems.append(f"sample {key} has members of more than {limit} bytes together (the most read for "
+                                "one sample)")
         while reader.read(1 << 20):  # the blocks after the end-of-archive marker count towards the size
             pass
     return Scan(keys, tally.nbytes, tally.sha256.hexdigest() if tally.sha256 is not None else None, problems)

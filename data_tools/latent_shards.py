@@ -14,8 +14,9 @@ names the VAE's weights file.
 from __future__ import annotations
 
 import io
+import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 
 from data_tools.errors import DataToolError
 from data_tools.files import remove_temporaries, sha256_file
-from data_tools.manifest import new_manifest, prepare_out_dir, write_manifest
+from data_tools.manifest import MAX_SIDE, new_manifest, prepare_out_dir, write_manifest
 from data_tools.writer import AtomicShardWriter, ShardRecord
 
 _FIELD = re.compile(r"^[A-Za-z0-9_]+$")
@@ -36,6 +37,35 @@ def npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
     return buf.getvalue()
+
+
+NPY_KINDS = "fiu"  # the dtype kinds a stored latent may have: floats, signed and unsigned integers
+
+
+def npy_array(data: bytes) -> np.ndarray:
+    """The array stored in the .npy bytes `data`, checked before anything is allocated for it.
+
+    The header must be format 1.0 or 2.0 and declare a plain numeric dtype (`NPY_KINDS`: no objects, records or
+    sub-arrays) and a shape whose byte size is exactly the bytes that follow it; a few bytes declaring 64 GiB are
+    refused, not allocated. The array is a read-only view of `data`. `ValueError` saying what is wrong otherwise.
+    """
+    stream = io.BytesIO(data)
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f"its .npy format version {version[0]}.{version[1]} is not 1.0 or 2.0")
+    if dtype.kind not in NPY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise ValueError(f"its dtype {dtype} is not a plain number type")
+    if any(n < 0 for n in shape):
+        raise ValueError(f"its shape {shape} has a negative side")
+    declared, present = math.prod(shape) * dtype.itemsize, len(data) - stream.tell()
+    if declared != present:
+        raise ValueError(f"its header declares {declared} bytes ({dtype} of shape {shape}) but {present} follow")
+    array = np.frombuffer(data, dtype, offset=stream.tell()) if declared else np.empty(0, dtype)
+    return array.reshape(shape, order="F" if fortran else "C")
 
 
 def _layout(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -117,10 +147,31 @@ def stored_vae_record(manifest: dict[str, Any] | None, where: str) -> dict[str, 
         raise DataToolError(f"the latent shards in {where} are incomplete (an interrupted encode?); rerun "
                             f"`{ENCODE_COMMAND}`")
     record = manifest.get("config", {}).get("vae")
-    if not isinstance(record, dict) or not {"sha256", "latent_scale"} <= set(record):
+    if not isinstance(record, dict) or not set(_VAE_VALUES) <= set(record):
         raise DataToolError(f"the latent shards in {where} do not say which VAE encoded them; re-encode them with "
                             f"`{ENCODE_COMMAND}`")
+    for key, (ok, wanted) in _VAE_VALUES.items():
+        if not ok(record[key]):
+            raise DataToolError(f"the manifest of the latent shards in {where} gives config.vae.{key} the value "
+                                f"{str(record[key])[:40]!r}, not {wanted}; re-encode them with `{ENCODE_COMMAND}`")
     return record
+
+
+def _positive_number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value) and value > 0
+
+
+def _side(value: Any) -> bool:
+    return type(value) is int and 0 < value <= MAX_SIDE
+
+
+_VAE_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {  # what a reader takes from the VAE record
+    "sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "a sha256 hex digest"),
+    "latent_scale": (_positive_number, "a positive number"),
+    "image_resolution": (_side, f"a side from 1 to {MAX_SIDE} pixels"),
+    "latent_shape": (lambda v: isinstance(v, list) and 0 < len(v) <= 8 and all(_side(n) for n in v),
+                     "a shape (a list of sides)"),
+}
 
 
 def check_same_vae(stored: dict[str, Any], vae_ckpt: str | Path, weights_file: Path, latent_scale: float,

@@ -26,9 +26,9 @@ from typing import Any, BinaryIO
 from webdataset.handlers import reraise_exception
 from webdataset.tariterators import group_by_keys
 
+from data_tools import tarread
 from data_tools.http_stream import DEFAULT_READ, HttpStream, ReadOptions, ShardReadError
 from data_tools.locations import HTTP_SCHEMES, OBJECT_STORES, join, local_path, object_store_command, scheme
-from data_tools.tarread import iter_tar_members
 
 BUFFER = 1 << 20
 Handler = Callable[[BaseException], bool]
@@ -139,38 +139,75 @@ def open_shards(sources: Iterable[dict[str, Any]], options: ReadOptions = DEFAUL
         yield {**source, "stream": stream}
 
 
+class _Grouping:
+    """The members of the sample being grouped from one shard, held until the next sample begins; the key of the
+    sample last dropped (its further members are passed over); the bytes held, checked against the per-sample bound
+    before a member is read (`admit`)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held, self.key, self.fields, self.nbytes = limit, [], None, set(), 0
+        self.dropped: tuple[str, str] | None = None
+
+    def admit(self, name: str, size: int) -> bool:
+        """Whether to read member `name` of `size` bytes: not for a dropped sample, nor past the per-sample bound."""
+        key = sample_key(name)
+        return key != self.dropped and (self.nbytes if key == self.key else 0) + size <= self.limit
+
+    def begin(self, key: tuple[str, str]) -> list[dict[str, Any]]:
+        """Start the sample `key`; return the members of the one before (complete: passed on)."""
+        done, self.held, self.key, self.fields, self.nbytes = self.held, [], key, set(), 0
+        return done
+
+    def fault(self, field: str, data: bytes | None) -> str | None:
+        """Why the sample cannot take the member `field` (its content `data`, None: refused by `admit`), or None."""
+        if data is None:
+            return (f"has members of more than {self.limit} bytes together (the most read for one sample); the shard "
+                    "is damaged or not made by data_tools")
+        if field and field in self.fields:
+            return f"has two '{field}' members"
+        return None
+
+    def drop(self, key: tuple[str, str]) -> None:
+        self.held, self.key, self.fields, self.nbytes, self.dropped = [], None, set(), 0, key
+
+
+def sample_key(name: str) -> tuple[str, str]:
+    """(folder, stem) of a member name: the sample key, as webdataset's base_plus_ext cuts it."""
+    folder, _, base = name.rpartition("/")
+    return folder, base.partition(".")[0]
+
+
 def tar_members(sources: Iterable[dict[str, Any]], handler: Handler = reraise_exception) -> Iterator[dict[str, Any]]:
     """Pipeline stage (a tar expander): every regular member of each open shard as ``{"fname", "data", "__url__"}``,
     then ``{}`` (the end-of-shard marker webdataset's `group_by_keys` expects).
 
     The members of a sample are passed on once the next sample begins (or the shard ends cleanly), so when a shard
     fails the samples before the fault are kept whole and the one it cut into is dropped, never passed on with
-    fields missing; the error (a `ShardReadError`) goes to `handler`. A sample with two members for one field is
-    dropped whole, and a `SampleError` naming it goes to `handler`.
+    fields missing; the error (a `ShardReadError`) goes to `handler`. A sample with two members for one field, or
+    whose members declare more than `data_tools.tarread.MAX_SAMPLE_BYTES` together (checked before the member that
+    would pass the bound is read), is dropped whole, and a `SampleError` naming it goes to `handler`.
     """
     for source in sources:
         url, stream = source["url"], source["stream"]
-        held: list[dict[str, Any]] = []
-        held_key, held_fields, dropped = None, set(), None
+        group = _Grouping(tarread.MAX_SAMPLE_BYTES)
         try:
-            for name, data in _members(stream, url):
-                folder, _, base = name.rpartition("/")
-                stem, dot, field = base.partition(".")
-                key = (folder, stem)  # the sample key, as webdataset's base_plus_ext cuts it
-                if key == dropped:
+            for name, data in _members(stream, url, group.admit):
+                key = sample_key(name)
+                if key == group.dropped:
                     continue
-                if key != held_key:
-                    yield from held
-                    held, held_key, held_fields = [], key, set()
-                if dot and field.lower() in held_fields:
-                    held, held_key, dropped = [], None, key
-                    shown = f"{folder}/{stem}" if folder else stem
-                    if not handler(SampleError(url, shown, f"has two '{field.lower()}' members")):
+                if key != group.key:
+                    yield from group.begin(key)
+                field = name.rpartition("/")[2].partition(".")[2].lower()
+                fault = group.fault(field, data)
+                if fault is not None:
+                    group.drop(key)
+                    if not handler(SampleError(url, f"{key[0]}/{key[1]}" if key[0] else key[1], fault)):
                         return
                     continue
-                held_fields.add(field.lower())
-                held.append({"fname": name, "data": data, "__url__": url})
-            yield from held
+                group.fields.add(field)
+                group.nbytes += len(data)
+                group.held.append({"fname": name, "data": data, "__url__": url})
+            yield from group.held
         except ShardReadError as err:
             if not handler(err):
                 return
@@ -179,11 +216,11 @@ def tar_members(sources: Iterable[dict[str, Any]], handler: Handler = reraise_ex
         yield {}
 
 
-def _members(stream: BinaryIO, url: str) -> Iterator[tuple[str, bytes]]:
-    """(name, content) of every regular member of one open shard; whatever goes wrong reading it is a
-    `ShardReadError` naming the shard."""
+def _members(stream: BinaryIO, url: str, admit: tarread.Admit | None = None) -> Iterator[tuple[str, bytes | None]]:
+    """(name, content) of every regular member of one open shard (see `iter_tar_members` for `admit`); whatever goes
+    wrong reading it is a `ShardReadError` naming the shard."""
     try:
-        yield from iter_tar_members(stream, "the tar")
+        yield from tarread.iter_tar_members(stream, "the tar", admit)
     except ShardReadError:
         raise
     except (ValueError, OSError, MemoryError) as err:

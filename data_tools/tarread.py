@@ -5,7 +5,9 @@ more than opening a cached loose file costs. Shards are read strictly front to b
 the 512-byte headers itself: ustar / GNU regular files, plus the PAX ('x', 'g') and GNU long-name ('L')
 records other tools write. Corrupt headers (bad checksum), truncated streams and members that declare an impossible
 size (negative, or more than `MAX_MEMBER_BYTES`: a shard is data someone else may have made) raise `ValueError`
-before anything is allocated for them.
+before anything is allocated for them. A caller may also refuse a member by its name and declared size before its
+bytes are read (`admit`): the grouping of members into samples (`data_tools.reading.tar_members`) does, so that the
+members of one sample hold at most `MAX_SAMPLE_BYTES` together.
 
 It reads any binary stream (a local file, an HTTP response, a pipe) and is used as the tar expander stage of the
 webdataset pipeline (`data_tools.reading.tar_members`).
@@ -14,11 +16,15 @@ webdataset pipeline (`data_tools.reading.tar_members`).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 BLOCK = 512
 MAX_MEMBER_BYTES = 1 << 28  # 256 MiB: far above any image or latent of a sample, far below a machine's memory
+# All members of one sample together: the same 256 MiB. A sample of this project is one image (a 1024 px PNG is
+# ~3 MiB) or a few latent arrays; without a bound per sample, 12 members just under `MAX_MEMBER_BYTES` held 3 GiB.
+MAX_SAMPLE_BYTES = 1 << 28
+SKIP_CHUNK = 1 << 20  # a refused member's bytes are read past in pieces of this size, never held whole
 _ZERO_BLOCK = bytes(BLOCK)
 _REGULAR = (b"0", b"\0", b"7")
 
@@ -61,11 +67,23 @@ def _read_exact(f: BinaryIO, n: int, where: str) -> bytes:
     return data
 
 
-def iter_tar_members(stream: BinaryIO, where: str = "the tar stream") -> Iterator[tuple[str, bytes]]:
+def _skip_exact(f: BinaryIO, n: int, where: str) -> None:
+    """Read past `n` bytes of `f`, at most `SKIP_CHUNK` at a time."""
+    while n > 0:
+        n -= len(_read_exact(f, min(n, SKIP_CHUNK), where))
+
+
+Admit = Callable[[str, int], bool]
+
+
+def iter_tar_members(stream: BinaryIO, where: str = "the tar stream", admit: Admit | None = None
+                     ) -> Iterator[tuple[str, bytes | None]]:
     """Yield (member name, content) for every regular file of a tar stream, in order.
 
     `where` names the shard in errors. The stream must end with the end-of-archive block (a zero block): a tar
-    that stops between members is truncated, not complete.
+    that stops between members is truncated, not complete. When `admit` is given, it is asked ``admit(name,
+    declared size)`` before a regular member's bytes are read; a refused member's bytes are read past without being
+    kept, and it is yielded with None as its content. Without `admit` every content is bytes.
     """
     pax: dict[str, str] = {}
     long_name: str | None = None
@@ -83,17 +101,24 @@ def iter_tar_members(stream: BinaryIO, where: str = "the tar stream") -> Iterato
         if not 0 <= size <= MAX_MEMBER_BYTES:
             raise ValueError(f"{where} has a tar member at byte {offset} that declares {size} bytes (at most "
                              f"{MAX_MEMBER_BYTES} are read); the shard is damaged or not made by data_tools")
+        kind = header[156:157]
+        name = (pax.get("path") or long_name or _header_name(header)) if kind in _REGULAR else ""
+        if admit is not None and kind in _REGULAR and not admit(name, size):
+            _skip_exact(stream, size + (-size % BLOCK), where)
+            offset += BLOCK + size + (-size % BLOCK)
+            yield name, None
+            pax, long_name = {}, None
+            continue
         data = _read_exact(stream, size, where)
         _read_exact(stream, -size % BLOCK, where)
         offset += BLOCK + size + (-size % BLOCK)
-        kind = header[156:157]
         if kind == b"x":
             pax = _pax_records(data)
         elif kind == b"L":
             long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
         elif kind != b"g":
             if kind in _REGULAR:
-                yield pax.get("path") or long_name or _header_name(header), data
+                yield name, data
             pax, long_name = {}, None
 
 

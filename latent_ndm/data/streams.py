@@ -25,7 +25,6 @@ of batches per rank is fixed here rather than by how shards happen to divide:
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import random
@@ -44,6 +43,7 @@ from webdataset.tariterators import group_by_keys
 
 from data_tools.http_stream import DEFAULT_READ, ReadOptions, ShardReadError
 from data_tools.imageproc import UnusableImage, open_image, rgb_pixels
+from data_tools.latent_shards import npy_array
 from data_tools.reading import SampleError, open_shards, shard_samples, tar_members
 
 Batch = torch.Tensor | dict[str, Any]
@@ -92,7 +92,8 @@ class SampleDecoder:
     ``kind="images"``: the ``png`` field becomes a uint8 tensor (3, R, R) (`collate` scales it); any other size than
     `resolution` is an error naming the key and shard. ``kind="latents"``: every ``<field>.npy`` becomes a
     float tensor named ``<field>``; with `fields` given, a sample must hold exactly those. Bytes that do not decode
-    are a `CorruptSample`.
+    are a `CorruptSample`, and so is a ``.npy`` whose header declares another size than the bytes it holds, or no
+    plain number type (`data_tools.latent_shards.npy_array`: checked before anything is allocated).
     """
 
     kind: str = "images"
@@ -112,8 +113,8 @@ class SampleDecoder:
                 raise CorruptSample(f"{where} holds {sorted(fields)}, not the fields {sorted(self.fields)}")
             for name, data in fields.items():
                 try:
-                    array = np.load(io.BytesIO(data), allow_pickle=False)
-                except (ValueError, OSError, EOFError) as err:
+                    array = npy_array(data)  # the header is checked before anything is allocated
+                except ValueError as err:
                     raise CorruptSample(f"{where}: {name}.npy does not load ({err})") from err
                 out[name] = torch.from_numpy(array.astype(np.float32))
         return out

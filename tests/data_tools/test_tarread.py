@@ -59,3 +59,14 @@ def test_damaged_archives_raise(tmp_path: Path) -> None:
     bad[10] ^= 0x01  # inside the first header's name
     with pytest.raises(ValueError, match="corrupt tar header at byte 0"):
         list(iter_tar_members(io.BytesIO(bytes(bad)), "bad.tar"))
+
+
+def test_a_refused_member_is_yielded_without_its_bytes(tmp_path: Path) -> None:
+    """`admit` sees each regular member's name and declared size before its bytes are read; the members after a
+    refused one (long names, PAX records) are read as before."""
+    path = _tar(tmp_path / "a.tar", tarfile.PAX_FORMAT, MEMBERS)
+    asked: list[tuple[str, int]] = []
+    with open(path, "rb") as f:
+        got = list(iter_tar_members(f, str(path), lambda name, size: asked.append((name, size)) or size < 1000))
+    assert asked == [(name, len(data)) for name, data in MEMBERS]
+    assert got == [(name, data if len(data) < 1000 else None) for name, data in MEMBERS]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -14,9 +15,11 @@ import pytest
 
 from data_tools import inspect
 from data_tools.errors import DataToolError
+from data_tools.latent_shards import stored_vae_record
 from data_tools.manifest import read_manifest
 from data_tools.reading import read_bytes
 from data_tools.shard_index import shards_by_split
+from latent_ndm import evaluate
 from latent_ndm.training.run import train
 from tests.support.hostile import error_lines
 from tests.support.http_server import ShardServer
@@ -91,8 +94,9 @@ def test_a_typed_pipe_still_runs(tiny_data: Path) -> None:
 @pytest.mark.parametrize(("change", "message"), [
     (lambda m: m.update(name="../x"), "names its dataset '../x'"),
     (lambda m: m["splits"].update({"val; rm": m["splits"]["val"]}), "malformed split 'val; rm'"),
-    (lambda m: m["splits"]["val"]["shards"][0].update(count=-3), "a count or size that is not a whole number"),
-    (lambda m: m["splits"]["val"].update(count="many"), "malformed split 'val'"),
+    (lambda m: m["splits"]["val"]["shards"][0].update(count=-3),
+     r"gives splits\.val\.shards\[0\]\.count \(synthetic-val-000000\.tar\) the value -3, not a whole number"),
+    (lambda m: m["splits"]["val"].update(count="many"), r"gives splits\.val\.count the value 'many'"),
 ])
 def test_a_malformed_manifest_is_one_sentence(change: object, message: str, tmp_path: Path, tiny_data: Path) -> None:
     folder = tmp_path / "synthetic-16"
@@ -102,3 +106,80 @@ def test_a_malformed_manifest_is_one_sentence(change: object, message: str, tmp_
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataToolError, match=message):
         read_manifest(folder)
+
+
+LONG = "9" * 5000  # Python refuses to turn more than 4,300 digits into an int
+
+
+def _write_with(folder: Path, change: object) -> Path:
+    """Apply `change` to the manifest of `folder`; the string "LONG" it puts anywhere becomes a 5,000-digit number."""
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest).replace('"LONG"', LONG))
+    return path
+
+
+COUNT0, NBYTES0 = (f"splits.val.shards[0].{k} (synthetic-val-000000.tar)" for k in ("count", "nbytes"))
+BAD_VALUES = [  # (change, the key the sentence names, what it says of the value)
+    (lambda m: m["splits"]["val"]["shards"][0].update(count="LONG"), COUNT0, "5000-digit"),
+    (lambda m: m["splits"]["val"].update(count="LONG"), "splits.val.count", "5000-digit"),
+    (lambda m: m["splits"]["val"]["shards"][0].update(count=10**13), COUNT0, "10000000000000"),
+    (lambda m: m["splits"]["val"]["shards"][0].update(nbytes=2**60), NBYTES0, str(2**60)),
+    (lambda m: m["splits"]["val"].update(complete="no"), "splits.val.complete", "'no'"),
+    (lambda m: m["config"].update(resolution="16"), "config.resolution", "'16'"),
+    (lambda m: m["config"].update(resolution=0), "config.resolution", "0"),
+    (lambda m: m["config"].update(resolution="LONG"), "config.resolution", "5000-digit"),
+    (lambda m: m["config"].update(shard_size=-1), "config.shard_size", "-1"),
+    (lambda m: m["config"].update(split=[36, 12]), "config.split", "[36, 12]"),
+    (lambda m: m["config"].update(fields={"mean": "3x4x4"}), "config.fields", "3x4x4"),
+    (lambda m: m.update(config=["resolution", 16]), "config", "['resolution', 16]"),
+    (lambda m: m.update(kind="videos"), "kind", "'videos'"),
+    (lambda m: m.update(complete="yes"), "complete", "'yes'"),
+    (lambda m: m.update(skipped=[{"file": 3, "reason": "x"}]), "skipped[0]", "3"),
+]
+
+
+@pytest.mark.parametrize(("change", "key", "shown"), BAD_VALUES, ids=[f"{k}={v}" for _, k, v in BAD_VALUES])
+def test_a_bad_value_in_a_manifest_is_one_sentence_naming_the_file_and_key(change: object, key: str, shown: str,
+                                                                           tmp_path: Path, tiny_data: Path) -> None:
+    folder = tmp_path / "synthetic-16"
+    shutil.copytree(tiny_data, folder)
+    path = _write_with(folder, change)
+    with pytest.raises(DataToolError, match=f"^{re.escape(str(path))} gives {re.escape(key)} the value .*"
+                                            f"{re.escape(shown)}.*, so nothing it lists is read$"):
+        read_manifest(folder)
+
+
+def test_commands_name_the_manifest_of_a_5000_digit_count(tmp_path: Path, tiny_data: Path, tiny_vae_run: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`data_tools.inspect` printed a traceback; train and evaluate printed Python's sentence without the file."""
+    folder = tmp_path / "synthetic-16"
+    shutil.copytree(tiny_data, folder)
+    path = _write_with(folder, lambda m: m["splits"]["val"]["shards"][0].update(count="LONG"))
+    named = f"{path} gives splits.val.shards[0].count (synthetic-val-000000.tar) the value a 5000-digit number"
+    assert inspect.main([str(folder), "--preview-images", "0"]) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and named in lines[0], lines
+    common = [o for o in base_overrides(tmp_path / "run", folder) if not o.startswith("data.num_images")]
+    assert command("train", train, ["stage=vae", "data=shards", *common, "trainer.max_steps=1"]) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and named in lines[0], lines
+    assert command("evaluate", evaluate.run, [f"ckpt={tiny_vae_run}", f"shards={folder}", "metrics=[nelbo]",
+                                              "progress=false", "accelerator=cpu"]) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and named in lines[0], lines
+
+
+VAE_RECORD = {"path": "vae", "weights_file": "ema.safetensors", "sha256": "0" * 64, "latent_scale": 1.7, "bits": 8,
+              "latent_shape": [3, 4, 4], "image_resolution": 16}
+
+
+@pytest.mark.parametrize(("key", "value"), [("latent_scale", "big"), ("latent_scale", -1.0), ("latent_scale", True),
+                                            ("image_resolution", "16"), ("latent_shape", "3x4x4"), ("sha256", 12)])
+def test_a_bad_vae_record_is_one_sentence_naming_the_key(key: str, value: object) -> None:
+    manifest = {"kind": "latents", "complete": True, "splits": {}, "config": {"vae": {**VAE_RECORD, key: value}}}
+    assert stored_vae_record({**manifest, "config": {"vae": VAE_RECORD}}, "latents/") == VAE_RECORD
+    with pytest.raises(DataToolError, match=rf"^the manifest of the latent shards in latents/ gives config\.vae\.{key} "
+                                            "the value .*; re-encode them with"):
+        stored_vae_record(manifest, "latents/")
