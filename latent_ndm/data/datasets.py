@@ -47,15 +47,22 @@ def shard_datamodule(
     )
 
 
-def synthetic_datamodule(root: str | Path, num_images: int, resolution: int, data_seed: int = 0,
+def synthetic_datamodule(root: str | Path, num_images: int, resolution: int, data_seed: int = 0, create: bool = True,
                          **kwargs: object) -> ShardDataModule:
     """The embedded procedural faces, rendered and sharded into `root` on first use (nothing is downloaded).
 
-    Creation happens here, in the launching process, before Lightning starts any other rank.
+    Creation happens here, in the launching process, before Lightning starts any other rank. `create=False` (what a
+    data config read from a file is built with, `latent_ndm.runs.file_config`) reads the set already at `root` and
+    writes nothing: a file cannot choose a folder to write into.
     """
     if not (Path(root) / "manifest.json").is_file():
+        if not create:
+            raise ValueError(f"the run's synthetic data set is not at {root}, and a data config read from a file "
+                             f"never creates one: create it with `python -m data_tools.synthetic {root} --num-images "
+                             f"{num_images} --resolution {resolution}`, or give shards=<image shard folder>")
         log.info("creating the embedded synthetic dataset (%d images, %dpx) in %s", num_images, resolution, root)
-    ensure_default_dataset(root, n=num_images, resolution=resolution, seed=data_seed)
+    if create:
+        ensure_default_dataset(root, n=num_images, resolution=resolution, seed=data_seed)
     return shard_datamodule(root, resolution=resolution, **kwargs)
 
 

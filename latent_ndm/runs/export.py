@@ -14,8 +14,9 @@ with one sentence naming the file and the command that makes it.
 
 Files are data, never code (docs/SECURITY.md): checkpoints are read with `torch.load(weights_only=True)` (tensors and
 plain containers only; anything else is `UnsafeFileError`, one sentence), weights with safetensors, YAML with
-`yaml.safe_load`, and every config read from a file is checked by `latent_ndm.runs.targets.check_file_config`
-before anything is built from it.
+`yaml.safe_load`'s rules and a bound on alias expansion, and every config read from a file is checked against the
+schema of its kind by `latent_ndm.runs.file_config` (plain values, no interpolation, targets by role) before anything
+is built from it; `metrics.yaml` holds numbers (and who measured them, `RECORD_TEXT`).
 """
 
 from __future__ import annotations
@@ -34,13 +35,24 @@ from safetensors.torch import load_file, save_file
 
 from data_tools.files import atomic_write, atomic_write_text
 from latent_ndm.model import LatentModel, NDMPrior
-from latent_ndm.runs.targets import UnsafeConfigError, check_file_config, instantiate_trusted
+from latent_ndm.runs.file_config import (
+    NDM_SCHEMA,
+    RUN_SCHEMA,
+    VAE_SCHEMA,
+    Schema,
+    build_from_file,
+    check_config,
+    load_yaml,
+    read_config_file,
+)
+from latent_ndm.runs.targets import UnsafeConfigError
 from vae import VAE
 
 CHECKPOINT_DIR, LAST_CKPT, EXPORT_DIR = "checkpoints", "last.ckpt", "export"
 VAE_WEIGHTS, VAE_CONFIG = "ema.safetensors", "vae_config.yaml"
 NDM_WEIGHTS, NDM_CONFIG, NDM_VAE_DIR = "ndm.safetensors", "ndm_config.yaml", "vae"
 TRAIN_CONFIG, METRICS = "train_config.yaml", "metrics.yaml"
+RECORD_TEXT = ("by",)  # the keys of metrics.yaml that hold text (`latent_ndm.export_vae` says who measured)
 VAE_COMMAND = "python -m latent_ndm.train stage=vae"
 
 
@@ -54,13 +66,9 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping ({} for an empty file); plain YAML only (`yaml.safe_load`: no Python tags)."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        cause = " ".join(str(err).split())
-        raise ValueError(f"{path} is not plain YAML ({cause[:160]}); latent-ndm reads no Python tags from files"
-                         ) from err
+    """A YAML mapping ({} for an empty file); plain YAML only (`file_config.load_yaml`: no Python tags, aliases
+    expanding to at most `file_config.NODE_BUDGET` values). Configs others made go through `read_config_file`."""
+    data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path} holds a {type(data).__name__}, not a mapping of settings")
     return data
@@ -142,7 +150,7 @@ def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu") 
             raise FileNotFoundError(
                 f"No VAE export at {folder}: missing {' and '.join(missing)}; create it with `{VAE_COMMAND}`."
             )
-        config = read_yaml(folder / VAE_CONFIG)
+        config = read_config_file(folder / VAE_CONFIG, VAE_SCHEMA)
         state = load_tensor_file(folder / VAE_WEIGHTS, device=str(map_location))
     vae = vae_from_config(config, path)
     try:
@@ -156,9 +164,7 @@ def vae_from_config(config: Any, source: str | os.PathLike) -> VAE:
     """The VAE of a config read from `source` (a file): `VAE.from_config` of plain constructor arguments, or, when
     the config names a `_target_` (a VAE of your own, `vae.protocol.LatentVAE`), that class built from the rest,
     only if the target is allowed (`latent_ndm.runs.targets`); anything else is a one-sentence ValueError."""
-    if not isinstance(config, dict):
-        raise ValueError(f"the VAE config of {source} is not a mapping")
-    check_file_config(config, f"the VAE config of {source}")
+    check_config(config, VAE_SCHEMA, f"the VAE config of {source}")
     if "_target_" in config:
         return external_vae(config, source)
     try:
@@ -171,7 +177,7 @@ def vae_from_config(config: Any, source: str | os.PathLike) -> VAE:
 def external_vae(config: dict[str, Any], source: str | os.PathLike) -> Any:
     """A bring-your-own VAE from its config (`_target_` and constructor arguments), checked against the contract."""
     try:
-        vae = instantiate_trusted(config, f"the VAE config of {source}")
+        vae = build_from_file(config, VAE_SCHEMA, f"the VAE config of {source}")
     except UnsafeConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - a constructor of someone else's class may raise anything
@@ -214,9 +220,17 @@ def save_run_record(folder: str | os.PathLike, run_config: dict[str, Any], metri
 
 
 def read_run_record(folder: str | os.PathLike) -> dict[str, Any]:
-    """The `metrics.yaml` that `save_run_record` wrote into an export folder, or {} when there is none."""
+    """The `metrics.yaml` that `save_run_record` wrote into an export folder, or {} when there is none; a value that
+    is not a number (or null; text under `RECORD_TEXT`) is a one-sentence ValueError naming the file and the key."""
     path = Path(folder) / METRICS
-    return read_yaml(path) if path.is_file() else {}
+    record = read_yaml(path) if path.is_file() else {}
+    for key, value in record.items():
+        if value is None or (key in RECORD_TEXT and isinstance(value, str)):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{path} has {key}: {str(value)[:60]!r}, which is not a number; the file is damaged or "
+                             "was not written by latent-ndm: re-export the run, or delete the file")
+    return record
 
 
 # -- reading a run ----------------------------------------------------------------------------------------------
@@ -249,20 +263,19 @@ def last_checkpoint(run_or_export: Path) -> Path:
     return run / CHECKPOINT_DIR / LAST_CKPT
 
 
-def _required_yaml(path: Path) -> dict[str, Any]:
+def _required_config(path: Path, schema: Schema) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the export at {path.parent} is incomplete; re-export it by "
                                 "running the same `python -m latent_ndm.train ...` command again (it resumes)")
-    return read_yaml(path)
+    return read_config_file(path, schema)
 
 
 def read_export(folder: Path) -> RunFiles:
-    """The EMA model of an export folder; its configs are checked (`check_file_config`) before anything is built."""
-    config = _required_yaml(folder / TRAIN_CONFIG)
-    check_file_config(config, str(folder / TRAIN_CONFIG))
+    """The EMA model of an export folder; its configs are checked (`file_config.read_config_file`) before anything
+    is built."""
+    config = _required_config(folder / TRAIN_CONFIG, RUN_SCHEMA)
     if (folder / NDM_WEIGHTS).is_file():
-        ndm_config = _required_yaml(folder / NDM_CONFIG)
-        check_file_config(ndm_config, str(folder / NDM_CONFIG))
+        ndm_config = _required_config(folder / NDM_CONFIG, NDM_SCHEMA)
         return RunFiles("ndm", load_vae(folder / NDM_VAE_DIR), config, ndm_config,
                         load_tensor_file(folder / NDM_WEIGHTS), "ema", folder)
     return RunFiles("vae", load_vae(folder), config, None, None, "ema", folder)
@@ -288,10 +301,10 @@ def read_run_checkpoint(path: Path, ema: bool = True) -> RunFiles:
     config, vae_config = checkpoint.get("config"), checkpoint.get("vae_config")
     if not isinstance(config, dict) or not isinstance(vae_config, dict):
         raise ValueError(f"{path} is not a latent-ndm training checkpoint (it lacks the run and VAE configs)")
-    check_file_config(config, f"the run config in {path}")
+    check_config(config, RUN_SCHEMA, f"the run config in {path}")
     kind = (config.get("stage") or {}).get("name")
     if kind not in ("vae", "ndm"):
-        raise ValueError(f"{path} is not a latent-ndm training checkpoint (its stage is {kind!r})")
+        raise ValueError(f"{path} is not a latent-ndm training checkpoint (its run config has no stage.name)")
     prefix = "ema.module." if ema else ("model." if kind == "ndm" else "vae.")
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     vae = vae_from_config(vae_config, path)

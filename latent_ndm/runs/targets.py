@@ -6,17 +6,19 @@ one of latent-ndm's own classes, factories, optimizers, loggers or trainer (`ALL
 so that a name from a file never reaches an import. Hydra's own filtering of targets is best-effort, not a security
 boundary, hence this list.
 
-A config read from a file someone else made (an export's `ndm_config.yaml` / `train_config.yaml`, a checkpoint's run
-config) is also checked by `check_file_config`: besides the targets, no value may be a ``pipe:`` command, which is run
-only when the user types it. Your own classes are built when you name them yourself, in the environment variable
-`LATENT_NDM_TRUSTED_TARGETS` (comma-separated dotted names; ``package.*`` names a whole package); no file can add to
-the list. docs/SECURITY.md says what else is treated as data.
+The allow-list is split by role (`ROLES`: VAEs, networks, the NDM math, data modules, optimizers, ...): a config read
+from a file someone else made (an export's YAML, a checkpoint's run config) is plain data checked by
+`latent_ndm.runs.file_config`, where a file of each kind names only its roles' classes; `check_file_config` adds that
+no value of such a file may be a ``pipe:`` command, which is run only when the user types it. Your own classes are
+built when you name them yourself, in the environment variable `LATENT_NDM_TRUSTED_TARGETS` (comma-separated dotted
+names; ``package.*`` names a whole package), and only those the named package defines (not what it imports, such as
+``package.shutil.copyfile``); no file can add to the list. docs/SECURITY.md says what else is treated as data.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from hydra.utils import get_object, instantiate
@@ -24,36 +26,41 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 TRUST_ENV = "LATENT_NDM_TRUSTED_TARGETS"
 
-ALLOWED_TARGETS = frozenset({
-    # the first stage
-    "vae.model.VAE", "vae.VAE", "vae.networks.Encoder", "vae.networks.Decoder",
-    "vae.pixel_shuffle.PixelShuffleVAE",  # the bring-your-own-VAE example (docs/BYO_VAE.md)
-    # networks
-    "latent_ndm.networks.UNet", "latent_ndm.networks.unet.UNet",
-    "latent_ndm.networks.TimeMLP", "latent_ndm.networks.mlp.TimeMLP",
+# What each kind of config may build, by role: a file of one kind names only its role's classes (`file_config`).
+ROLES: dict[str, frozenset[str]] = {
+    # the first stage, and its parts in a run config's `vae` group
+    "vae": frozenset({"vae.model.VAE", "vae.VAE",
+                      "vae.pixel_shuffle.PixelShuffleVAE"}),  # the bring-your-own-VAE example (docs/BYO_VAE.md)
+    "vae_part": frozenset({"vae.networks.Encoder", "vae.networks.Decoder"}),
+    "network": frozenset({"latent_ndm.networks.UNet", "latent_ndm.networks.unet.UNet",
+                          "latent_ndm.networks.TimeMLP", "latent_ndm.networks.mlp.TimeMLP"}),
     # the NDM math
-    "latent_ndm.diffusion.schedule.VPSchedule",
-    "latent_ndm.diffusion.transforms.IdentityTransform", "latent_ndm.diffusion.transforms.NeuralTransform",
-    "latent_ndm.diffusion.transforms.SeparableTransform",
-    "latent_ndm.diffusion.transforms.SeparableTransform.from_factory",
-    "latent_ndm.diffusion.noise.NoiseScale",
-    "latent_ndm.diffusion.parameterisation.DataPrediction", "latent_ndm.diffusion.parameterisation.EpsilonPrediction",
-    "latent_ndm.diffusion.parameterisation.SkipPrediction",
-    "latent_ndm.diffusion.time_sampling.UniformTime", "latent_ndm.diffusion.time_sampling.LikelihoodISTime",
-    "latent_ndm.diffusion.time_sampling.InverseG2Time",
-    "latent_ndm.diffusion.objectives.ContinuousNDMObjective", "latent_ndm.diffusion.objectives.DiscreteNDMObjective",
-    "latent_ndm.diffusion.objectives.StraightFlowObjective",
-    # data modules
-    "latent_ndm.data.datasets.synthetic_datamodule", "latent_ndm.data.datasets.shard_datamodule",
-    "latent_ndm.data.datasets.latent_datamodule",
-    # optimisation
-    "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.Adamax", "torch.optim.SGD", "torch.optim.RMSprop",
-    "latent_ndm.optim.lr.warmup_cosine",
-    "latent_ndm.training.schedules.warmup_cosine",  # its name in runs saved before it moved
-    # Lightning
-    "lightning.pytorch.Trainer", "lightning.pytorch.loggers.CSVLogger",
-    "lightning.pytorch.loggers.TensorBoardLogger", "lightning.pytorch.loggers.WandbLogger",
-})
+    "ndm": frozenset({
+        "latent_ndm.diffusion.schedule.VPSchedule",
+        "latent_ndm.diffusion.transforms.IdentityTransform", "latent_ndm.diffusion.transforms.NeuralTransform",
+        "latent_ndm.diffusion.transforms.SeparableTransform",
+        "latent_ndm.diffusion.transforms.SeparableTransform.from_factory",
+        "latent_ndm.diffusion.noise.NoiseScale",
+        "latent_ndm.diffusion.parameterisation.DataPrediction",
+        "latent_ndm.diffusion.parameterisation.EpsilonPrediction",
+        "latent_ndm.diffusion.parameterisation.SkipPrediction",
+        "latent_ndm.diffusion.time_sampling.UniformTime", "latent_ndm.diffusion.time_sampling.LikelihoodISTime",
+        "latent_ndm.diffusion.time_sampling.InverseG2Time",
+        "latent_ndm.diffusion.objectives.ContinuousNDMObjective",
+        "latent_ndm.diffusion.objectives.DiscreteNDMObjective",
+        "latent_ndm.diffusion.objectives.StraightFlowObjective",
+    }),
+    "data": frozenset({"latent_ndm.data.datasets.synthetic_datamodule", "latent_ndm.data.datasets.shard_datamodule",
+                       "latent_ndm.data.datasets.latent_datamodule"}),
+    "optimizer": frozenset({"torch.optim.Adam", "torch.optim.AdamW", "torch.optim.Adamax", "torch.optim.SGD",
+                            "torch.optim.RMSprop"}),
+    "scheduler": frozenset({"latent_ndm.optim.lr.warmup_cosine",
+                            "latent_ndm.training.schedules.warmup_cosine"}),  # its name in runs saved before it moved
+    "trainer": frozenset({"lightning.pytorch.Trainer"}),
+    "logger": frozenset({"lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.TensorBoardLogger",
+                         "lightning.pytorch.loggers.WandbLogger"}),
+}
+ALLOWED_TARGETS = frozenset().union(*ROLES.values())
 
 
 class UnsafeConfigError(ValueError):
@@ -65,12 +72,46 @@ def trusted_by_user() -> tuple[str, ...]:
     return tuple(name.strip() for name in os.environ.get(TRUST_ENV, "").split(",") if name.strip())
 
 
+def _trusting_package(target: str) -> str | None:
+    """The package whose own names `LATENT_NDM_TRUSTED_TARGETS` trusts `target` as (``pkg`` of ``pkg.*``, the top
+    package of an exact name), or None when the user does not name it."""
+    for name in trusted_by_user():
+        if name.endswith(".*") and target.startswith(name[:-1]):
+            return name[:-2]
+        if target == name:
+            return name.split(".", 1)[0]
+    return None
+
+
 def is_allowed(target: str) -> bool:
     """Whether `target` is on the allow-list or named by the user (`LATENT_NDM_TRUSTED_TARGETS`)."""
-    if target in ALLOWED_TARGETS:
-        return True
-    return any(target == name or (name.endswith(".*") and target.startswith(name[:-1]))
-               for name in trusted_by_user())
+    return target in ALLOWED_TARGETS or _trusting_package(target) is not None
+
+
+def has_role(target: str, roles: Iterable[str]) -> bool:
+    """Whether `target` is one of the classes of `roles` (`ROLES`), or one the user trusts (their own classes may
+    stand in any role)."""
+    return any(target in ROLES[role] for role in roles) or _trusting_package(target) is not None
+
+
+def check_defined_where_trusted(target: str, source: str) -> None:
+    """Raise `UnsafeConfigError` unless a target the user trusts is defined in the package they named: ``my_lab.*``
+    trusts ``my_lab``'s own classes and functions, not what it imports (``my_lab.shutil.copyfile``). Imports the
+    user's package (their code, which they named); allow-listed targets are not imported here."""
+    package = None if target in ALLOWED_TARGETS else _trusting_package(target)
+    if package is None:
+        return
+    try:
+        found = get_object(target)
+    except Exception as err:  # noqa: BLE001 - the user's package may raise anything on import
+        cause = " ".join(str(err).split())[:120]
+        raise UnsafeConfigError(f"{source} names {target!r}, which cannot be imported ({cause})") from err
+    module = getattr(found, "__module__", None)
+    if not isinstance(module, str) or not (module == package or module.startswith(package + ".")):
+        raise UnsafeConfigError(
+            f"{source} names {target!r}, which is defined in {module or 'no module'}, not in {package}; {TRUST_ENV} "
+            f"trusts the classes and functions {package} defines, not those it imports: name them where they are "
+            "defined")
 
 
 def _plain(cfg: Any) -> Any:
@@ -120,6 +161,7 @@ def trusted_class(target: str, source: str = "the config") -> type:
     """The class a `_target_` names (or whose factory classmethod it names), imported only when the target is
     allowed; nothing is built."""
     check_targets({"_target_": target}, source)
+    check_defined_where_trusted(target, source)
     found = get_object(target)
     cls = found if isinstance(found, type) else getattr(found, "__self__", None)
     if not isinstance(cls, type):
@@ -128,6 +170,10 @@ def trusted_class(target: str, source: str = "the config") -> type:
 
 
 def instantiate_trusted(cfg: Any, source: str = "the config", **kwargs: Any) -> Any:
-    """Hydra's `instantiate(cfg, **kwargs)` once `check_targets` has passed."""
+    """Hydra's `instantiate(cfg, **kwargs)` once `check_targets` has passed and every target the user trusts is
+    defined in the package they named (`check_defined_where_trusted`)."""
     check_targets(cfg, source)
+    for _, node in _nodes(_plain(cfg)):
+        if isinstance(node, dict) and isinstance(node.get("_target_"), str):
+            check_defined_where_trusted(node["_target_"], source)
     return instantiate(cfg, **kwargs)
