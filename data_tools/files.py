@@ -6,6 +6,10 @@ folder (so the final rename never crosses filesystems, and two writers of one fi
 are flushed to disk, and `os.replace` puts them in place in one step; then the folder entry is flushed. Until the
 rename the previous file, if any, is untouched; on any error the temporary file is removed. Files get the usual
 permissions (0666 minus the umask), whatever wrote them.
+
+Nothing is written or deleted through a symbolic link: a destination folder that is a link, a temporary file that is
+one, or a ``*.tmp`` leftover that is one is refused with `LinkRefused`, which names the link (`os.replace` itself
+replaces a link at the destination name, never what it points to).
 """
 
 from __future__ import annotations
@@ -28,6 +32,26 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 class DiskFullError(DataToolError, OSError):
     """A write ran out of space (ENOSPC / EDQUOT). Nothing was replaced: the previous file, if any, is intact."""
+
+
+class LinkRefused(DataToolError):
+    """A write, delete, truncate or append would have gone through a symbolic link; nothing was done."""
+
+
+def link_refused(path: Path, action: str) -> LinkRefused:
+    """The one-sentence error of `action` (e.g. "write checkpoints/last.ckpt") refused because `path` is a link."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return LinkRefused(f"{path} is a symbolic link (to {target}); refusing to {action} through it, since a link "
+                       "can lead anywhere: remove the link (or write elsewhere) and rerun")
+
+
+def refuse_link(path: Path, action: str) -> None:
+    """Raise `link_refused(path, action)` when `path` itself is a symbolic link (dangling or not)."""
+    if os.path.islink(path):
+        raise link_refused(path, action)
 
 
 def _mib(n: float) -> str:
@@ -82,12 +106,16 @@ def temporary_path(path: Path) -> Path:
 
 def remove_temporaries(folder: Path) -> list[Path]:
     """Delete the ``*.tmp`` leftovers of a killed writer in `folder` (call it only while no other process writes
-    there); returns what was deleted."""
-    removed = []
-    for path in Path(folder).glob(f"*{TMP_SUFFIX}"):
+    there); returns what was deleted. A `folder` that is a symbolic link, or a ``*.tmp`` entry that is one (no writer
+    of ours leaves a link), is refused before anything is deleted (`LinkRefused`)."""
+    folder = Path(folder)
+    refuse_link(folder, f"delete the temporary files of {folder.name}")
+    found = sorted(folder.glob(f"*{TMP_SUFFIX}"))
+    for path in found:
+        refuse_link(path, "delete a temporary file")
+    for path in found:
         path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
+    return found
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any], previous: str | Path | None = None,
@@ -96,12 +124,14 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any], previous: str |
     folder, which is then flushed, renamed over `path` and its folder flushed (see the module doc). With `previous`,
     the file being replaced is kept under that name (renamed once the new one is complete on disk), so that a damaged
     new file can fall back to it. A full disk raises `DiskFullError` (`size_hint`: the bytes the file needs, for its
-    message). Returns `path`."""
+    message). A destination folder that is a symbolic link is refused (`LinkRefused`). Returns `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    refuse_link(path.parent, f"write {path.name}")
     tmp = temporary_path(path)
     try:
         write(tmp)
+        refuse_link(tmp, f"write {path.name}")  # the writer replaced its temporary file with a link
         os.chmod(tmp, default_mode())  # some writers (safetensors, mkstemp) create 0600 files
         fsync_file(tmp)
         if previous is not None and path.is_file():

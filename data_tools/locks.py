@@ -4,12 +4,15 @@
 `sole_writer` is how a folder gets one writer: the first process takes the lock and writes its pid, command and start
 time into the lock file; a second process that finds it held gets `FolderInUse`, whose message names the holder. The
 lock belongs to the open file, so it goes away with the process that held it, however it ended (a kill included):
-a lock file left behind by a dead process is taken over, never a reason to refuse.
+a lock file left behind by a dead process is taken over, never a reason to refuse. A lock file is opened without
+following a link (`O_NOFOLLOW`): a lock file that is a symbolic link, or not a regular file, is refused
+(`LinkRefused`), so that taking a lock never truncates or writes a file elsewhere.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from data_tools.errors import DataToolError
+from data_tools.files import LinkRefused, link_refused
 
 try:
     import fcntl
@@ -28,6 +32,24 @@ class FolderInUse(DataToolError):
     """Another live process holds the lock of a folder this process was about to write."""
 
 
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def open_lock_file(lock_path: Path) -> int:
+    """A descriptor of `lock_path`, created if need be, opened read-write without following a link; a link or
+    anything but a regular file raises `LinkRefused` (nothing was written)."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | NOFOLLOW, 0o666)
+    except OSError as err:
+        if os.path.islink(lock_path):  # ELOOP: O_NOFOLLOW met a link
+            raise link_refused(lock_path, "take the lock") from err
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LinkRefused(f"the lock file {lock_path} is not a regular file; remove it and rerun")
+    return fd
+
+
 @contextmanager
 def exclusive(lock_path: Path) -> Iterator[None]:
     """Hold `lock_path` exclusively, waiting for whoever holds it (processes take turns)."""
@@ -35,12 +57,15 @@ def exclusive(lock_path: Path) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover
         yield
         return
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    fd = open_lock_file(lock_path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def holder_of(lock_path: Path) -> str:
@@ -76,7 +101,7 @@ def sole_writer(lock_path: Path, what: str, fix: str) -> Iterator[Path]:
         yield lock_path
         return
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = open_lock_file(lock_path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

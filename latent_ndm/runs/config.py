@@ -44,7 +44,7 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 # how it is logged, checkpointed and validated, and on what hardware it runs; and knobs whose whole effect is on other
 # keys (ndm.F_size sets ndm.transform.net's sizes, which are compared). Everything else must match to resume.
 NOT_SHAPING = (
-    "name", "run_dir", "resume", "cpu_threads", "logger", "ddp_timeout_s", "checkpoints",
+    "name", "run_dir", "run_dir_reuse", "resume", "cpu_threads", "logger", "ddp_timeout_s", "checkpoints",
     "trainer._target_", "trainer.max_steps", "trainer.max_epochs", "trainer.val_check_interval",
     "trainer.check_val_every_n_epoch", "trainer.limit_val_batches", "trainer.num_sanity_val_steps",
     "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.enable_model_summary",

@@ -60,6 +60,13 @@ def build_loggers(cfg: DictConfig | None) -> list[Logger]:
         raise
 
 
+def logger_folders(loggers: Sequence[Logger]) -> list[Path]:
+    """The folders the loggers write into (`root_dir`: `<save_dir>/<name>`, else `save_dir`), which the run folder's
+    link check walks (`latent_ndm.runs.folders.refuse_links`) before any logger writes."""
+    folders = [getattr(lg, "root_dir", None) or getattr(lg, "save_dir", None) for lg in loggers]
+    return [Path(f) for f in folders if f]
+
+
 def log_hyperparameters(loggers: Sequence[Logger], cfg: DictConfig) -> None:
     """The resolved run config as every logger's hyperparameters."""
     config = resolved(cfg)

@@ -18,7 +18,14 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from latent_ndm.errors import TrainingError
-from latent_ndm.runs.folders import check_run_name, record_run, run_log, sole_writer_of_run, use_throwaway_folder
+from latent_ndm.runs.folders import (
+    check_run_name,
+    record_run,
+    refuse_links,
+    run_log,
+    sole_writer_of_run,
+    use_throwaway_folder,
+)
 from latent_ndm.runs.hardware import configure_cpu_threads, select_accelerator
 from latent_ndm.training import ndm_stage, vae_stage
 from latent_ndm.training.builders import (
@@ -26,6 +33,7 @@ from latent_ndm.training.builders import (
     build_loggers,
     build_trainer,
     log_hyperparameters,
+    logger_folders,
     resume_checkpoint,
 )
 from latent_ndm.training.out_of_memory import out_of_memory_message
@@ -61,16 +69,20 @@ class RunResult:
 
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> RunResult:
     """Build datamodule, model, callbacks, loggers and trainer from `cfg`, in that order, decide what to resume, then
-    record the run (`.hydra/`, `train.log`: only now is the run folder written) and fit, holding the run folder's lock
-    throughout (one writer per run folder). `overrides` (the command line's) go into the record."""
+    record the run (`.latent-ndm-run`, `.hydra/`, `train.log`: only now is the run folder written) and fit, holding the
+    run folder's lock throughout (one writer per run folder). `name=` and `run_dir=` are checked first; an existing
+    `run_dir` that is not a latent-ndm run is refused unless `run_dir_reuse=true`, and so is a run folder with a
+    symbolic link among the entries a run writes (`latent_ndm.runs.folders`). `overrides` (the command line's) go
+    into the record."""
     if cfg.stage.name not in STAGES:
         raise TrainingError(f"stage={cfg.stage.name!r} is not available in this version; choose one of {list(STAGES)}")
     check_run_name(cfg.name)
+    check_run_name(cfg.run_dir, "run_dir")
     start = time.monotonic()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     configure_cpu_threads(cfg.cpu_threads, select_accelerator(cfg.trainer.accelerator))
     use_throwaway_folder(cfg)
-    with sole_writer_of_run(Path(cfg.run_dir)):
+    with sole_writer_of_run(Path(cfg.run_dir), reuse=bool(cfg.get("run_dir_reuse", False))):
         return _train(cfg, STAGES[cfg.stage.name], overrides, start)
 
 
@@ -83,6 +95,7 @@ def _train(cfg: DictConfig, stage: Stage, overrides: Sequence[str], start: float
     model = stage.build_model(cfg, datamodule)
     callbacks = stage.build_callbacks(cfg, run_dir)
     loggers = build_loggers(cfg.get("logger"))
+    refuse_links(run_dir, logger_folders(loggers))  # before anything is written; the lock is held
     trainer = build_trainer(cfg.trainer, callbacks, loggers, run_dir, cfg.ddp_timeout_s)
     ckpt_path = resume_checkpoint(cfg.resume, run_dir, cfg)
     record_run(run_dir, cfg, overrides)

@@ -12,6 +12,7 @@ import latent_ndm
 from latent_ndm import encode, evaluate, sample
 from latent_ndm.errors import EvaluationError
 from latent_ndm.runs.export import UnsafeFileError, load_torch_file, load_vae
+from latent_ndm.runs.folders import MARKER_NAME
 from latent_ndm.training.callbacks.checkpoint import AtomicCheckpointIO
 from latent_ndm.training.run import train
 from tests.support.hostile import code_running_checkpoint, error_lines
@@ -58,6 +59,7 @@ def test_resume_auto_refuses_a_planted_last_checkpoint_and_keeps_it(tmp_path: Pa
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     run, marker = tmp_path / "run", tmp_path / "marker"
     planted = code_running_checkpoint(run / "checkpoints" / "last.ckpt", marker)
+    (run / MARKER_NAME).write_text("latent-ndm run: stage=vae\n")  # planted in a run, not in a foreign folder
     code = command("train", train, ["stage=vae", *base_overrides(run, tiny_data), "trainer.max_steps=1"])
     line = _refused(code, capsys, marker)
     assert "cannot resume" in line and "resume=never" in line

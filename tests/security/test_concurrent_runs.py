@@ -13,7 +13,7 @@ import pytest
 
 from data_tools.files import atomic_write
 from data_tools.locks import FolderInUse, sole_writer
-from latent_ndm.runs.folders import LOCK_NAME
+from latent_ndm.runs.folders import LOCK_NAME, MARKER_NAME
 from latent_ndm.training.run import train
 from tests.support import REPO
 from tests.support.hostile import error_lines
@@ -101,5 +101,6 @@ def test_a_killed_writers_temporary_files_are_cleared_by_the_next_run(tmp_path: 
     stale = run / "checkpoints" / ".last.ckpt.k1ll3d.tmp"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half a checkpoint")
+    (run / MARKER_NAME).write_text("latent-ndm run: stage=vae\n")  # the killed run had started
     train(vae_cfg(run, tiny_data))
     assert not stale.exists() and (run / "checkpoints" / "last.ckpt").is_file()

@@ -1,5 +1,6 @@
-"""A run name never reaches outside `runs/<stage>/`, and a smoke test (`fast_dev_run`) trains in a fresh temporary
-folder: nothing that exists is emptied, whatever name it is given."""
+"""A run name never reaches outside `runs/<stage>/`, a run folder (`run_dir=`, checked like a name) takes no `..`
+detour, and a smoke test (`fast_dev_run`) trains in a fresh temporary folder: nothing that exists is emptied,
+whatever name it is given."""
 
 from __future__ import annotations
 
@@ -69,3 +70,19 @@ def test_ordinary_names_pass(name: str) -> None:
 def test_names_that_are_not_folder_names_are_refused(name: str) -> None:
     with pytest.raises(TrainingError, match="is not a run name"):
         check_run_name(name)
+
+
+@pytest.mark.parametrize("run_dir", ["/scratch/My Runs/.cache/x", "/tmp/run"])
+def test_a_run_dir_is_any_path_without_detours(run_dir: str) -> None:
+    assert check_run_name(run_dir, "run_dir") == run_dir
+
+
+@pytest.mark.parametrize("run_dir", ["", "runs/link/../../victim", "..", "runs/x\ny"])
+def test_a_run_dir_with_a_detour_or_a_control_character_is_refused(run_dir: str, tmp_path: Path, tiny_data: Path,
+                                                                   capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = command("train", train, _overrides(tiny_data, f"run_dir='{run_dir}'"))
+    lines = error_lines(capsys.readouterr().err)
+    assert code == 1 and len(lines) == 1 and "is not a run folder" in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing was written

@@ -1,7 +1,8 @@
 """The run's resume point: `LastCheckpoint` decides when `<run>/checkpoints/last.ckpt` is written, and
 `AtomicCheckpointIO` (Lightning's checkpoint-IO plugin) how: in the destination folder, flushed, renamed into place,
 the one before kept as `previous.ckpt` (`latent_ndm.runs.checkpoints.save_checkpoint`); and how a resumed run reads
-it: as data only (`weights_only=True`), whatever Lightning asks for."""
+it: as data only (`weights_only=True`), whatever Lightning asks for. Neither writes nor deletes through a symbolic
+link."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from data_tools.files import refuse_link
 from latent_ndm.runs.checkpoints import save_checkpoint
 from latent_ndm.runs.export import LAST_CKPT, unsafe_file
 
@@ -26,6 +28,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         save_checkpoint(checkpoint, Path(path))
+
+    def remove_checkpoint(self, path: Any) -> None:
+        """Lightning's removal of a checkpoint it no longer keeps (`checkpoints.keep`), never through a link: a
+        checkpoint that is a symbolic link is refused, not deleted."""
+        refuse_link(Path(path), "delete the old checkpoint")
+        super().remove_checkpoint(path)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         """Lightning's load with `weights_only=True` always: a checkpoint is data, never code."""

@@ -28,9 +28,10 @@ import lightning as L
 import torch
 
 from data_tools.files import atomic_write_text
+from latent_ndm.runs.folders import CURVE_FILE
 from latent_ndm.training.callbacks.export import train_seconds
 
-CURVE_FILE = "curve.json"
+__all__ = ["CURVE_FILE", "LearningCurve", "read_curve", "write_curve"]
 
 
 def read_curve(path: str | Path) -> list[dict[str, Any]]:
