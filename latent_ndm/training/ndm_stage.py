@@ -97,12 +97,12 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> NDMModule
     check_latent_data(cfg, datamodule, model)
     n, s = cfg.ndm, cfg.stage
     val_objective = model.prior.objective if n.eval_t_eps == n.t_eps else objective_at(n.objective, n.eval_t_eps)
-    scheduler = instantiate_trusted(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None
+    scheduler = instantiate_trusted(cfg.optim.scheduler, _convert_="all") if cfg.optim.get("scheduler") else None
     module = NDMModule(
         model,
         loss=NDMTrainingLoss(n.mode, pixel_dims(model.vae.image_channels, resolution)),
         val_objective=val_objective,
-        optimizer=instantiate_trusted(cfg.optim.optimizer),
+        optimizer=instantiate_trusted(cfg.optim.optimizer, _convert_="all"),  # plain betas: a plain checkpoint
         scheduler=scheduler,
         lr=dict(s.lr),
         ema_decay=s.ema.decay,

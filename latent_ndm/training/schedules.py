@@ -3,6 +3,7 @@ re-exported here under the name that runs saved before it moved give as their sc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from latent_ndm.optim.lr import warmup_cosine
@@ -33,12 +34,15 @@ class KLWarmup:
                       beta_min: float = 1e-4, beta_max: float = 1.0) -> KLWarmup:
         """The warm-up of a run of `max_steps` steps in LSGM's terms: beta = `beta_min` for the first
         `const_portion` of the run (kl_const_portion), then a linear rise to `beta_max` over the next `anneal_portion`
-        (kl_anneal_portion), both fractions of the whole run, so that the warm-up scales with it. Steps are rounded."""
-        if max_steps < 1 or not (0.0 <= anneal_portion and 0.0 <= const_portion and anneal_portion + const_portion
-                                 <= 1.0):
-            raise ValueError(f"the KL warm-up is given in shares of the run: it needs trainer.max_steps >= 1 and "
-                             f"stage.kl_warmup portions >= 0 adding up to at most 1, got trainer.max_steps="
-                             f"{max_steps}, anneal_portion={anneal_portion}, const_portion={const_portion}")
+        (kl_anneal_portion), both fractions of the whole run, so that the warm-up scales with it. Steps are rounded.
+
+        As in LSGM, the two shares may add up to more than 1 (its CelebA-HQ-256 VAE: 1e-4 + 1.0): beta then does not
+        reach `beta_max` before the run ends. A `const_portion` of 1 or more is refused: beta would never rise."""
+        if max_steps < 1 or not (0.0 <= anneal_portion < math.inf and 0.0 <= const_portion < 1.0):
+            raise ValueError(f"the KL warm-up is given in shares of the run: it needs trainer.max_steps >= 1, "
+                             f"stage.kl_warmup.anneal_portion >= 0 and 0 <= stage.kl_warmup.const_portion < 1 (beta "
+                             f"rises after that share), got trainer.max_steps={max_steps}, anneal_portion="
+                             f"{anneal_portion}, const_portion={const_portion}")
         return cls(warmup_steps=round(anneal_portion * max_steps), hold_steps=round(const_portion * max_steps),
                    beta_min=beta_min, beta_max=beta_max)
 

@@ -43,10 +43,10 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> VAEModule
     except ValueError as err:
         raise TrainingError(f"the VAE does not fit {resolution}px images: {err}") from err
     s = cfg.stage
-    scheduler = instantiate_trusted(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None
+    scheduler = instantiate_trusted(cfg.optim.scheduler, _convert_="all") if cfg.optim.get("scheduler") else None
     return VAEModule(
         vae,
-        optimizer=instantiate_trusted(cfg.optim.optimizer),
+        optimizer=instantiate_trusted(cfg.optim.optimizer, _convert_="all"),  # plain betas: a plain checkpoint
         scheduler=scheduler,
         kl_warmup=KLWarmup.from_portions(int(cfg.trainer.max_steps), **s.kl_warmup),
         lpips=build_lpips(s.lpips),
@@ -64,8 +64,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     """Every stage's callbacks, then the collapse watch (after the checkpoint and export, which a stop keeps)."""
     images = ImageGrids(run_dir / "images", cfg.stage.images.every_n_steps, cfg.stage.images.num, seed=cfg.seed)
     s, max_steps = cfg.stage, int(cfg.trainer.max_steps)
-    watch = CollapseWatch(s.on_collapse, rerun_hint(cfg.name, max_steps, float(s.kl_warmup.anneal_portion)),
-                          extend_steps=round(float(s.extend_portion) * max_steps))
+    hint = rerun_hint(cfg.name, max_steps, float(s.kl_warmup.anneal_portion), float(s.kl_warmup.const_portion))
+    watch = CollapseWatch(s.on_collapse, hint, extend_steps=round(float(s.extend_portion) * max_steps))
     return [*run_callbacks(cfg, run_dir, images), watch]
 
 

@@ -80,3 +80,48 @@ def test_the_rerun_hint_doubles_the_run_and_its_warm_up_up_to_the_whole_run() ->
                                             "stage.kl_warmup.anneal_portion=0.8 name=tex-longer`, or add "
                                             "`stage.on_collapse=extend`")
     assert "anneal_portion" not in rerun_hint("tex", 1500, 1.0)  # the default already anneals over the whole run
+
+
+@pytest.mark.parametrize("const", [0.0, 0.1, 0.3, 1e-4, 0.5, 0.6667, 0.95])
+@pytest.mark.parametrize("anneal", [0.0, 0.05, 0.25, 0.4, 0.5, 0.7, 1.0])
+def test_the_rerun_hint_accounts_for_the_hold_and_suggests_a_warm_up_that_is_accepted(
+        const: float, anneal: float) -> None:
+    """The suggested share is accepted, never shorter than the one given, and (unless the run given already ended
+    inside its warm-up) ends within the longer run after its `const` hold: const 0.3 + anneal 0.5 gives 0.7."""
+    import re
+
+    from latent_ndm.training.callbacks.collapse import rerun_hint
+    from latent_ndm.training.schedules import KLWarmup
+
+    hint = rerun_hint("faces", 1000, anneal, const)
+    found = re.search(r"`trainer\.max_steps=2000( stage\.kl_warmup\.anneal_portion=([0-9.]+))? name=faces-longer`",
+                      hint)
+    assert found, hint
+    longer = float(found.group(2)) if found.group(2) else anneal
+    warmup = KLWarmup.from_portions(2000, anneal_portion=longer, const_portion=const)
+    assert longer >= anneal and (const + anneal > 1 or warmup.end_step <= 2000)
+    if const + anneal < 1 and const <= 0.5:
+        assert longer > anneal  # room in the run: the warm-up's share grows
+    if (const, anneal) == (0.3, 0.5):
+        assert longer == 0.7
+    assert "anneal_portion" not in rerun_hint("lsgm", 84_400, 1.0, 1e-4)  # LSGM's shares: already the whole run
+
+
+def test_a_warm_up_that_ends_after_the_run_is_judged_at_the_last_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LSGM's shares (hold 1e-4, anneal 1.0) end the warm-up 8 steps after an 84,400-step run: the watch judges at
+    the last step instead of never."""
+    from types import SimpleNamespace
+
+    from latent_ndm.training.callbacks import collapse
+    from latent_ndm.training.schedules import KLWarmup
+
+    verdict = SimpleNamespace(headline=lambda what: f"{what} has a collapsed latent")
+    monkeypatch.setattr(collapse, "collapse_verdict", lambda m: verdict)
+    module = SimpleNamespace(val_metrics={"explained": 0.0},
+                             kl_warmup=KLWarmup.from_portions(84_400, anneal_portion=1.0, const_portion=1e-4))
+    watch = collapse.CollapseWatch("stop", hint="rerun")
+    for step, stops in ((84_399, False), (84_400, True)):
+        trainer = SimpleNamespace(sanity_checking=False, global_step=step, max_steps=84_400, is_global_zero=True,
+                                  should_stop=False)
+        watch.on_validation_end(trainer, module)
+        assert trainer.should_stop is stops and watch.stopped is stops

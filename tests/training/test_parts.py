@@ -38,12 +38,32 @@ def test_kl_warmup_in_shares_of_the_run_scales_with_it_and_restarts() -> None:
     assert (long.hold_steps, long.warmup_steps, long.end_step) == (300, 1200, 1500)
     assert short(450) == long(900) == pytest.approx(1e-4 + (1 - 1e-4) * 0.5)
     assert KLWarmup.from_portions(10, 0.0)(0) == 1.0  # no warm-up
-    for bad in ((0, 0.4, 0.0), (100, 0.8, 0.3), (100, -0.1, 0.0)):
+    for bad in ((0, 0.4, 0.0), (100, -0.1, 0.0), (100, 0.5, 1.0), (100, 0.5, -0.1), (100, math.inf, 0.0)):
         with pytest.raises(ValueError, match="shares of the run"):
             KLWarmup.from_portions(*bad)
     again = short.restarted(at_step=900, steps=300)  # stage.on_collapse=extend
     assert again(900) == 1e-4 and again(1050) == pytest.approx(1e-4 + (1 - 1e-4) * 0.5) and again(1200) == 1.0
     assert again.end_step == 1200
+
+
+def lsgm_kl_coeff(step: float, total_step: float, constant_step: float, min_kl: float, max_kl: float) -> float:
+    """LSGM's `util.utils.kl_coeff`, written out: clamp(min + (max - min) (step - constant_step) / total_step)."""
+    return max(min(min_kl + (max_kl - min_kl) * (step - constant_step) / total_step, max_kl), min_kl)
+
+
+def test_kl_warmup_takes_lsgm_portions_that_add_up_to_more_than_the_run() -> None:
+    """The CelebA-HQ-256 recipe's shares (anneal 1.0, const 1e-4, LSGM's own): accepted, and beta is LSGM's
+    kl_coeff at every step (the hold rounded to whole steps), so it ends the run just short of beta_max."""
+    n, beta_min = 84_400, 1e-4
+    beta = KLWarmup.from_portions(n, anneal_portion=1.0, const_portion=1e-4, beta_min=beta_min)
+    assert (beta.hold_steps, beta.warmup_steps, beta.end_step) == (8, n, n + 8)
+    for step in (0, 8, 9, 1000, 42_208, n - 1, n):
+        assert beta(step) == pytest.approx(lsgm_kl_coeff(step, n, 8, beta_min, 1.0), rel=1e-12)
+    assert beta(n) == pytest.approx(1.0 - (1.0 - beta_min) * 8 / n) and beta(n) < 1.0 == beta(n + 8)
+    wide = KLWarmup.from_portions(100, anneal_portion=0.8, const_portion=0.3)  # 30 + 80 steps in a 100-step run
+    assert wide(100) == pytest.approx(beta_min + (1 - beta_min) * 70 / 80) and wide.end_step == 110
+    default = KLWarmup.from_portions(1500, anneal_portion=1.0)  # the demo's: the whole run, no hold, as before
+    assert [default(s) for s in (0, 750, 1500)] == [beta_min, beta_min + (1 - beta_min) * 0.5, 1.0]
 
 
 def test_warmup_cosine_schedule() -> None:

@@ -9,12 +9,14 @@
 
 Before the warm-up ends a weak latent is expected (beta < 1 pays little for the KL, and an early decoder has not
 learned to read the latent yet), so nothing is said then: under the default warm-up, which spans the whole run, the
-watch judges at the last validation; with a shorter `anneal_portion`, from the end of the warm-up on.
+watch judges at the last validation; with a shorter `anneal_portion`, from the end of the warm-up on; with one that
+ends after the run (LSGM's shares, e.g. const 1e-4 + anneal 1.0), at the run's last step.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import lightning as L
@@ -25,10 +27,12 @@ POLICIES = ("warn", "stop", "extend")
 log = logging.getLogger(__name__)
 
 
-def rerun_hint(name: str, max_steps: int, anneal_portion: float) -> str:
+def rerun_hint(name: str, max_steps: int, anneal_portion: float, const_portion: float = 0.0) -> str:
     """The override that reruns a collapsed run twice as long, with a warm-up twice as long (in steps: its share
-    doubled, up to the whole run), under a new name."""
-    longer = min(1.0, round(2 * anneal_portion, 3)) or 0.5
+    doubled, 0.5 from none, as far as the run's end after the `const_portion` hold allows, never shorter than it
+    was), under a new name. The share is floored to 3 decimals, so that hold and warm-up still fit in the run."""
+    room = math.floor(round((1.0 - const_portion) * 1000, 6)) / 1000
+    longer = max(anneal_portion, min(room, round(2 * anneal_portion, 3) or 0.5))
     anneal = "" if longer == anneal_portion else f" stage.kl_warmup.anneal_portion={longer}"
     return (f"rerun the same command with `trainer.max_steps={2 * max_steps}{anneal} name={name}-longer`, or add "
             "`stage.on_collapse=extend`")
@@ -52,7 +56,8 @@ class CollapseWatch(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         m = getattr(pl_module, "val_metrics", {})
-        if trainer.sanity_checking or not m or trainer.global_step < pl_module.kl_warmup.end_step:
+        judged_from = min(pl_module.kl_warmup.end_step, trainer.max_steps)  # a warm-up longer than the run: its end
+        if trainer.sanity_checking or not m or trainer.global_step < judged_from:
             return
         verdict, what = collapse_verdict(m), f"at step {trainer.global_step} this VAE"
         if verdict is None:
