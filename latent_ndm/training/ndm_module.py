@@ -16,7 +16,6 @@ import torch
 from latent_ndm.model import LatentModel, NDMPrior
 from latent_ndm.model.latent import ndm_parameters
 from latent_ndm.optim.ema import EMA
-from latent_ndm.runs.plain_data import check_plain_data
 from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC
 from latent_ndm.training.callbacks.non_finite import check_finite_metrics, guarded_checkpoint
 from latent_ndm.training.ndm_loss import NDMTrainingLoss, NDMValidationMetrics, StraightValidationMetrics
@@ -124,10 +123,6 @@ class NDMModule(L.LightningModule):
         if self.is_bound:
             self.log(BOUND_METRIC, metrics[main], sync_dist=True)
         self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != main}, sync_dist=True)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Lightning calls this last, on the whole checkpoint: it must be plain data (a resume loads it as such)."""
-        check_plain_data(checkpoint)
 
     def configure_optimizers(self) -> Any:
         parts = ndm_parameters(self.model)

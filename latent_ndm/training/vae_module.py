@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from latent_ndm.optim.ema import EMA
-from latent_ndm.runs.plain_data import check_plain_data
 from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC
 from latent_ndm.training.callbacks.non_finite import check_finite_metrics, guarded_checkpoint
 from latent_ndm.training.schedules import KLWarmup
@@ -121,9 +120,7 @@ class VAEModule(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in metrics.items() if k != "nelbo_bpd"}, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Lightning calls this last, on the whole checkpoint: the metrics go in, then it must be plain data."""
         checkpoint["val_metrics"] = dict(self.val_metrics)
-        check_plain_data(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.val_metrics = dict(checkpoint.get("val_metrics", {}))

@@ -16,17 +16,20 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from data_tools.files import refuse_link
 from latent_ndm.runs.checkpoints import save_checkpoint
 from latent_ndm.runs.export import LAST_CKPT, unsafe_file
+from latent_ndm.runs.plain_data import check_plain_data
 
 BOUND_METRIC = "val/bound_bpd"  # every stage also logs its validation bound under this name (for best.ckpt)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's torch checkpoint IO with a truly atomic save (Lightning's own stages the file in the system temp
-    folder and copies it across filesystems, which a full disk or a kill can leave half-written)."""
+    folder and copies it across filesystems, which a full disk or a kill can leave half-written). What it writes
+    must be plain data (`check_plain_data`: tensors, plain containers, numbers, text), so a resume can read it."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
+        check_plain_data(checkpoint)  # what is written must load under weights_only=True (resume)
         save_checkpoint(checkpoint, Path(path))
 
     def remove_checkpoint(self, path: Any) -> None:
