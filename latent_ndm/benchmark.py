@@ -21,11 +21,13 @@ from typing import Any
 from omegaconf import DictConfig
 
 from latent_ndm.cli import hydra_command
-from latent_ndm.comparison import report
-from latent_ndm.comparison.benchmark import benchmark, write
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train or take both runs, compare them, write the report and print its table."""
+    from latent_ndm.comparison import report
+    from latent_ndm.comparison.benchmark import benchmark, write
+
     results = benchmark(cfg)
     if cfg.fid.stats is None:
         print("note: FID skipped; precompute reference statistics with `python -m latent_ndm.fid_stats "

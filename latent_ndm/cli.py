@@ -1,5 +1,7 @@
 """What every `python -m latent_ndm.<command>` shares: a Hydra entry point over `configs/<command>.yaml`, and user
-errors as one line on stderr with exit status 1."""
+errors as one line on stderr with exit status 1. The command line is composed and checked before anything heavy is
+imported (`latent_ndm.runs.validate`): this module imports Hydra and OmegaConf only, and each command imports torch
+and Lightning inside its `run`."""
 
 from __future__ import annotations
 
@@ -11,9 +13,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import hydra
-import torch
 from hydra.errors import HydraException
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
@@ -21,11 +21,21 @@ from data_tools.errors import DataToolError
 from data_tools.http_stream import ShardReadError
 from latent_ndm.errors import UserError
 from latent_ndm.runs.config import CONFIG_DIR
+from latent_ndm.runs.validate import check_command_line
 
 USER_ERRORS = (UserError, DataToolError, ValueError, FileNotFoundError, ShardReadError, HydraException,
-               OmegaConfBaseException,
-               MisconfigurationException)  # Lightning's configuration errors (e.g. a budget a checkpoint exceeds)
+               OmegaConfBaseException)
 T = TypeVar("T")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """`USER_ERRORS`, and Lightning's configuration errors (e.g. a budget a checkpoint exceeds) once Lightning is
+    imported (only then can one be raised)."""
+    if "lightning.fabric" not in sys.modules:
+        return USER_ERRORS
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    return (*USER_ERRORS, MisconfigurationException)
 
 
 def one_line(err: BaseException) -> str:
@@ -52,6 +62,10 @@ PEER_SIGNS = ("gloo", "NCCL", "Connection reset", "Connection closed", "Broken p
 
 def peer_failure(err: BaseException) -> bool:
     """Whether `err` says that another process of a distributed run died or stopped answering."""
+    if "torch" not in sys.modules:
+        return False
+    import torch
+
     if isinstance(err, torch.distributed.DistError):
         return True
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -60,7 +74,6 @@ def peer_failure(err: BaseException) -> bool:
 
 def _exit(message: str) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
-    print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
     raise SystemExit(1)
 
 
@@ -69,7 +82,7 @@ def run_or_exit(fn: Callable[..., T], *args: Any) -> T:
     distributed run (a dead rank stops the others instead of hanging them). HYDRA_FULL_ERROR=1 keeps the traceback."""
     try:
         return fn(*args)
-    except USER_ERRORS as err:
+    except user_errors() as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         _exit(one_line(err))
@@ -82,14 +95,20 @@ def run_or_exit(fn: Callable[..., T], *args: Any) -> T:
 
 
 def hydra_command(config_name: str, run: Callable[[DictConfig], Any], readonly: bool = False) -> Callable[[], None]:
-    """The `main()` of a command: Hydra composes `configs/<config_name>.yaml` with the command line's overrides
-    (unknown keys are errors), then `run(cfg)` runs under `run_or_exit`; `readonly` freezes the config first."""
+    """The `main()` of a command: the command line is composed and checked first (`check_command_line`: a
+    misspelled key, an unknown option, a missing folder is one line and exit 1, before any heavy import); then Hydra
+    composes `configs/<config_name>.yaml` with the overrides and `run(cfg)` runs under `run_or_exit`; `readonly`
+    freezes the config first."""
 
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)
-    def main(cfg: DictConfig) -> None:
+    def hydra_main(cfg: DictConfig) -> None:
         quiet_known_warnings()
         if readonly:
             OmegaConf.set_readonly(cfg, True)
         run_or_exit(run, cfg)
+
+    def main() -> None:
+        run_or_exit(check_command_line, config_name, sys.argv[1:])
+        hydra_main()
 
     return main

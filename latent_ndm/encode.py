@@ -14,24 +14,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
 from omegaconf import DictConfig
 
 from data_tools.errors import DataToolError
-from data_tools.latent_shards import vae_record, write_latent_shards
 from data_tools.locations import is_remote, local_path
-from data_tools.manifest import read_manifest
-from data_tools.reading import iter_shard_samples
-from data_tools.shard_index import HOW_TO_CREATE, shards_by_split
 from latent_ndm.cli import hydra_command
-from latent_ndm.data.module import read_shard_info
-from latent_ndm.data.streams import SampleDecoder, collate
-from latent_ndm.model import LatentModel
-from latent_ndm.runs.export import load_vae, vae_weights_file
-from latent_ndm.runs.hardware import resolve_device
+
+if TYPE_CHECKING:  # numpy, torch and the model are imported where used, after the command line was checked
+    import numpy as np
+    import torch
+
+    from latent_ndm.model import LatentModel
 
 
 @dataclass
@@ -65,6 +60,9 @@ class EncodeOptions:
 def image_splits(shards: str, wanted: list[str]) -> tuple[str, dict[str, list[str]]]:
     """(dataset name, split -> its image shards) of the folder `shards` (local, or a URL prefix with its manifest);
     one-sentence errors when empty."""
+    from data_tools.manifest import read_manifest
+    from data_tools.shard_index import HOW_TO_CREATE, shards_by_split
+
     if not is_remote(shards) and not local_path(shards).is_dir():
         raise DataToolError(f"no image shard folder {shards}; {HOW_TO_CREATE}")
     manifest = read_manifest(shards)
@@ -76,6 +74,11 @@ def image_splits(shards: str, wanted: list[str]) -> tuple[str, dict[str, list[st
 def encode_images(model: LatentModel, paths: list[str], resolution: int, batch_size: int,
                   device: torch.device) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
     """(key, {"mean", "logvar"}) of q(z|x) for every image of `paths`, in shard order, `batch_size` at a time."""
+    import torch
+
+    from data_tools.reading import iter_shard_samples
+    from latent_ndm.data.streams import SampleDecoder, collate
+
     decode = SampleDecoder("images", resolution)
 
     def flush(batch: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
@@ -99,6 +102,13 @@ def encode_images(model: LatentModel, paths: list[str], resolution: int, batch_s
 
 def encode_shards(options: EncodeOptions) -> dict[str, Any]:
     """Encode the image shards of `options` into latent shards; return the latent manifest."""
+    from data_tools.latent_shards import vae_record, write_latent_shards
+    from data_tools.manifest import read_manifest
+    from latent_ndm.data.module import read_shard_info
+    from latent_ndm.model import LatentModel
+    from latent_ndm.runs.export import load_vae, vae_weights_file
+    from latent_ndm.runs.hardware import resolve_device
+
     out_dir = options.out_dir
     if not options.vae_ckpt.exists():
         raise DataToolError(f"no VAE checkpoint at {options.vae_ckpt}; train one with `python -m latent_ndm.train "

@@ -11,15 +11,21 @@ Options: configs/evaluate.yaml.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from omegaconf import DictConfig
 
 from latent_ndm.cli import hydra_command
-from latent_ndm.evaluation.results import format_table, write_results
-from latent_ndm.evaluation.runner import Evaluation, evaluate
+
+if TYPE_CHECKING:  # torch and Lightning are imported by `run`, after the command line was checked
+    from latent_ndm.evaluation.runner import Evaluation
 
 
 def run(cfg: DictConfig) -> Evaluation:
     """Evaluate, then (rank 0) write evaluation.json and print the table."""
+    from latent_ndm.evaluation.results import format_table, write_results
+    from latent_ndm.evaluation.runner import evaluate
+
     out = evaluate(cfg)
     if out.is_main:
         info = {"ckpt": str(cfg.ckpt), "weights": out.run.weights, "hardware": out.hardware}

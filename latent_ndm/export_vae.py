@@ -12,19 +12,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from latent_ndm.cli import hydra_command
 from latent_ndm.errors import TrainingError
-from latent_ndm.runs.export import external_vae, save_run_record, save_vae
-from latent_ndm.runs.hardware import resolve_device
-from latent_ndm.training.builders import build_datamodule
-from latent_ndm.training.vae_loss import ValidationMetrics
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Build, measure and write the export; returns its metrics."""
+    import torch
+
+    from latent_ndm.runs.export import external_vae, save_run_record, save_vae
+    from latent_ndm.runs.hardware import resolve_device
+    from latent_ndm.training.builders import build_datamodule
+    from latent_ndm.training.vae_loss import ValidationMetrics
+
     config = OmegaConf.to_container(cfg.vae, resolve=True)
     if "_target_" not in config:
         raise TrainingError("vae needs a _target_ naming the class to build, e.g. "

@@ -13,22 +13,23 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from data_tools.locations import is_remote, join, local_path, name_of
-from data_tools.manifest import MANIFEST_NAME
-from data_tools.reading import open_location, read_optional
-from data_tools.shard_index import ShardInfo, manifest_records, split_shards
 from latent_ndm.cli import hydra_command
-from latent_ndm.data.module import ShardDataModule, read_shard_info
-from latent_ndm.evaluation import fid
+
+if TYPE_CHECKING:  # torch and the shard readers are imported where used, after the command line was checked
+    from data_tools.shard_index import ShardInfo
 
 
 def split_infos(root: str, splits: list[str]) -> dict[str, ShardInfo]:
     """The image shards of each split under `root` (a local folder, or a URL prefix with its manifest); missing
     shards raise a one-sentence error."""
+    from data_tools.shard_index import split_shards
+    from latent_ndm.data.module import read_shard_info
+
     if not is_remote(root) and not local_path(root).is_dir():
         raise FileNotFoundError(f"shard directory {root} does not exist; create shards with "
                                 "`python -m data_tools.shard SRC OUT` or `python -m data_tools.synthetic OUT`")
@@ -41,6 +42,10 @@ def split_infos(root: str, splits: list[str]) -> dict[str, ShardInfo]:
 
 def shard_sources(root: str, infos: dict[str, ShardInfo]) -> dict[str, Any]:
     """Shard file -> sha256 (from the dataset manifest, else hashed now), counts per split, manifest hash."""
+    from data_tools.manifest import MANIFEST_NAME
+    from data_tools.reading import read_optional
+    from data_tools.shard_index import manifest_records
+
     shards: dict[str, str] = {}
     for info in infos.values():
         records = manifest_records(info.manifest) if info.manifest else {}
@@ -54,6 +59,8 @@ def shard_sources(root: str, infos: dict[str, ShardInfo]) -> dict[str, Any]:
 
 def sha256_bytes(location: str) -> str:
     """Hex sha256 of the shard at `location` (local or remote), read in chunks."""
+    from data_tools.reading import open_location
+
     digest = hashlib.sha256()
     with open_location(location) as f:
         while chunk := f.read(1 << 20):
@@ -63,6 +70,9 @@ def sha256_bytes(location: str) -> str:
 
 def run(cfg: DictConfig) -> Path:
     """Compute and write the reference statistics `cfg` asks for; the path of the .npz."""
+    from latent_ndm.data.module import ShardDataModule
+    from latent_ndm.evaluation import fid
+
     fid.call_registrations(list(cfg.register or []))
     splits = [str(s) for s in cfg.splits or []]
     if not splits:

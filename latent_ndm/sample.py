@@ -13,18 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from data_tools.files import atomic_write_text
 from latent_ndm.cli import hydra_command
-from latent_ndm.diffusion.samplers import build_sampler
 from latent_ndm.errors import EvaluationError
-from latent_ndm.evaluation.generation import batches, generate
-from latent_ndm.runs.hardware import resolve_device
-from latent_ndm.runs.images import image_grid, save_png, to_unit
-from latent_ndm.runs.load import load_run
 
 
 @dataclass
@@ -42,7 +35,42 @@ class SampleResult:
         return self.num / max(self.seconds, 1e-9)
 
 
+SAMPLE_FILES = ("grid.png", "samples.json")
+
+
+def holds_samples(folder: Path) -> bool:
+    return any((folder / name).exists() for name in SAMPLE_FILES)
+
+
+def output_folder(out: Path | None, default: Path, overwrite: bool) -> Path:
+    """Where the samples go. A folder that already holds samples is replaced only with `overwrite`: without it a
+    given `out=` is refused, and the default folder (e.g. the demo's grid) is kept and `<default>-2` (or the next
+    free number) is used instead."""
+    if overwrite:
+        return out or default
+    if out is not None:
+        if holds_samples(out):
+            raise EvaluationError(f"out={out} already holds samples (grid.png, samples.json); give overwrite=true to "
+                                  "replace them, or another out=")
+        return out
+    folder, n = default, 1
+    while holds_samples(folder):
+        n += 1
+        folder = default.with_name(f"{default.name}-{n}")
+    return folder
+
+
 def sample(cfg: DictConfig) -> SampleResult:
+    """Draw `cfg.num` samples of the run `cfg.ckpt` as configs/sample.yaml says and write them (see the module doc)."""
+    import torch
+    from tqdm import tqdm
+
+    from latent_ndm.diffusion.samplers import build_sampler
+    from latent_ndm.evaluation.generation import batches, generate
+    from latent_ndm.runs.hardware import resolve_device
+    from latent_ndm.runs.images import image_grid, save_png, to_unit
+    from latent_ndm.runs.load import load_run
+
     if cfg.num < 1 or cfg.batch_size < 1:
         raise EvaluationError(f"need num >= 1 and batch_size >= 1, got num={cfg.num}, batch_size={cfg.batch_size}")
     try:
@@ -57,7 +85,8 @@ def sample(cfg: DictConfig) -> SampleResult:
     device = resolve_device(cfg.device)
     run.to(device)
     tag = spec.describe().replace(" ", "-")
-    out_dir = Path(cfg.out) if cfg.out else run.run_dir / "samples" / f"{tag}-seed{cfg.seed}"
+    out_dir = output_folder(Path(cfg.out) if cfg.out else None, run.run_dir / "samples" / f"{tag}-seed{cfg.seed}",
+                            bool(cfg.overwrite))
     out_dir.mkdir(parents=True, exist_ok=True)
     images, nfes, seconds = [], [], 0.0
     with tqdm(total=cfg.num, unit="img", desc=f"sampling ({spec.describe()})", disable=not cfg.progress) as bar:

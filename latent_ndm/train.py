@@ -9,6 +9,7 @@ loads), `images/`, `tensorboard/`, `csv/`, `train.log` and `.hydra/` (the config
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -16,8 +17,9 @@ from omegaconf import DictConfig, open_dict
 
 from latent_ndm.cli import hydra_command
 from latent_ndm.errors import TrainingError
-from latent_ndm.runs.folders import remove_if_empty
-from latent_ndm.training.run import RunResult, train
+
+if TYPE_CHECKING:  # torch and Lightning are imported by `run`, after the command line was checked
+    from latent_ndm.training.run import RunResult
 
 
 def format_report(cfg: DictConfig, result: RunResult) -> str:
@@ -39,6 +41,9 @@ def format_report(cfg: DictConfig, result: RunResult) -> str:
 def run(cfg: DictConfig) -> RunResult:
     """Train, then (rank 0) print where everything went. Each job of a sweep (-m) gets its own folder,
     `<run_dir>/<job number>`; a job that fails before it starts leaves no folder behind."""
+    from latent_ndm.runs.folders import remove_if_empty
+    from latent_ndm.training.run import train
+
     hydra = HydraConfig.get()
     if hydra.mode == RunMode.MULTIRUN:
         with open_dict(cfg):

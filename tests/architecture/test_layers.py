@@ -9,12 +9,15 @@ depth (inside functions too), is checked against the layer the module belongs to
     latent_ndm.networks   time-conditioned networks            + the math package and the VAE's convolution blocks
     latent_ndm.model      the latent model (VAE + prior)       + vae (pure torch: no Lightning, Hydra or files)
     latent_ndm.stats / distance   seed statistics, the energy distance: the standard library / torch only
+    latent_ndm.errors / progress  user errors; progress lines: the standard library (+ tqdm), used by every layer above
     latent_ndm.optim      EMA and learning-rate schedule       torch only (shared by the training stages and the toy)
     latent_ndm.data / runs / training / evaluation / comparison / toy, then the command-line modules on top.
 
 Imports of the project's own packages sit at the top of a module (none inside a function), so that the arrows
 between modules are visible where a reader looks for them; the one exception is the package's public API, which
-`latent_ndm/__init__.py` imports on first use (`latent_ndm.load`), so that `import latent_ndm` stays light.
+`latent_ndm/__init__.py` imports on first use (`latent_ndm.load`), so that `import latent_ndm` stays light, and the
+command modules (`COMMANDS`), which import what they run inside their functions, so that a command line is checked
+before torch and Lightning are imported (`latent_ndm.runs.validate`).
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from tests.support import REPO
 
 PROJECT = ("data_tools", "vae", "latent_ndm")
 MATH_LIBS = ("torch", "torchdiffeq", "einops")
-APP = ("latent_ndm.errors", "vae", "data_tools")
+APP = ("latent_ndm.errors", "latent_ndm.progress", "vae", "data_tools")
 LAZY = {("latent_ndm", "latent_ndm.api")}  # (module, import): PEP 562 lazy attributes of a package
+COMMANDS = tuple(f"latent_ndm.{c}" for c in ("train", "sample", "evaluate", "benchmark", "encode", "fid_stats",
+                                              "export_vae"))
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ LAYERS: dict[str, Layer] = {
     "latent_ndm.model": Layer(("latent_ndm.model", "latent_ndm.diffusion", "vae"), third_party=MATH_LIBS),
     "latent_ndm.optim": Layer(("latent_ndm.optim",), third_party=MATH_LIBS),
     "latent_ndm.errors": Layer(()),
+    "latent_ndm.progress": Layer((), third_party=("tqdm",)),
     "latent_ndm.stats": Layer(()),
     "latent_ndm.distance": Layer((), third_party=MATH_LIBS),
     "latent_ndm.data": Layer(("latent_ndm.data", *APP)),
@@ -113,7 +119,7 @@ def violations(source: str, module: str, is_package: bool = False) -> list[str]:
         if root in PROJECT:
             if not _within(name, layer.may_import):
                 out.append(f"{where}, outside its layer {layer_of(module)} (may import {layer.may_import})")
-            elif not at_top and (module, name) not in LAZY:
+            elif not at_top and (module, name) not in LAZY and module not in COMMANDS:
                 out.append(f"{where} inside a function; project imports belong at the top of the module")
         elif layer.third_party is not None and root not in sys.stdlib_module_names and root != "__future__" \
                 and root not in layer.third_party:
