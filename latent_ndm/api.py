@@ -2,7 +2,7 @@
 
     import latent_ndm
     model = latent_ndm.load("runs/ndm/default")          # a run folder, its export/ or a .ckpt; EMA weights
-    images = model.sample(16, seed=0)                    # (16, 3, H, W) in [-1, 1]: ODE samples, decoded
+    images = model.sample(16, seed=0)                    # (16, 3, H, W) in [-1, 1]: RK4 samples (2 steps), decoded
     q = model.encode(images)                             # q(z|x), a DiagonalGaussian over the latents
     recon = model.decode(q.mean)                         # the decoder's mean, (16, 3, H, W)
     model.nelbo(images)["nelbo"]                         # bits/dim per image (and every part of the bound)
