@@ -15,7 +15,8 @@
 #                  Euler / Heun / RK4 x uniform / EDM / log-SNR grids x NFE 1-10 against the adaptive ODE at tol 1e-5
 #                  (runs/benchmark/samplers), and the adaptive ODE at tol 1e-2 (runs/benchmark/samplers-ode1e-2)
 #   make rehearsal -> the 256-pixel path on this CPU: real 256x256 photo crops through shard, stage=vae and stage=ndm
-#                  (paper architectures at a quarter width, 3 steps), sample and evaluate; memory and FLOPs per image
+#                  (paper architectures at a quarter width, 3 steps), sample and evaluate; memory and FLOPs per image;
+#                  63 min (22 min of CPU) on a 2-core VM beside other jobs (load 6-11), a progress line every 10 s
 #   make nfdm   -> after make demo: NFDM, NFDM-straight and NDM-straight on its VAE, 4-step Euler samples, and the
 #                  few-step table (energy distance at K = 1, 2, 4, 8) of all five priors in runs/benchmark/nfdm
 PYTHON ?= python3.11

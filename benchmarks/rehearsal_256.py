@@ -11,12 +11,19 @@ Stages, each a fresh process (its peak resident memory is its own):
    `--width` of the denoiser's channels;
 4. `sample` of 256x256 images (RK4, one step) and `evaluate metrics=[nelbo]`.
 
-It prints one line per stage (seconds, peak RSS, and per image where a stage has a batch), the FLOPs per image of
-the VAE's forward and of one denoiser forward at the rehearsal width and at the paper's (counted with
-`torch.utils.flop_counter` on meta tensors, nothing allocated), beside the README's estimates, and one JSON line.
+While it runs it says which stage of how many has started (each stage's output goes to `<out>/<stage>.log`), and
+every 10 s how far the rehearsal is, the time left (from each stage's usual share of the time) and the stage's last
+line of output (a bar in a terminal). At the end it prints one line per stage (seconds, peak RSS, and per image
+where a stage has a batch), the FLOPs per image of the VAE's forward and of one denoiser forward at the rehearsal
+width and at the paper's (counted with `torch.utils.flop_counter` on meta tensors, nothing allocated), beside the
+README's estimates, and one JSON line.
+
+How long it takes depends mostly on what else the machine runs. Measured on this round's code on a 2-core AMD EPYC VM
+shared with other jobs (load average 6 to 11: three to five busy processes per core): 63 min wall-clock, 22 min of
+CPU time (VAE 25 min, NDM 5 min, sample 5 min, evaluate 27 min; the photos and shards 7 s).
 Run from the repository root:
 
-    python -m benchmarks.rehearsal_256                  # about 5 minutes on 2 CPU cores; or `make rehearsal`
+    python -m benchmarks.rehearsal_256                  # or `make rehearsal`; see the times above
     python -m benchmarks.rehearsal_256 --width 0.125 --steps 1 --samples 1 --out /tmp/r   # what the test runs
 """
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -33,9 +41,14 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from latent_ndm.progress import Progress, duration, progress
 from latent_ndm.runs.config import scaled_channels
 
 README_ESTIMATES = {"vae_forward_gflop": 690.0, "denoiser_forward_gflop": 145.0}  # README, Paper-scale recipes
+# each stage's share (%) of the default rehearsal's time, as measured for the docstring (3 s, 3 s, 25.4 min, 5.1 min,
+# 5.2 min, 26.8 min): what the progress' time left is estimated from
+SHARE = {"photos": 1, "shard": 1, "vae": 40, "ndm": 8, "sample": 8, "evaluate": 42}
+HEARTBEAT_S = 1.0  # how often a running stage is looked at (a progress line only every progress.INTERVAL_S)
 
 PEAK = ("import resource, runpy, sys\n"
         "sys.argv = sys.argv[1:]\n"
@@ -49,18 +62,64 @@ PEAK = ("import resource, runpy, sys\n"
         "sys.exit(code)\n")
 
 
-def stage(name: str, module: str, args: list[str], log: Path) -> dict[str, Any]:
-    """Run `python -m module args` in a fresh process; its seconds and peak RSS (MiB). A failure stops the
-    rehearsal with the stage's name and the tail of its output."""
+def last_output(log: Path, width: int = 100) -> str:
+    """The last non-empty line written to `log` so far (after its last carriage return), cut to `width`."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, log.stat().st_size - 4096))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [line.rsplit("\r", 1)[-1].strip() for line in tail.splitlines()]
+    lines = [line for line in lines if line]
+    return lines[-1][:width] if lines else ""
+
+
+def stage(name: str, module: str, args: list[str], log: Path, bar: Progress | None = None,
+          label: str = "") -> dict[str, Any]:
+    """Run `python -m module args` in a fresh process, its output (stdout and stderr) written to `log`; its seconds
+    and peak RSS (MiB). While it runs, `bar` says every few seconds that `label` has run so long and what it printed
+    last. A failure stops the rehearsal with the stage's name and the tail of its output."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", PEAK, module, *args], capture_output=True, text=True)
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", PEAK, module, *args], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=HEARTBEAT_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    if bar is not None:
+                        last = last_output(log)
+                        bar.note(f"{label or name}: {duration(time.perf_counter() - start)} in"
+                                 + (f", last output: {last}" if last else ""))
+                        bar.beat()
+        except BaseException:  # interrupted: the stage goes too
+            proc.kill()
+            raise
     seconds = time.perf_counter() - start
-    log.write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise SystemExit(f"rehearsal stage {name} failed (exit {proc.returncode}; log {log}):\n{tail}")
-    peak = [line for line in proc.stdout.splitlines() if line.startswith("PEAK_RSS_KIB")]
+    text = log.read_text()
+    if code != 0:
+        tail = "\n".join(text.strip().splitlines()[-15:])
+        raise SystemExit(f"rehearsal stage {name} failed (exit {code}; log {log}):\n{tail}")
+    peak = [line for line in text.splitlines() if line.startswith("PEAK_RSS_KIB")]
     return {"stage": name, "seconds": seconds, "peak_rss_mib": int(peak[-1].split()[1]) / 1024 if peak else None}
+
+
+def run_stages(plans: list[tuple[str, str, list[str]]], out: Path) -> list[dict[str, Any]]:
+    """Every stage `(name, module, args)` in turn, its output in `<out>/<name>.log`: a line as each starts (stage i
+    of n), and the progress of all of them (a bar in a terminal, else a line every few seconds) with the time left
+    estimated from each stage's usual share of the time (SHARE)."""
+    results = []
+    weights = [SHARE.get(name, 100 / len(plans)) for name, _, _ in plans]
+    with progress(total=100, desc="rehearsal", unit="%") as bar:
+        for i, ((name, module, args), weight) in enumerate(zip(plans, weights, strict=True), 1):
+            label = f"stage {i} of {len(plans)} ({name})"
+            print(f"{label}: python -m {module} ... (output in {out / f'{name}.log'})", flush=True)
+            results.append(stage(name, module, args, out / f"{name}.log", bar, label))
+            bar.update(100 * weight / sum(weights))
+    return results
 
 
 def flops_per_image(width: float) -> dict[str, float]:
@@ -108,27 +167,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     vae_width = [f"vae.encoder.base_channels={scaled_channels(128, w, 8)}", "vae.encoder.num_groups=8"]
     ndm_width = [f"ndm.denoiser.base_channels={scaled_channels(256, w, 8)}", "ndm.denoiser.num_groups=8",
                  "ndm.denoiser.num_res_blocks=2"]
-    stages = [
-        stage("photos", "data_tools.real_images", ["photos", str(crops), "--size", "256", "--stride", "64"],
-              out / "photos.log"),
-        stage("shard", "data_tools.shard", [str(crops), str(shards), "--resolution", "256", "--shard-size", "16",
-                                            "--quiet"], out / "shard.log"),
-        stage("vae", "latent_ndm.train", ["stage=vae", "experiment=celebahq256", f"run_dir={out / 'vae'}", *common,
-                                          *vae_width, "stage.kl_warmup.const_portion=0",
-                                          "stage.images.every_n_steps=0"],
-              out / "vae.log"),
-        stage("ndm", "latent_ndm.train", ["experiment=celebahq256_ndm", f"run_dir={out / 'ndm'}",
-                                          f"vae_ckpt={out / 'vae' / 'export'}", "ndm.mode=disjoint", *common,
-                                          *vae_width, *ndm_width, "stage.collapsed_vae=warn", "stage.images.num=2",
-                                          "stage.images.steps=2", "stage.images.every_n_steps=0"],
-              out / "ndm.log"),
-        stage("sample", "latent_ndm.sample", [f"ckpt={out / 'ndm'}", f"num={args.samples}", "sampler=rk4",
-                                              "sampler.steps=1", f"batch_size={args.samples}", "progress=false",
-                                              f"out={out / 'samples'}"], out / "sample.log"),
-        stage("evaluate", "latent_ndm.evaluate", [f"ckpt={out / 'ndm'}", "metrics=[nelbo]", "limit=4",
-                                                  f"batch_size={args.batch}", "progress=false"],
-              out / "evaluate.log"),
-    ]
+    stages = run_stages([
+        ("photos", "data_tools.real_images", ["photos", str(crops), "--size", "256", "--stride", "64"]),
+        ("shard", "data_tools.shard", [str(crops), str(shards), "--resolution", "256", "--shard-size", "16",
+                                       "--quiet"]),
+        ("vae", "latent_ndm.train", ["stage=vae", "experiment=celebahq256", f"run_dir={out / 'vae'}", *common,
+                                     *vae_width, "stage.kl_warmup.const_portion=0", "stage.images.every_n_steps=0"]),
+        ("ndm", "latent_ndm.train", ["experiment=celebahq256_ndm", f"run_dir={out / 'ndm'}",
+                                     f"vae_ckpt={out / 'vae' / 'export'}", "ndm.mode=disjoint", *common,
+                                     *vae_width, *ndm_width, "stage.collapsed_vae=warn", "stage.images.num=2",
+                                     "stage.images.steps=2", "stage.images.every_n_steps=0"]),
+        ("sample", "latent_ndm.sample", [f"ckpt={out / 'ndm'}", f"num={args.samples}", "sampler=rk4",
+                                         "sampler.steps=1", f"batch_size={args.samples}", "progress=false",
+                                         f"out={out / 'samples'}", "overwrite=true"]),
+        ("evaluate", "latent_ndm.evaluate", [f"ckpt={out / 'ndm'}", "metrics=[nelbo]", "limit=4",
+                                             f"batch_size={args.batch}"]),  # its progress lines: in its log
+    ], out)
     per_image = {"vae": args.batch, "ndm": args.batch, "sample": args.samples, "evaluate": args.batch}
     for s in stages:
         if s["stage"] in per_image and s["peak_rss_mib"] is not None:

@@ -24,6 +24,7 @@ from latent_ndm.comparison import chart, curve_chart, curve_runs, few_step, meas
 from latent_ndm.comparison.report import EQUAL_TIME
 from latent_ndm.comparison.step_cost import step_costs
 from latent_ndm.errors import EvaluationError
+from latent_ndm.progress import progress
 from latent_ndm.runs.export import find_export, read_run_record, read_yaml
 from latent_ndm.runs.folders import RECORD_DIR
 from latent_ndm.runs.hardware import describe, resolve_device
@@ -90,14 +91,17 @@ def obtain_runs(cfg: DictConfig) -> tuple[dict[str, list[str]], list[Path]]:
     side_by_side = []
     if cfg.jobs > 1:
         side_by_side += parallel.train_all(list(planned.values()), cfg.jobs, Path(cfg.out) / parallel.LOGS)
-    for seed in range(cfg.seeds):
-        for name, key in KINDS.items():
-            given = cfg.get(f"{key}_run")
-            if given is None:
-                overrides = planned[seed, key]
-                print(f"training {name} (seed {seed}): python -m latent_ndm.train {' '.join(overrides)}", flush=True)
-                given = str(measure.train_run(overrides))
-            runs[name].append(str(given))
+    with progress(total=len(planned), desc="benchmark runs", unit="runs", enabled=cfg.progress) as bar:
+        for seed in range(cfg.seeds):
+            for name, key in KINDS.items():
+                given = cfg.get(f"{key}_run")
+                if given is None:
+                    overrides = planned[seed, key]
+                    print(f"training {name} (seed {seed}): python -m latent_ndm.train {' '.join(overrides)}",
+                          flush=True)
+                    given = str(measure.train_run(overrides))
+                    bar.update(1)
+                runs[name].append(str(given))
     if cfg.match == "time":
         equal = [equal_time_overrides(cfg, runs["NDM"][seed], runs["LSGM"][seed], seed) for seed in range(cfg.seeds)]
         if cfg.jobs > 1:
@@ -271,12 +275,15 @@ def evaluate_seeds(cfg: DictConfig, seed_runs: dict[str, list[str]]) -> tuple[di
     loaded run of each model)."""
     evaluations: dict[str, list[dict[str, Any]]] = {name: [] for name in seed_runs}
     loaded: dict[str, LoadedRun] = {}
-    for seed in range(cfg.seeds):
-        for name, runs in seed_runs.items():
-            print(f"evaluating {name} seed {seed} ({runs[seed]})", flush=True)
-            evaluation, run = measure.evaluate_run(runs[seed], cfg)
-            evaluations[name].append(evaluation)
-            loaded.setdefault(name, run)
+    total = cfg.seeds * len(seed_runs)
+    with progress(total=total, desc="benchmark evaluations", unit="runs", enabled=cfg.progress) as bar:
+        for seed in range(cfg.seeds):
+            for name, runs in seed_runs.items():
+                print(f"evaluating {name} seed {seed} ({runs[seed]}), {bar.done + 1:g} of {total}", flush=True)
+                evaluation, run = measure.evaluate_run(runs[seed], cfg)
+                evaluations[name].append(evaluation)
+                loaded.setdefault(name, run)
+                bar.update(1)
     return evaluations, loaded
 
 
@@ -309,11 +316,11 @@ def compare(cfg: DictConfig, sampling_speed: bool = True) -> dict[str, Any]:
     for name in KINDS if sampling_speed else ():
         print(f"sampling {name} at tolerances {list(cfg.tolerances)}", flush=True)
         sampling[name] = measure.sampling_speed(loaded[name], list(cfg.tolerances), cfg.sample_num,
-                                                   cfg.sample_batch_size, cfg.seed, device)
+                                                   cfg.sample_batch_size, cfg.seed, device, show=cfg.progress)
     print("timing training steps", flush=True)
     x = measure.training_images(loaded["NDM"], cfg.step.batch_size)
     steps = {name: measure.train_step(loaded[name], x, cfg.seed, device) for name in KINDS}
-    costs = step_costs(steps, cfg.step.repeats, cfg.step.warmup, device)
+    costs = step_costs(steps, cfg.step.repeats, cfg.step.warmup, device, show=cfg.progress)
     models: dict[str, dict[str, Any]] = {}
     for name, run in loaded.items():
         models[name] = {"run": seed_runs[name][0], "transform": measure.transform_name(run),

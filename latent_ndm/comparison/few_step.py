@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from latent_ndm.comparison import measure
+from latent_ndm.progress import progress
 from latent_ndm.stats import grouped, number, t_critical
 
 
@@ -19,9 +20,11 @@ def section(cfg: DictConfig, pair: dict[str, str]) -> dict[str, Any]:
     bound-trained ones."""
     runs = {**pair, **{str(k): str(v) for k, v in (cfg.few_step.runs or {}).items()}}
     models = {}
-    for name, ckpt in runs.items():
-        print(f"few-step sampling {name} ({ckpt}) at NFE {list(cfg.few_step.nfe)}", flush=True)
-        models[name] = measure.few_step(ckpt, cfg, nelbo=name not in pair)  # the pair's NELBO is the main table's
+    with progress(total=len(runs), desc="few-step sampling", unit="runs", enabled=cfg.progress) as bar:
+        for i, (name, ckpt) in enumerate(runs.items(), 1):
+            print(f"few-step sampling {name} ({ckpt}) at NFE {list(cfg.few_step.nfe)}, {i} of {len(runs)}", flush=True)
+            models[name] = measure.few_step(ckpt, cfg, nelbo=name not in pair)  # the pair's NELBO is the main table's
+            bar.update(1)
     vae = models["NDM"]["vae_ckpt"]
     notes = [f"{name} ({r['run']}) was trained on another VAE export ({r['vae_ckpt']} vs {vae}); its row does not "
              "compare like for like" for name, r in models.items() if r["vae_ckpt"] != vae]

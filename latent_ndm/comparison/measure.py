@@ -22,6 +22,7 @@ from latent_ndm.evaluation.generation import batches, generate
 from latent_ndm.evaluation.results import write_results
 from latent_ndm.evaluation.runner import evaluate, heldout_images
 from latent_ndm.model import NDMPrior
+from latent_ndm.progress import progress
 from latent_ndm.runs.build import objective_at, transform_kind
 from latent_ndm.runs.config import compose_config, resolved, shaping_differences
 from latent_ndm.runs.export import EXPORT_DIR, TRAIN_CONFIG, read_run_record, read_yaml
@@ -163,20 +164,24 @@ def few_step(ckpt: str, bench: DictConfig, nelbo: bool = True) -> dict[str, Any]
 
 
 def sampling_speed(run: LoadedRun, tolerances: Sequence[float], num: int, batch_size: int, seed: int,
-                   device: torch.device) -> list[dict[str, float]]:
+                   device: torch.device, show: bool = True) -> list[dict[str, float]]:
     """For each tolerance: the ODE sampler's (dopri5, rtol = atol = tol) mean NFE per batch and images/s (sampling
-    and decoding) over samples 0..num-1, after one untimed warm-up sample."""
+    and decoding) over samples 0..num-1, after one untimed warm-up sample (`show`: progress over all tolerances)."""
     run.to(device)
     generate(run, [0], AdaptiveODE(tol=max(tolerances)), seed, device)
     out = []
-    for tol in tolerances:
-        spec = AdaptiveODE(tol=float(tol))
-        nfe, seconds, calls = 0, 0.0, 0
-        for chunk in batches(range(num), batch_size):
-            batch = generate(run, chunk, spec, seed, device)
-            nfe, seconds, calls = nfe + batch.nfe, seconds + batch.seconds, calls + 1
-        out.append({"tol": float(tol), "nfe": nfe / calls, "images_per_s": num / max(seconds, 1e-9), "num": num,
-                    "seconds": seconds})
+    chunks = list(batches(range(num), batch_size))
+    with progress(total=len(tolerances) * len(chunks), desc="ODE sampling speed", unit="batch", enabled=show) as bar:
+        for tol in tolerances:
+            spec = AdaptiveODE(tol=float(tol))
+            nfe, seconds, calls = 0, 0.0, 0
+            bar.note(f"tol {float(tol):g}")
+            for chunk in chunks:
+                batch = generate(run, chunk, spec, seed, device)
+                nfe, seconds, calls = nfe + batch.nfe, seconds + batch.seconds, calls + 1
+                bar.update(1)
+            out.append({"tol": float(tol), "nfe": nfe / calls, "images_per_s": num / max(seconds, 1e-9), "num": num,
+                        "seconds": seconds})
     return out
 
 

@@ -12,16 +12,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 from latent_ndm.comparison import measure
 from latent_ndm.errors import EvaluationError
+from latent_ndm.progress import progress
 from latent_ndm.runs.config import compose_config
 
 LOGS = "logs"  # <out>/logs/: the runs' output
 QUIET = ["trainer.enable_progress_bar=false"]  # many processes, one terminal: no progress bars (not a shaping key)
+BEAT_S = 1.0  # how often the wait for the runs looks up (a line only every progress.INTERVAL_S)
 
 
 @dataclass(frozen=True)
@@ -46,14 +48,23 @@ def pending(overrides: Sequence[Sequence[str]], logs: Path) -> list[Job]:
 
 
 def train_all(overrides: Sequence[Sequence[str]], jobs: int, logs: Path) -> list[Path]:
-    """Train every unfinished run of `overrides`, `jobs` at a time; the folders of those trained here. Raises one
-    sentence naming every run that failed and its log, after the others have finished."""
+    """Train every unfinished run of `overrides`, `jobs` at a time; the folders of those trained here. While they
+    train, how many are done of how many and the time left (a bar in a terminal, else a line every few seconds).
+    Raises one sentence naming every run that failed and its log, after the others have finished."""
     todo = pending(overrides, logs)
     if not todo:
         return []
     print(f"training {len(todo)} runs, {jobs} at a time (output in {logs}/)", flush=True)
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        codes = list(pool.map(_train, todo))
+    with ThreadPoolExecutor(max(1, jobs)) as pool, progress(total=len(todo), desc="runs trained", unit="runs") as bar:
+        futures = [pool.submit(_train, job) for job in todo]
+        waiting = set(futures)
+        while waiting:
+            done, waiting = wait(waiting, timeout=BEAT_S, return_when=FIRST_COMPLETED)
+            if done:
+                bar.update(len(done))
+            else:
+                bar.beat()
+        codes = [future.result() for future in futures]
     failed = [(job, code) for job, code in zip(todo, codes, strict=True) if code != 0]
     if failed:
         listed = "; ".join(f"{job.run_dir} (exit {code}, output in {job.log})" for job, code in failed)

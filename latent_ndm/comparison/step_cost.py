@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from latent_ndm.progress import progress
+
 CPU_MEMORY = "saved activations (CPU)"
 CUDA_MEMORY = "peak allocated (CUDA)"
 
@@ -67,17 +69,20 @@ def sync(device: torch.device | str) -> None:
 
 
 def time_alternating(steps: Mapping[str, Callable[[], None]], repeats: int, warmup: int = 1,
-                     device: torch.device | str = "cpu") -> dict[str, list[float]]:
-    """Seconds of each of `repeats` calls of every step (after `warmup` untimed rounds), the models interleaved."""
+                     device: torch.device | str = "cpu", show: bool = True) -> dict[str, list[float]]:
+    """Seconds of each of `repeats` calls of every step (after `warmup` untimed rounds), the models interleaved
+    (`show`: progress over the calls)."""
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for i in range(warmup + repeats):
-        for name, step in steps.items():
-            sync(device)
-            start = time.perf_counter()
-            step()
-            sync(device)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
+    with progress(total=(warmup + repeats) * len(steps), desc="step cost", unit="steps", enabled=show) as bar:
+        for i in range(warmup + repeats):
+            for name, step in steps.items():
+                sync(device)
+                start = time.perf_counter()
+                step()
+                sync(device)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+                bar.update(1)
     return times
 
 
@@ -124,11 +129,11 @@ def measure_memory(step: TrainStep, device: torch.device | str) -> tuple[float, 
 
 
 def step_costs(steps: Mapping[str, TrainStep], repeats: int, warmup: int = 1,
-               device: torch.device | str = "cpu") -> dict[str, StepCost]:
-    """Step time (alternating, in one process) and peak memory of every model."""
+               device: torch.device | str = "cpu", show: bool = True) -> dict[str, StepCost]:
+    """Step time (alternating, in one process) and peak memory of every model (`show`: progress of the timing)."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    times = time_alternating(steps, repeats, warmup, device)
+    times = time_alternating(steps, repeats, warmup, device, show)
     out = {}
     for name, step in steps.items():
         memory, kind = measure_memory(step, device)

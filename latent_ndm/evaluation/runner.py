@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from data_tools.errors import DataToolError
 from data_tools.http_stream import ReadOptions
@@ -30,9 +29,10 @@ from latent_ndm.evaluation import fid
 from latent_ndm.evaluation.bounds import TermSums, nelbo_terms, nll_terms
 from latent_ndm.evaluation.generation import batches, generate, rank_indices
 from latent_ndm.evaluation.parallel import Processes
+from latent_ndm.progress import progress
+from latent_ndm.runs.file_config import DATA_SCHEMA, build_from_file
 from latent_ndm.runs.hardware import describe
 from latent_ndm.runs.load import LoadedRun, load_run
-from latent_ndm.runs.targets import instantiate_trusted
 from vae import VAE
 from vae.diagnostics import LatentUsage, collapse_verdict
 
@@ -87,8 +87,8 @@ def heldout_images(run: LoadedRun, split: str, shards: str | None, batch_size: i
         if shards is not None:
             spec: Any = split_shards(shards, split, read)
         else:
-            data = OmegaConf.create(run.config["data"])
-            spec = instantiate_trusted(data, f"the data config of {run.source}", _convert_="all").specs.get(split)
+            data = build_from_file(run.config["data"], DATA_SCHEMA, f"the data config of {run.source}")
+            spec = data.specs.get(split)
             if spec is None:
                 raise EvaluationError(f"the run's data config has no {split!r} split; give shards=<image shard "
                                       "folder>")
@@ -101,12 +101,16 @@ def heldout_images(run: LoadedRun, split: str, shards: str | None, batch_size: i
     return module.test_dataloader()
 
 
-def _limited(loader: Any, limit: int | None, procs: Processes, desc: str, progress: bool
+def _limited(loader: Any, limit: int | None, procs: Processes, desc: str, show: bool
              ) -> Iterator[tuple[int, torch.Tensor]]:
-    """(batch index, images) with at most this process's share of `limit` images (a progress bar on rank 0)."""
-    share = None if limit is None else limit * (procs.rank + 1) // procs.world - limit * procs.rank // procs.world
-    seen = 0
-    with tqdm(total=share, unit="img", desc=desc, disable=not (progress and procs.is_main)) as bar:
+    """(batch index, images) with at most this process's share of `limit` images (progress on rank 0: a bar, or
+    timed lines in a log)."""
+    def part(n: int | None) -> int | None:
+        return None if n is None else n * (procs.rank + 1) // procs.world - n * procs.rank // procs.world
+
+    share, seen = part(limit), 0
+    known = [n for n in (share, part(getattr(getattr(loader, "dataset", None), "total", None))) if n is not None]
+    with progress(total=min(known, default=None), desc=desc, unit="img", enabled=show and procs.is_main) as bar:
         for batch_idx, x in enumerate(loader):
             if share is not None:
                 if seen >= share:
@@ -223,7 +227,7 @@ def eval_fid(run: LoadedRun, procs: Processes, cfg: DictConfig, setup: FIDSetup)
     spec = configured_sampler(f.sampler, "fid.sampler")
     moments, nfe, calls, seconds, image_size = fid.RunningMoments(), 0, 0, 0.0, None
     indices = rank_indices(f.num, procs.rank, procs.world)
-    with tqdm(total=len(indices), disable=not (cfg.progress and procs.is_main), unit="img", desc="FID samples") as bar:
+    with progress(total=len(indices), desc="FID samples", unit="img", enabled=cfg.progress and procs.is_main) as bar:
         for chunk in batches(indices, f.batch_size):
             out = generate(run, chunk, spec, cfg.seed, procs.device)
             nfe, calls, seconds = nfe + out.nfe, calls + 1, seconds + out.seconds
@@ -272,8 +276,8 @@ def eval_distance(run: LoadedRun, procs: Processes, cfg: DictConfig) -> dict[str
     out: dict[str, Any] = {"num": n, "by_sampler": {}}
     for label, spec in specs.items():
         images, nfe, seconds = [], 0, 0.0
-        for chunk in tqdm(list(batches(range(n), d.batch_size)), disable=not cfg.progress,
-                          desc=f"distance ({spec.describe()})"):
+        for chunk in progress(list(batches(range(n), d.batch_size)), f"distance ({spec.describe()})", unit="batch",
+                              enabled=cfg.progress):
             got = generate(run, chunk, spec, cfg.seed, procs.device)
             images.append(got.images.cpu())
             nfe, seconds = nfe + got.nfe, seconds + got.seconds

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from latent_ndm import progress
 from latent_ndm.benchmark import run
 from latent_ndm.cli import run_or_exit
 from latent_ndm.comparison import measure
@@ -68,13 +70,16 @@ def small_runs(data_root: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, data_root: Path, vae_export: Path) -> tuple[Path, dict, str]:
-    """The benchmark training both priors itself (budget 2) on the tiny VAE, FID off: (train_root, report, stdout)."""
+    """The benchmark training both priors itself (budget 2) on the tiny VAE, FID off, its output not a terminal and
+    a progress line due at every step: (train_root, report, what it printed: stdout, then stderr)."""
     root = tmp_path_factory.mktemp("bench")
     cfg = bench_cfg(root / "out", f"vae_ckpt={vae_export}", "budget=2", f"train_root={root / 'runs'}",
                     train_overrides=small_runs(data_root))
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
+    with (contextlib.redirect_stdout(io.StringIO()) as printed, contextlib.redirect_stderr(io.StringIO()) as errors,
+          pytest.MonkeyPatch.context() as patch):
+        patch.setattr(progress, "INTERVAL_S", 0.0)
         report = run(cfg)
-    return root, report, printed.getvalue()
+    return root, report, printed.getvalue() + errors.getvalue()
 
 
 def test_benchmark_trains_both_on_the_same_vae_and_skips_fid_without_stats(trained: tuple[Path, dict, str]) -> None:
@@ -88,6 +93,16 @@ def test_benchmark_trains_both_on_the_same_vae_and_skips_fid_without_stats(train
     table = (root / "out" / "benchmark.md").read_text()
     assert "| — |" in table and "fid.stats=STATS_DIR" in table
     assert "note: FID skipped" in printed and "| paper (Bartosh" in printed  # the table is printed at the end
+
+
+def test_long_steps_print_how_far_they_are_and_the_time_left_where_no_terminal_is_attached(
+        trained: tuple[Path, dict, str]) -> None:
+    printed, took = trained[2], r"\d+ (s|min \d+ s|h \d+ min)"  # a duration, as `progress.duration` writes it
+    for loop, unit in (("benchmark runs", "runs"), ("benchmark evaluations", "runs"), ("NELBO", "img"),
+                       ("ODE sampling speed", "batch"), ("step cost", "steps"), ("few-step sampling", "runs")):
+        assert re.search(rf"^{loop}: \d+/\d+ {unit} \(\d+%\), {took} elapsed, about {took} left", printed, re.M), loop
+        assert re.search(rf"^{loop}: (\d+)/\1 {unit} \(100%\), done in {took}$", printed, re.M), loop
+    assert "evaluating NDM seed 0" in printed and ", 1 of 2" in printed
 
 
 def test_seeds_pair_the_models_reuse_finished_runs_and_report_the_paired_difference(
