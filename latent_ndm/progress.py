@@ -7,8 +7,10 @@
 Where the stream (stderr unless given) is not a terminal (a log, a pipe, CI), nothing is printed during the first
 `interval` seconds (short work stays quiet); after that a line such as
 `NELBO: 64/128 img (50%), 1 min 02 s elapsed, about 1 min 02 s left` at most once per `interval`, and one line
-when the work ends. The time left is at the pace so far (elapsed / done x left, as tqdm's). The clock is injectable
-(tests). Only the standard library and tqdm are imported.
+when the work ends. The time left is at the pace so far (elapsed / done x left, as tqdm's). One unit may itself take
+minutes (an ODE solve of one batch): with the real clock a daemon thread beats every `HEARTBEAT_S` while the work is
+open, so the lines keep coming (elapsed time, and the estimate growing) between two units. The clock is injectable
+(tests; an injected clock gets no thread). Only the standard library and tqdm are imported.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tqdm import tqdm
 
 T = TypeVar("T")
 INTERVAL_S = 10.0  # seconds between two lines where no terminal is attached
+HEARTBEAT_S = 1.0  # how often the heartbeat thread checks whether a line (or the bar's clock) is due
 
 
 def duration(seconds: float) -> str:
@@ -57,6 +60,13 @@ class Progress(Generic[T]):
         self.lock = threading.Lock()
         self.bar = (tqdm(total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True)
                     if enabled and is_terminal(stream) else None)
+        self.stopped = threading.Event()
+        if enabled and clock is time.monotonic:  # the real clock: beat between units (see the module doc)
+            threading.Thread(target=self._heartbeat, name=f"progress {desc}", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        while not self.stopped.wait(min(HEARTBEAT_S, self.interval)):
+            self.beat()
 
     def __iter__(self) -> Iterator[T]:
         if self.items is None:
@@ -104,6 +114,7 @@ class Progress(Generic[T]):
             if self.closed:
                 return
             self.closed = True
+            self.stopped.set()
             if self.bar is not None:
                 self.bar.close()
             elif self.enabled and self.last_line is not None:

@@ -4,6 +4,7 @@ no sleeping), a tqdm bar where one is."""
 from __future__ import annotations
 
 import io
+import time
 
 from tqdm import tqdm
 
@@ -92,3 +93,19 @@ def test_with_a_terminal_it_is_a_tqdm_bar() -> None:
 def test_durations_read_as_a_person_would_say_them() -> None:
     assert [duration(s) for s in (0.4, 59, 59.7, 65, 3600 + 4 * 60 + 5)] == [
         "0 s", "59 s", "1 min 00 s", "1 min 05 s", "1 h 04 min"]
+
+
+def test_one_long_unit_still_prints_lines_while_it_runs() -> None:
+    """With the real clock a heartbeat thread prints between units: an evaluation whose one batch takes minutes (an
+    ODE solve) is not silent; the thread ends with the work."""
+    stream = io.StringIO()
+    bar = progress(total=2, desc="NLL (ODE)", unit="img", stream=stream, interval=0.05)
+    deadline = time.monotonic() + 5
+    while "elapsed" not in stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.02)  # the unit being worked on: no update() while it runs
+    bar.update(2)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("NLL (ODE): 0/2 img (0%), ") and "elapsed" in lines[0]
+    assert lines[-1].startswith("NLL (ODE): 2/2 img (100%), done in ")
+    assert bar.stopped.is_set()
