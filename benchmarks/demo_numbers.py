@@ -93,7 +93,7 @@ def measured(quoted: Quoted) -> float | None:
 
 
 def compare(numbers: Sequence[Quoted], tolerance: float = 0.0) -> list[str]:
-    """One line per number; each line of a number that differs or is missing starts with "DIFFERENT" / "MISSING"."""
+    """One line per number: "same" (or "within" the tolerance), "DIFFERENT" or "MISSING", the run, the key, the two."""
     lines = []
     for q in numbers:
         value = measured(q)
@@ -103,7 +103,8 @@ def compare(numbers: Sequence[Quoted], tolerance: float = 0.0) -> list[str]:
             continue
         shown = f"{value:.{q.decimals}f}"
         same = shown == q.text if tolerance == 0 else abs(value - float(q.text)) <= tolerance
-        lines.append(f"{'same' if same else 'DIFFERENT':10s} {where}: README {q.text}, measured {shown}")
+        verdict = ("same" if tolerance == 0 else "within") if same else "DIFFERENT"
+        lines.append(f"{verdict:10s} {where}: README {q.text}, measured {shown}")
     return lines
 
 
@@ -120,8 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print("\n".join(lines))
-    bad = [line for line in lines if not line.startswith("same")]
-    print(f"{len(lines) - len(bad)} of {len(lines)} numbers of the README's demo table are the same")
+    bad = [line for line in lines if line.startswith(("DIFFERENT", "MISSING"))]
+    agree = "are the same" if args.tolerance == 0 else f"are within {args.tolerance:g}"
+    print(f"{len(lines) - len(bad)} of {len(lines)} numbers of the README's demo table {agree}")
     return 1 if bad else 0
 
 

@@ -47,6 +47,7 @@ def test_the_same_digits_pass_and_one_digit_off_fails(tmp_path: Path, capsys) ->
     out = capsys.readouterr().out
     assert "DIFFERENT  " in out and "README 5.0857, measured 5.0858" in out and "5 of 6 numbers" in out
     assert check(tmp_path / "off", "--tolerance", "0.02") == 0
+    assert "6 of 6 numbers of the README's demo table are within 0.02" in capsys.readouterr().out
 
 
 def test_a_missing_run_fails(tmp_path: Path, capsys) -> None:
