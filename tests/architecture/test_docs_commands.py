@@ -78,11 +78,11 @@ def documented() -> tuple[list[Documented], list[Documented]]:
                 python.append(Documented(body, where))
             elif lang in SHELL_BLOCKS:
                 shell += [Documented(c, where) for c in shell_commands(lang, body)]
-        if doc == "README.md":  # the inline commands of its tables
-            for n, line in enumerate(text.splitlines(), 1):
-                if line.startswith("|"):
-                    shell += [Documented(normalise(c), f"{doc}:{n}") for c in re.findall(r"`([^`]+)`", line)
-                              if c.startswith(("python -m ", "make "))]
+        if doc == "README.md":  # its inline commands, in tables and prose (a command may wrap across lines)
+            outside = BLOCK.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+            for found in re.finditer(r"`((?:python -m|make) [^`]+)`", outside):
+                shell.append(Documented(normalise(found.group(1).replace("\n", " ")),
+                                        f"{doc}:{outside[: found.start()].count(chr(10)) + 1}"))
     return shell, python
 
 
@@ -155,7 +155,9 @@ def make_commands(target: str) -> list[str]:
     """The latent_ndm commands `make <target>` runs (a dry run, variables expanded)."""
     dry = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, f"make -n {target}: {dry.stderr}"
-    return [line for line in dry.stdout.splitlines() if re.search(r"-m latent_ndm\.(\w+)", line)]
+    script = dry.stdout.replace("\\\n", " ").replace("$s", "0")  # continuation lines joined; a loop's first seed
+    parts = (part.strip() for line in script.splitlines() for part in re.split(r"&&|\|\||;", line))
+    return [part for part in parts if re.search(r"-m latent_ndm\.(\w+)", part)]
 
 
 def compose(module: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
