@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from data_tools.files import atomic_write_text
+from data_tools.files import atomic_write_text, refuse_link
 from latent_ndm.cli import hydra_command
 from latent_ndm.errors import EvaluationError
 
@@ -87,6 +87,9 @@ def sample(cfg: DictConfig) -> SampleResult:
     tag = spec.describe().replace(" ", "-")
     out_dir = output_folder(Path(cfg.out) if cfg.out else None, run.run_dir / "samples" / f"{tag}-seed{cfg.seed}",
                             bool(cfg.overwrite))
+    if not cfg.out:  # inside a run folder someone else may have made: no link planted there is followed
+        for folder in (run.run_dir / "samples", out_dir):
+            refuse_link(folder, "write samples")
     out_dir.mkdir(parents=True, exist_ok=True)
     images, nfes, seconds = [], [], 0.0
     with tqdm(total=cfg.num, unit="img", desc=f"sampling ({spec.describe()})", disable=not cfg.progress) as bar:

@@ -122,6 +122,23 @@ def test_the_run_itself_still_loads(ndm_run: Path, capsys: pytest.CaptureFixture
     assert code == 0, capsys.readouterr().err
 
 
+def test_sampling_a_downloaded_run_never_writes_through_a_link_planted_in_it(ndm_run: Path, tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture[str]
+                                                                               ) -> None:
+    """`sample` writes its default folder inside the run (`<run>/samples/...`): a `samples` link planted in a
+    downloaded run is refused in one line, and nothing lands where it points."""
+    run = tmp_path / "downloaded"
+    shutil.copytree(ndm_run, run, ignore=shutil.ignore_patterns("samples"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (run / "samples").symlink_to(elsewhere)
+    code = command("sample", sample.run, [f"ckpt={run}", "num=1", "sampler=euler", "sampler.steps=2",
+                                          "progress=false", "device=cpu"])
+    lines = error_lines(capsys.readouterr().err)
+    assert code == 1 and len(lines) == 1 and "symbolic link" in lines[0] and "samples" in lines[0]
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_every_target_the_configs_use_is_allowed_and_every_allowed_one_exists() -> None:
     used = {line.split("_target_:")[1].strip() for path in (REPO / "configs").rglob("*.yaml")
             for line in path.read_text().splitlines() if "_target_:" in line}
