@@ -8,6 +8,7 @@ import time
 
 from tqdm import tqdm
 
+from latent_ndm import progress as progress_module
 from latent_ndm.progress import duration, progress
 
 
@@ -95,9 +96,10 @@ def test_durations_read_as_a_person_would_say_them() -> None:
         "0 s", "59 s", "1 min 00 s", "1 min 05 s", "1 h 04 min"]
 
 
-def test_one_long_unit_still_prints_lines_while_it_runs() -> None:
+def test_one_long_unit_still_prints_lines_while_it_runs(monkeypatch) -> None:
     """With the real clock a heartbeat thread prints between units: an evaluation whose one batch takes minutes (an
     ODE solve) is not silent; the thread ends with the work."""
+    monkeypatch.setattr(progress_module, "HEARTBEAT_S", 0.02)
     stream = io.StringIO()
     bar = progress(total=2, desc="NLL (ODE)", unit="img", stream=stream, interval=0.05)
     deadline = time.monotonic() + 5
