@@ -18,10 +18,8 @@ import torch
 from data_tools import inspect, tarread
 from data_tools.latent_shards import npy_array, npy_bytes, write_latent_shards
 from data_tools.shard_index import iter_tar_samples
-from latent_ndm import encode, evaluate
 from latent_ndm.data.streams import EvalStream, SampleDecoder, TrainStream
-from tests.support.hostile import error_lines, publish, tar_of
-from tests.support.tiny_runs import command
+from tests.support.hostile import assert_evaluate_and_encode_refuse, publish, tar_of
 
 SAMPLE_BOUND = 8000  # bytes: the tiny dataset's samples are ~1 KB; the heavy one holds 12 KB
 HEAVY = "has members of more than 8000 bytes together"
@@ -102,14 +100,7 @@ def test_evaluation_encode_and_inspect_name_a_sample_over_the_bound(small_bound:
                                                                    tiny_vae_run: Path, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     shard = heavy_shard(dataset, "val", tiny_data)
-    code = command("evaluate", evaluate.run, [f"ckpt={tiny_vae_run}", f"shards={dataset}", "metrics=[nelbo]",
-                                              "progress=false", "accelerator=cpu"])
-    lines = error_lines(capsys.readouterr().err)
-    assert code == 1 and len(lines) == 1 and HEAVY in lines[0] and shard.name in lines[0], lines
-    code = command("encode", encode.run, [f"vae_ckpt={tiny_vae_run / 'export'}", f"shards={dataset}",
-                                          f"out={tmp_path / 'latents'}", "device=cpu"])
-    lines = error_lines(capsys.readouterr().err)
-    assert code == 1 and len(lines) == 1 and HEAVY in lines[0], lines
+    assert_evaluate_and_encode_refuse(dataset, tiny_vae_run, tmp_path / "latents", capsys, HEAVY, shard.name)
     assert inspect.main([str(dataset), "--preview-images", "0"]) == 1
     assert f"sample 000004 {HEAVY}" in capsys.readouterr().out
 

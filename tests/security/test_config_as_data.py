@@ -28,14 +28,6 @@ from tests.support.hostile import error_lines
 from tests.support.tiny_runs import command, ndm_cfg
 
 
-@pytest.fixture(scope="module")
-def ndm_run(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_vae_run: Path) -> Path:
-    run = tmp_path_factory.mktemp("config-as-data") / "ndm"
-    train(ndm_cfg(run, tiny_data, tiny_vae_run / "export", "trainer.max_steps=1", "trainer.val_check_interval=1",
-                  "stage.images.every_n_steps=0"))
-    return run
-
-
 @pytest.fixture(autouse=True)
 def deadline() -> Iterator[None]:
     """Fail a test that hangs (an alias bomb walked on the code before issue 33) instead of hanging the suite."""

@@ -15,18 +15,9 @@ from hydra._internal.utils import _locate
 from latent_ndm import evaluate, sample
 from latent_ndm.runs.export import NDM_CONFIG, TRAIN_CONFIG, VAE_CONFIG
 from latent_ndm.runs.targets import ALLOWED_TARGETS, TRUST_ENV, UnsafeConfigError, check_file_config, check_targets
-from latent_ndm.training.run import train
 from tests.support import REPO
 from tests.support.hostile import error_lines
-from tests.support.tiny_runs import command, ndm_cfg
-
-
-@pytest.fixture(scope="module")
-def ndm_run(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_vae_run: Path) -> Path:
-    run = tmp_path_factory.mktemp("hostile-export") / "ndm"
-    train(ndm_cfg(run, tiny_data, tiny_vae_run / "export", "trainer.max_steps=1", "trainer.val_check_interval=1",
-                  "stage.images.every_n_steps=0"))
-    return run
+from tests.support.tiny_runs import command
 
 
 def runs_code(marker: Path) -> dict:

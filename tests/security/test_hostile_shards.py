@@ -15,10 +15,10 @@ from PIL import Image
 
 from data_tools import inspect
 from data_tools.shard_index import iter_tar_samples
-from latent_ndm import encode, evaluate
+from latent_ndm import evaluate
 from latent_ndm.data.streams import SampleDecoder, TrainStream
 from latent_ndm.training.run import train
-from tests.support.hostile import error_lines, png_header_only, publish, tar_of
+from tests.support.hostile import assert_evaluate_and_encode_refuse, error_lines, png_header_only, publish, tar_of
 from tests.support.tiny_runs import base_overrides, command
 
 
@@ -92,14 +92,7 @@ def test_evaluation_and_encode_name_a_hostile_sample_in_one_line(kind: str, data
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     shard = _hostile(dataset, "val", kind, good)
     fault = SAMPLE_FAULTS.get(kind) or SHARD_FAULTS[kind]
-    code = command("evaluate", evaluate.run, [f"ckpt={tiny_vae_run}", f"shards={dataset}", "metrics=[nelbo]",
-                                              "progress=false", "accelerator=cpu"])
-    lines = error_lines(capsys.readouterr().err)
-    assert code == 1 and len(lines) == 1 and fault in lines[0] and shard.name in lines[0], lines
-    code = command("encode", encode.run, [f"vae_ckpt={tiny_vae_run / 'export'}", f"shards={dataset}",
-                                          f"out={tmp_path / 'latents'}", "device=cpu"])
-    lines = error_lines(capsys.readouterr().err)
-    assert code == 1 and len(lines) == 1 and fault in lines[0], lines
+    assert_evaluate_and_encode_refuse(dataset, tiny_vae_run, tmp_path / "latents", capsys, fault, shard.name)
 
 
 @pytest.mark.parametrize(("claimed", "message"), [

@@ -38,6 +38,23 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
+
+def assert_evaluate_and_encode_refuse(dataset: Path, vae_run: Path, out: Path, capsys: Any, fault: str,
+                                      shard: str) -> None:
+    """`evaluate` and `encode` of the image shards `dataset` (with the VAE run `vae_run`) each stop in one line naming
+    `fault` (evaluate also the `shard`), exit status 1."""
+    from latent_ndm import encode, evaluate
+    from tests.support.tiny_runs import command
+
+    code = command("evaluate", evaluate.run, [f"ckpt={vae_run}", f"shards={dataset}", "metrics=[nelbo]",
+                                              "progress=false", "accelerator=cpu"])
+    lines = error_lines(capsys.readouterr().err)
+    assert code == 1 and len(lines) == 1 and fault in lines[0] and shard in lines[0], lines
+    code = command("encode", encode.run, [f"vae_ckpt={vae_run / 'export'}", f"shards={dataset}", f"out={out}",
+                                          "device=cpu"])
+    lines = error_lines(capsys.readouterr().err)
+    assert code == 1 and len(lines) == 1 and fault in lines[0], lines
+
 # --- hostile shards ------------------------------------------------------------------------------------------------
 
 def png_header_only(width: int, height: int) -> bytes:
