@@ -63,10 +63,10 @@ def output_folder(out: Path | None, default: Path, overwrite: bool) -> Path:
 def sample(cfg: DictConfig) -> SampleResult:
     """Draw `cfg.num` samples of the run `cfg.ckpt` as configs/sample.yaml says and write them (see the module doc)."""
     import torch
-    from tqdm import tqdm
 
     from latent_ndm.diffusion.samplers import build_sampler
     from latent_ndm.evaluation.generation import batches, generate
+    from latent_ndm.progress import progress
     from latent_ndm.runs.hardware import resolve_device
     from latent_ndm.runs.images import image_grid, save_png, to_unit
     from latent_ndm.runs.load import load_run
@@ -92,7 +92,7 @@ def sample(cfg: DictConfig) -> SampleResult:
             refuse_link(folder, "write samples")
     out_dir.mkdir(parents=True, exist_ok=True)
     images, nfes, seconds = [], [], 0.0
-    with tqdm(total=cfg.num, unit="img", desc=f"sampling ({spec.describe()})", disable=not cfg.progress) as bar:
+    with progress(total=cfg.num, desc=f"sampling ({spec.describe()})", unit="img", enabled=cfg.progress) as bar:
         for chunk in batches(range(cfg.num), cfg.batch_size):
             out = generate(run, chunk, spec, cfg.seed, device)
             seconds += out.seconds

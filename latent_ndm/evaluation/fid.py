@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
-from tqdm import tqdm
 
 from data_tools.files import atomic_write, atomic_write_json, sha256_file
+from latent_ndm.progress import progress as show_progress
 
 INCEPTION = "inception-v3-compat"
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -312,7 +312,7 @@ def compute_stats(images: Images, extractor: str | FeatureExtractor = INCEPTION,
     if isinstance(extractor, str):
         extractor = load_feature_extractor(extractor, layer, weights_path, device)
     moments, image_size = RunningMoments(), None
-    with tqdm(total=limit, disable=not progress, unit="img", desc=f"{extractor.name} features") as bar:
+    with show_progress(total=limit, desc=f"{extractor.name} features", unit="img", enabled=progress) as bar:
         for batch in _as_uint8_batches(images, batch_size):
             if limit is not None:
                 batch = batch[: limit - moments.n]
