@@ -29,7 +29,7 @@ from data_tools.manifest import MAX_SIDE, new_manifest, prepare_out_dir, write_m
 from data_tools.writer import AtomicShardWriter, ShardRecord
 
 _FIELD = re.compile(r"^[A-Za-z0-9_]+$")
-ENCODE_COMMAND = "python -m latent_ndm.encode vae_ckpt=<VAE export> shards=<image shards>"
+ENCODE_COMMAND = "python -m latent_ndm.encode vae_export=<VAE export> shards=<image shards>"
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -125,12 +125,12 @@ def write_latent_shards(
     return manifest
 
 
-def vae_record(vae_ckpt: str | Path, weights_file: Path, latent_scale: float, bits: int,
+def vae_record(vae_export: str | Path, weights_file: Path, latent_scale: float, bits: int,
                latent_shape: tuple[int, ...], image_resolution: int) -> dict[str, Any]:
-    """What the manifest of latent shards stores about the VAE `vae_ckpt` (weights in `weights_file`)."""
+    """What the manifest of latent shards stores about the VAE `vae_export` (weights in `weights_file`)."""
     if not weights_file.is_file():
-        raise DataToolError(f"no VAE weights file {weights_file}; give vae_ckpt=<a VAE export folder>")
-    return {"path": str(vae_ckpt), "weights_file": weights_file.name, "sha256": sha256_file(weights_file),
+        raise DataToolError(f"no VAE weights file {weights_file}; give vae_export=<a VAE export folder>")
+    return {"path": str(vae_export), "weights_file": weights_file.name, "sha256": sha256_file(weights_file),
             "latent_scale": float(latent_scale), "bits": int(bits), "latent_shape": [int(n) for n in latent_shape],
             "image_resolution": int(image_resolution)}
 
@@ -174,16 +174,16 @@ _VAE_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {  # what a reader t
 }
 
 
-def check_same_vae(stored: dict[str, Any], vae_ckpt: str | Path, weights_file: Path, latent_scale: float,
+def check_same_vae(stored: dict[str, Any], vae_export: str | Path, weights_file: Path, latent_scale: float,
                    where: str) -> None:
-    """Refuse latents (whose manifest recorded `stored`) unless `vae_ckpt` (weights in `weights_file`) has the same
+    """Refuse latents (whose manifest recorded `stored`) unless `vae_export` (weights in `weights_file`) has the same
     weights and latent scale."""
     sha = sha256_file(weights_file) if weights_file.is_file() else "(no weights file)"
     if sha == stored["sha256"] and float(latent_scale) == float(stored["latent_scale"]):
         return
     raise DataToolError(
         f"the latent shards in {where} were encoded with the VAE {stored.get('path', '?')} (sha256 "
-        f"{stored['sha256'][:12]}, latent scale {stored['latent_scale']:.6g}), not with vae_ckpt={vae_ckpt} (sha256 "
-        f"{sha[:12]}, latent scale {float(latent_scale):.6g}); give the VAE they were encoded with, or re-encode "
-        f"them with `python -m latent_ndm.encode vae_ckpt={vae_ckpt} shards=<image shards>`"
+        f"{stored['sha256'][:12]}, latent scale {stored['latent_scale']:.6g}), not with vae_export={vae_export} "
+        f"(sha256 {sha[:12]}, latent scale {float(latent_scale):.6g}); give the VAE they were encoded with, or "
+        f"re-encode them with `python -m latent_ndm.encode vae_export={vae_export} shards=<image shards>`"
     )

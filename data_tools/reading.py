@@ -28,7 +28,7 @@ from webdataset.tariterators import group_by_keys
 
 from data_tools import tarread
 from data_tools.http_stream import DEFAULT_READ, HttpStream, ReadOptions, ShardReadError
-from data_tools.locations import HTTP_SCHEMES, OBJECT_STORES, join, local_path, object_store_command, scheme
+from data_tools.locations import HTTP_SCHEMES, OBJECT_STORES, local_path, object_store_command, scheme
 
 BUFFER = 1 << 20
 Handler = Callable[[BaseException], bool]
@@ -237,7 +237,3 @@ def shard_samples(locations: Iterable[str], options: ReadOptions = DEFAULT_READ,
 def iter_shard_samples(location: str | Path, options: ReadOptions = DEFAULT_READ) -> Iterator[dict[str, Any]]:
     """Samples of one shard; a damaged or unreachable shard raises `ShardReadError`."""
     return shard_samples([str(location)], options)
-
-
-def manifest_location(folder: str | Path) -> str:
-    return join(folder, "manifest.json")

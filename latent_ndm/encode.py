@@ -1,4 +1,4 @@
-"""``python -m latent_ndm.encode vae_ckpt=VAE shards=IMAGES [out=OUT] [batch_size=64] [device=auto] [splits=[a,b]]``
+"""``python -m latent_ndm.encode vae_export=VAE shards=IMAGES [out=OUT] [batch_size=64] [device=auto] [splits=[a,b]]``
 (options: configs/encode.yaml)
 
 Encodes every image of the image shards in IMAGES with the frozen VAE (images snapped to the VAE's bit depth, as
@@ -6,7 +6,7 @@ the NDM stage does) and writes the encoder posteriors q(z|x) as latent shards ``
 ``mean`` and ``logvar``, unnormalised, keyed like the source images), one shard at a time, atomically, with a
 ``manifest.json`` that records the VAE (path, sha256 of its weights file, latent scale; see
 `data_tools.latent_shards`). OUT defaults to ``IMAGES-latents`` beside IMAGES. Train on them with
-``python -m latent_ndm.train stage=ndm data=latents data.root=OUT vae_ckpt=VAE``.
+``python -m latent_ndm.train stage=ndm data=latents data.root=OUT vae_export=VAE``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from data_tools.errors import DataToolError
 from data_tools.locations import is_remote, local_path
 from latent_ndm.cli import hydra_command
+from latent_ndm.runs.config import vae_export_of
 
 if TYPE_CHECKING:  # numpy, torch and the model are imported where used, after the command line was checked
     import numpy as np
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # numpy, torch and the model are imported where used, after t
 class EncodeOptions:
     """What to encode (configs/encode.yaml): see the module doc."""
 
-    vae_ckpt: Path
+    vae_export: Path  # a VAE export folder
     shards: str  # a local folder or a URL prefix (https://, s3://, gs://) with its manifest.json
     out: Path | None = None
     batch_size: int = 64
@@ -53,7 +54,11 @@ class EncodeOptions:
     def from_config(cls, cfg: DictConfig) -> EncodeOptions:
         if int(cfg.batch_size) < 1:
             raise DataToolError(f"batch_size must be >= 1, got {cfg.batch_size}")
-        return cls(Path(cfg.vae_ckpt), str(cfg.shards), Path(cfg.out) if cfg.out else None, int(cfg.batch_size),
+        export = vae_export_of(cfg)
+        if export is None:
+            raise DataToolError("vae_export is required: give vae_export=<a VAE export folder>, e.g. "
+                                "runs/vae/default/export")
+        return cls(Path(export), str(cfg.shards), Path(cfg.out) if cfg.out else None, int(cfg.batch_size),
                    str(cfg.device), [str(s) for s in cfg.splits or []])
 
 
@@ -110,22 +115,22 @@ def encode_shards(options: EncodeOptions) -> dict[str, Any]:
     from latent_ndm.runs.hardware import resolve_device
 
     out_dir = options.out_dir
-    if not options.vae_ckpt.exists():
-        raise DataToolError(f"no VAE checkpoint at {options.vae_ckpt}; train one with `python -m latent_ndm.train "
-                            "stage=vae` (it writes runs/vae/default/export) or give vae_ckpt=<a VAE export folder>")
+    if not options.vae_export.exists():
+        raise DataToolError(f"no VAE checkpoint at {options.vae_export}; train one with `python -m latent_ndm.train "
+                            "stage=vae` (it writes runs/vae/default/export) or give vae_export=<a VAE export folder>")
     name, splits = image_splits(options.shards, options.splits)
     image_manifest = read_manifest(options.shards) or {}
     resolution = read_shard_info(next(iter(splits.values()))).resolution
     try:
-        vae = load_vae(options.vae_ckpt)
+        vae = load_vae(options.vae_export)
         latent_shape = vae.latent_shape(resolution)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
-        raise DataToolError(f"cannot use the VAE checkpoint {options.vae_ckpt} on {resolution}px images: {err}"
+        raise DataToolError(f"cannot use the VAE checkpoint {options.vae_export} on {resolution}px images: {err}"
                             ) from err
     device = resolve_device(options.device)
     vae = vae.to(device).eval().requires_grad_(False)
-    weights = vae_weights_file(options.vae_ckpt)
-    meta = {"vae": vae_record(options.vae_ckpt, weights, vae.latent_scale.item(), vae.bits, latent_shape, resolution),
+    weights = vae_weights_file(options.vae_export)
+    meta = {"vae": vae_record(options.vae_export, weights, vae.latent_scale.item(), vae.bits, latent_shape, resolution),
             "image_shards": str(options.shards), "encoded_splits": list(splits)}
     shard_size = int(image_manifest.get("config", {}).get("shard_size", 1000))
     manifest: dict[str, Any] = {}

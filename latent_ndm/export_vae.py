@@ -63,7 +63,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     m = export(cfg)
     print(f"wrote {cfg.out}: {cfg.vae._target_}, NELBO {m['nelbo_bpd']:.4f} bits/dim with p(z) = N(0, I) on "
           f"{m['count']} held-out images, latent scale {m['latent_scale']:.4f}")
-    print(f"  train a prior on it: python -m latent_ndm.train stage=ndm vae_ckpt={cfg.out} name=<name>")
+    print(f"  train a prior on it: python -m latent_ndm.train stage=ndm vae_export={cfg.out} name=<name>")
     return m
 
 

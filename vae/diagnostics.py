@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
+from latent_ndm.common.running_sums import RunningSums
 from vae.distributions import DiagonalGaussian
-from vae.running_sums import RunningSums
 
 ACTIVE_VARIANCE = 0.01  # Burda et al.'s threshold on Var_x E_q[z_u] (the "varying" count)
 PEAK_TO_PEAK = 2.0  # images live in [-1, 1]

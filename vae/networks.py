@@ -16,6 +16,8 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from latent_ndm.common.blocks import Upsample  # x2 nearest-neighbour, then a 3x3 convolution (shared with the U-Net)
+
 
 def _norm(channels: int, num_groups: int) -> nn.GroupNorm:
     if channels % num_groups != 0:
@@ -68,17 +70,6 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    """x2 nearest-neighbour upsampling followed by a 3x3 convolution (the decoder's counterpart of `Downsample`)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 def _primitives(arguments: dict[str, object]) -> dict[str, object]:

@@ -63,3 +63,14 @@ class LatentVAE(Protocol):
 
     def config(self) -> dict[str, Any]:
         """Plain constructor arguments; an external class adds its `_target_` (its import path)."""
+
+
+# the members of the contract in the order `LatentVAE` declares them: its attributes, then its methods
+MEMBERS = tuple(dict.fromkeys([*LatentVAE.__annotations__,
+                               *(name for name, value in vars(LatentVAE).items()
+                                 if callable(value) and not name.startswith("_"))]))
+
+
+def missing_members(obj: object) -> list[str]:
+    """The members of `LatentVAE` that `obj` lacks (empty for a VAE that meets the contract)."""
+    return [name for name in MEMBERS if not hasattr(obj, name)]

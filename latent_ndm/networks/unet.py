@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from latent_ndm.common.blocks import Upsample
 from latent_ndm.networks.embedding import SinusoidalTimeEmbedding
 from latent_ndm.networks.unet_blocks import (
     AttentionBlock,
@@ -26,7 +27,6 @@ from latent_ndm.networks.unet_blocks import (
     group_count,
     zero_module,
 )
-from vae.networks import Upsample  # the VAE decoder's block: x2 nearest-neighbour, then a 3x3 convolution
 
 
 def _run(layers: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -26,13 +28,66 @@ if not OmegaConf.has_resolver("scaled_channels"):
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
 
-def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """`configs/<name>.yaml` with `overrides`, through Hydra's compose API. Inside a `@hydra.main` job Hydra is
-    already initialised on the same `configs/` folder and is reused; elsewhere it is initialised for the call."""
+# the ConfigStore group of the samplers' settings, which configs/sampler/<name>.yaml extends (runs/sampler_configs.py)
+SAMPLER_SCHEMA_GROUP = "sampler_schema"
+
+
+def register_sampler_schemas() -> None:
+    """Store the settings of every sampler class in Hydra's ConfigStore (`sampler_schema/<name>`). This imports the
+    samplers, hence torch, so it runs only when a composition needs it (`compose_config`), or before Hydra composes
+    a config that no check composed first."""
+    from latent_ndm.runs.sampler_configs import register_samplers  # torch: only for a config with a sampler
+
+    register_samplers()
+
+
+def _needs_sampler_schema(err: MissingConfigException) -> bool:
+    return str(getattr(err, "missing_cfg_file", "") or "").startswith(f"{SAMPLER_SCHEMA_GROUP}/")
+
+
+def _compose(name: str, overrides: Sequence[str]) -> DictConfig:
     if GlobalHydra.instance().is_initialized():
         return compose(name, overrides=list(overrides))
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(name, overrides=list(overrides))
+
+
+def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """`configs/<name>.yaml` with `overrides`, through Hydra's compose API. Inside a `@hydra.main` job Hydra is
+    already initialised on the same `configs/` folder and is reused; elsewhere it is initialised for the call. The
+    samplers' settings are registered the first time a composition asks for them (then it is composed again)."""
+    try:
+        return _compose(name, overrides)
+    except MissingConfigException as err:
+        if not _needs_sampler_schema(err):
+            raise
+    register_sampler_schemas()
+    return _compose(name, overrides)
+
+
+VAE_EXPORT_ALIAS = "vae_ckpt"  # the old name of `vae_export`, still read (with a warning)
+
+
+def _given(cfg: Mapping[str, Any], key: str) -> Any:
+    """`cfg[key]` at the top level; None where absent, null or `???`."""
+    if key not in cfg.keys() or (isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, key)):
+        return None
+    return cfg[key]
+
+
+def vae_export_of(cfg: Mapping[str, Any]) -> str | None:
+    """The VAE export folder a command builds on: `vae_export`, or `vae_ckpt` (its deprecated alias, read with a
+    one-line warning); None when neither is given. A `vae_export: ???` with no alias given raises omegaconf's
+    MissingMandatoryValue, as reading it would; both given and different is a ValueError."""
+    old = _given(cfg, VAE_EXPORT_ALIAS)
+    if old is None:
+        return None if "vae_export" not in cfg.keys() or cfg["vae_export"] is None else str(cfg["vae_export"])
+    new = _given(cfg, "vae_export")
+    if new is not None and str(new) != str(old):
+        raise ValueError(f"vae_export={new} and vae_ckpt={old} name two VAE exports; give vae_export= alone "
+                         "(vae_ckpt= is its deprecated alias)")
+    warnings.warn("vae_ckpt= is deprecated: use vae_export=", FutureWarning, stacklevel=1)
+    return str(old)
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from latent_ndm.runs.file_config import (
 )
 from latent_ndm.runs.targets import UnsafeConfigError
 from vae import VAE
+from vae.protocol import LatentVAE, missing_members
 
 CHECKPOINT_DIR, LAST_CKPT, EXPORT_DIR = "checkpoints", "last.ckpt", "export"
 VAE_WEIGHTS, VAE_CONFIG = "ema.safetensors", "vae_config.yaml"
@@ -115,10 +116,10 @@ def save_vae(vae: VAE, folder: str | os.PathLike) -> Path:
     return folder
 
 
-def vae_weights_file(vae_ckpt: str | os.PathLike) -> Path:
+def vae_weights_file(vae_export: str | os.PathLike) -> Path:
     """The file that holds a VAE checkpoint's weights: `<folder>/ema.safetensors` for an export folder (or its
     `.yaml`), else the file itself (`.safetensors` or a torch.save'd dict)."""
-    path = Path(vae_ckpt)
+    path = Path(vae_export)
     if path.is_dir():
         return path / VAE_WEIGHTS
     if path.suffix in (".yaml", ".yml"):
@@ -183,11 +184,9 @@ def external_vae(config: dict[str, Any], source: str | os.PathLike) -> Any:
     except Exception as err:  # noqa: BLE001 - a constructor of someone else's class may raise anything
         raise ValueError(f"the VAE config of {source} does not build its {config['_target_']} "
                          f"({' '.join(str(err).split())[:160]})") from err
-    missing = [m for m in ("bits", "image_channels", "latent_scale", "quantize", "encode", "decode", "latent_shape",
-                           "set_latent_scale", "config") if not hasattr(vae, m)]
-    if missing or not isinstance(vae, torch.nn.Module):
+    if not (isinstance(vae, LatentVAE) and isinstance(vae, torch.nn.Module)):
         raise ValueError(f"{config['_target_']} (the VAE config of {source}) is not a VAE this toolkit can use: it "
-                         f"lacks {', '.join(missing) or 'torch.nn.Module'} (see vae.protocol.LatentVAE)")
+                         f"lacks {', '.join(missing_members(vae)) or 'torch.nn.Module'} (see vae.protocol.LatentVAE)")
     return vae
 
 

@@ -14,9 +14,16 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from latent_ndm.errors import UserError
-from latent_ndm.runs.config import CONFIG_DIR, compose_config
+from latent_ndm.runs.config import (
+    CONFIG_DIR,
+    VAE_EXPORT_ALIAS,
+    compose_config,
+    register_sampler_schemas,
+    vae_export_of,
+)
 
 # Hydra flags that take a value (`--cfg job`); any other argument that starts with "-" is a flag alone
 VALUED_FLAGS = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--experimental-rerun"}
@@ -130,6 +137,10 @@ def composition_error(name: str, err: HydraException, overrides: Sequence[str]) 
         shown = key.group(1) if key else "the key"
         return CommandLineError(f"{shown} is already a key of configs/{name}.yaml; drop the + in front of it "
                                 f"({shown}=...), or write ++{shown}=... to set it either way")
+    merging = re.search(r"Error merging override (\S+)", text)
+    if merging and err.__cause__ is not None:  # a value of the wrong type for a typed key (a sampler's setting)
+        return CommandLineError(f"{merging.group(1)} is refused: {first_line(err.__cause__)}; give a value of that "
+                                f"type (see `python -m latent_ndm.{name} --help`)")
     if "Ambiguous value" in text:
         arg = re.search(r"argument '([^']+)'", text)
         shown = arg.group(1) if arg else "a value with commas"
@@ -145,6 +156,7 @@ def compose_command_line(name: str, argv: Sequence[str]) -> DictConfig | None:
     first values); None when a flag names another config. A mistake raises `CommandLineError`."""
     overrides = overrides_of(argv)
     if overrides is None:
+        register_sampler_schemas()  # Hydra composes the other config alone: its sampler settings must be there
         return None
     overrides = first_of_sweeps(overrides, multirun=any(a in ("-m", "--multirun") for a in argv))
     try:
@@ -210,14 +222,27 @@ def check_data_root(cfg: DictConfig) -> None:
                                "default")
 
 
+def given_vae_export(cfg: DictConfig) -> tuple[str, str | None]:
+    """(the key, the VAE export) a command line names: `vae_export`, or `vae_ckpt` where the deprecated alias is
+    used; None where it names none yet (a `vae_export: ???` is left to the command, which says that it is
+    required)."""
+    try:
+        export = vae_export_of(cfg)
+    except MissingMandatoryValue:
+        return "vae_export", None
+    except ValueError as err:
+        raise CommandLineError(str(err)) from err
+    return ("vae_export" if _value(cfg, VAE_EXPORT_ALIAS) is None else VAE_EXPORT_ALIAS), export
+
+
 def check_paths(name: str, cfg: DictConfig) -> None:
     """The folders `python -m latent_ndm.<name>` reads, looked at before any heavy import."""
     if name == "train":
         check_data_root(cfg)
-        if _value(cfg, "stage.name") == "ndm" and _value(cfg, "vae_ckpt") is not None:
-            check_vae_export("vae_ckpt", _value(cfg, "vae_ckpt"))
-    elif name == "encode" and _value(cfg, "vae_ckpt") is not None:
-        check_vae_export("vae_ckpt", _value(cfg, "vae_ckpt"))
+    if (name == "train" and _value(cfg, "stage.name") == "ndm") or name == "encode":
+        key, export = given_vae_export(cfg)
+        if export is not None:
+            check_vae_export(key, export)
     elif name in ("sample", "evaluate"):
         check_run("ckpt", _value(cfg, "ckpt"))
 

@@ -24,7 +24,7 @@ import torch
 from latent_ndm.diffusion.objectives import StraightLoss
 from latent_ndm.model.latent import Batch, LatentModel
 from vae import nats_to_bpd
-from vae.running_sums import RunningSums
+from latent_ndm.common.running_sums import RunningSums
 
 MODES = ("disjoint", "joint")
 

@@ -1,14 +1,9 @@
-"""Step schedules: KL warm-up (beta of the KL term). The learning rate's is `latent_ndm.optim.lr.warmup_cosine`,
-re-exported here under the name that runs saved before it moved give as their scheduler target."""
+"""Step schedules: KL warm-up (beta of the KL term). The learning rate's is `latent_ndm.optim.lr.warmup_cosine`."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-
-from latent_ndm.optim.lr import warmup_cosine
-
-__all__ = ["KLWarmup", "warmup_cosine"]
 
 
 @dataclass(frozen=True)

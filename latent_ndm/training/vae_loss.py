@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from latent_ndm.common.running_sums import RunningSums
 from vae import VAE, nats_to_bpd
 from vae.diagnostics import USE_IMAGES, USE_UNITS, LatentUsage
-from vae.running_sums import RunningSums
 
 
 @dataclass

@@ -4,9 +4,11 @@ Every module of `data_tools`, `vae` and `latent_ndm` is parsed (ast, not importe
 depth (inside functions too), is checked against the layer the module belongs to:
 
     data_tools            shards: write, read, inspect         imports no other package of the project
-    vae                   the first stage, a pure torch model  imports no other package of the project
+    latent_ndm.common     parts shared across layers (running  torch only, no other module of the project: the
+                          sums, the U-Net's and VAE's blocks)  neutral leaf every layer below may import
+    vae                   the first stage, a pure torch model  + latent_ndm.common only
     latent_ndm.diffusion  the NDM mathematics                  torch, torchdiffeq, einops, the standard library
-    latent_ndm.networks   time-conditioned networks            + the math package and the VAE's convolution blocks
+    latent_ndm.networks   time-conditioned networks            + the math package
     latent_ndm.model      the latent model (VAE + prior)       + vae (pure torch: no Lightning, Hydra or files)
     latent_ndm.stats / distance   seed statistics, the energy distance: the standard library / torch only
     latent_ndm.errors / progress  user errors; progress lines: the standard library (+ tqdm), used by every layer above
@@ -15,7 +17,9 @@ depth (inside functions too), is checked against the layer the module belongs to
 
 Imports of the project's own packages sit at the top of a module (none inside a function), so that the arrows
 between modules are visible where a reader looks for them; the one exception is the package's public API, which
-`latent_ndm/__init__.py` imports on first use (`latent_ndm.load`), so that `import latent_ndm` stays light, and the
+`latent_ndm/__init__.py` imports on first use (`latent_ndm.load`), so that `import latent_ndm` stays light, the
+samplers' Hydra configs, which `latent_ndm.runs.config` registers when a composition first asks for one (they import
+torch), and the
 command modules (`COMMANDS`), which import what they run inside their functions, so that a command line is checked
 before torch and Lightning are imported (`latent_ndm.runs.validate`).
 """
@@ -33,8 +37,11 @@ from tests.support import REPO
 
 PROJECT = ("data_tools", "vae", "latent_ndm")
 MATH_LIBS = ("torch", "torchdiffeq", "einops")
-APP = ("latent_ndm.errors", "latent_ndm.progress", "vae", "data_tools")
-LAZY = {("latent_ndm", "latent_ndm.api")}  # (module, import): PEP 562 lazy attributes of a package
+COMMON = "latent_ndm.common"  # the neutral leaf: torch parts that the VAE and the layers above it share
+APP = ("latent_ndm.errors", "latent_ndm.progress", COMMON, "vae", "data_tools")
+LAZY = {("latent_ndm", "latent_ndm.api"),  # (module, import): PEP 562 lazy attributes of a package
+        # the samplers' settings (which import torch) registered for Hydra only when a composition asks for them
+        ("latent_ndm.runs.config", "latent_ndm.runs.sampler_configs")}
 COMMANDS = tuple(f"latent_ndm.{c}" for c in ("train", "sample", "evaluate", "benchmark", "encode", "fid_stats",
                                               "export_vae"))
 
@@ -50,11 +57,11 @@ class Layer:
 
 LAYERS: dict[str, Layer] = {
     "data_tools": Layer(("data_tools",)),
-    "vae": Layer(("vae",), third_party=MATH_LIBS),
+    "vae": Layer(("vae", COMMON), third_party=MATH_LIBS),
+    COMMON: Layer((COMMON,), third_party=MATH_LIBS),
     "latent_ndm.diffusion": Layer(("latent_ndm.diffusion",), third_party=MATH_LIBS),
-    "latent_ndm.networks": Layer(("latent_ndm.networks", "latent_ndm.diffusion", "vae.networks"),
-                                 third_party=MATH_LIBS),
-    "latent_ndm.model": Layer(("latent_ndm.model", "latent_ndm.diffusion", "vae"), third_party=MATH_LIBS),
+    "latent_ndm.networks": Layer(("latent_ndm.networks", "latent_ndm.diffusion", COMMON), third_party=MATH_LIBS),
+    "latent_ndm.model": Layer(("latent_ndm.model", "latent_ndm.diffusion", COMMON, "vae"), third_party=MATH_LIBS),
     "latent_ndm.optim": Layer(("latent_ndm.optim",), third_party=MATH_LIBS),
     "latent_ndm.errors": Layer(()),
     "latent_ndm.progress": Layer((), third_party=("tqdm",)),
@@ -152,6 +159,9 @@ def test_every_module_belongs_to_a_layer_and_no_module_is_too_long() -> None:
     # the crossings that once existed (issue "Layers you can see"), each of which must fail again
     ("vae.model", "from latent_ndm.units import nats_to_bpd"),
     ("vae.networks", "from latent_ndm.networks.unet_blocks import Upsample"),
+    ("latent_ndm.networks.unet", "from vae.networks import Upsample"),
+    ("latent_ndm.common.blocks", "from vae.networks import Decoder"),
+    ("vae.diagnostics", "from latent_ndm.stats import mean_and_sem"),
     ("data_tools.encode", "def encode_images():\n    from latent_ndm.data_streams import SampleDecoder"),
     ("data_tools.encode", "def encode_shards():\n    from vae import VAE"),
     ("latent_ndm.diffusion.samplers", "from latent_ndm.training.ndm_loss import encoder_posterior"),

@@ -50,7 +50,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     images = write_synthetic(root / "images", n=NUM_IMAGES, resolution=16, shard_size=8, split="train=0.75,val=0.25",
                              workers=0, progress=False)
     vae, other = _tiny_vae_export(root / "vae", 0, 1.7), _tiny_vae_export(root / "other", 1, 1.7)
-    assert command("encode", encode.run, [f"vae_ckpt={vae}", f"shards={images}", f"out={root / 'latents'}",
+    assert command("encode", encode.run, [f"vae_export={vae}", f"shards={images}", f"out={root / 'latents'}",
                                           "batch_size=7", "device=cpu"]) == 0
     return {"root": root, "images": images, "vae": vae, "other": other, "latents": root / "latents"}
 
@@ -94,12 +94,12 @@ def test_missing_checkpoint_or_shards_are_one_line_errors(setup: dict[str, Path]
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     cases = [
-        ([f"vae_ckpt={tmp_path / 'nope'}", f"shards={setup['images']}"], r"no VAE checkpoint at .*nope; train one"),
-        ([f"vae_ckpt={setup['vae']}", f"shards={tmp_path / 'absent'}"], r"no image shard folder .*absent"),
-        ([f"vae_ckpt={setup['vae']}", f"shards={tmp_path / 'empty'}"],
+        ([f"vae_export={tmp_path / 'nope'}", f"shards={setup['images']}"], r"no VAE checkpoint at .*nope; train one"),
+        ([f"vae_export={setup['vae']}", f"shards={tmp_path / 'absent'}"], r"no image shard folder .*absent"),
+        ([f"vae_export={setup['vae']}", f"shards={tmp_path / 'empty'}"],
          r"no shards \(NAME-SPLIT-000000.tar\) in .*empty"),
-        ([f"vae_ckpt={setup['vae']}", f"shards={setup['images']}", "splits=[test]"], r"has no test shards"),
-        ([f"shards={setup['images']}"], r"vae_ckpt is required: give vae_ckpt=\.\.\. on the command line"),
+        ([f"vae_export={setup['vae']}", f"shards={setup['images']}", "splits=[test]"], r"has no test shards"),
+        ([f"shards={setup['images']}"], r"vae_export is required: give vae_export=\.\.\. on the command line"),
     ]
     for argv, pattern in cases:
         capsys.readouterr()
@@ -108,7 +108,7 @@ def test_missing_checkpoint_or_shards_are_one_line_errors(setup: dict[str, Path]
         assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
         assert re.search(pattern, err), err
     assert not (tmp_path / "out").exists()
-    proc = subprocess.run([sys.executable, "-m", "latent_ndm.encode", f"vae_ckpt={setup['vae']}",
+    proc = subprocess.run([sys.executable, "-m", "latent_ndm.encode", f"vae_export={setup['vae']}",
                            f"shards={setup['images']}", "bogus=1"], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 1 and proc.stderr.startswith("error: bogus is not a key of configs/encode.yaml")
@@ -140,7 +140,7 @@ def test_stage_ndm_trains_and_validates_on_latent_shards(setup: dict[str, Path],
 
 def test_stage_ndm_refuses_latents_of_another_vae(setup: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(DataToolError, match=r"were encoded with the VAE .*vae \(sha256 [0-9a-f]{12}, latent scale "
-                                            r"1\.7\), not with vae_ckpt=.*other"):
+                                            r"1\.7\), not with vae_export=.*other"):
         train(_latent_cfg(setup, tmp_path / "a", setup["other"], "trainer.fast_dev_run=true"))
     with pytest.raises(TrainingError, match="ndm.mode=joint trains the encoder and needs images"):
         train(_latent_cfg(setup, tmp_path / "b", setup["vae"], "trainer.fast_dev_run=true", "ndm.mode=joint"))

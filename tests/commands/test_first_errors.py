@@ -1,5 +1,5 @@
 """The messages a user sees first (issue 39, item 3): a typical mistake on a command line (a misspelled key, a wrong
-stage, a missing folder, a folder of the wrong kind for vae_ckpt, an empty data.root) is one sentence naming the
+stage, a missing folder, a folder of the wrong kind for vae_export, an empty data.root) is one sentence naming the
 cause and the fix, exit status 1, no traceback and no Hydra boilerplate, found before torch or Lightning is imported.
 """
 
@@ -71,7 +71,7 @@ def test_missing_and_wrong_folders_are_named_with_the_fix(tmp_path: Path) -> Non
         (vae_run / "export" / name).touch()
     assert f"give its export: vae_ckpt={vae_run / 'export'}" in refusal("train", "stage=ndm", f"vae_ckpt={vae_run}")
     check_command_line("train", ["stage=ndm", f"vae_ckpt={vae_run / 'export'}"])
-    assert "is an NDM run" in refusal("encode", f"vae_ckpt={ndm_run}", f"shards={tmp_path}")
+    assert "is an NDM run" in refusal("encode", f"vae_export={ndm_run}", f"shards={tmp_path}")
     for name in ("sample", "evaluate"):
         message = refusal(name, f"ckpt={tmp_path / 'none'}")
         assert message.startswith(f"ckpt={tmp_path / 'none'} does not exist") and "stage=ndm" in message

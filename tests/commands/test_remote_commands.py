@@ -116,13 +116,13 @@ def test_encode_from_a_url_writes_the_latents_of_the_local_folder(tmp_path: Path
     local, url = server
     vae = tiny_vae_run / "export"
     for name, shards in (("local", local), ("url", url)):
-        assert command("encode", encode.run, [f"vae_ckpt={vae}", f"shards={shards}", f"out={tmp_path / name}",
+        assert command("encode", encode.run, [f"vae_export={vae}", f"shards={shards}", f"out={tmp_path / name}",
                                               "device=cpu"]) == 0
     for shard in sorted((tmp_path / "local").glob("*.tar")):
         a = list(iter_tar_samples(shard))
         b = list(iter_tar_samples(tmp_path / "url" / shard.name))
         assert [k for k, _ in a] == [k for k, _ in b] and all(x == y for (_, x), (_, y) in zip(a, b, strict=True))
-    assert command("encode", encode.run, [f"vae_ckpt={vae}", f"shards={url}", "device=cpu"]) == 1  # out= needed
+    assert command("encode", encode.run, [f"vae_export={vae}", f"shards={url}", "device=cpu"]) == 1  # out= needed
     with ShardServer(tmp_path) as latents:  # data=latents from a URL: the manifest's VAE record is checked as ever
         cfg = compose_config("train", [
             "stage=ndm", "data=latents", f"data.root={latents.url}/url", "data.batch_size=8", "data.read.timeout=5",

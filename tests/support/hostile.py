@@ -50,7 +50,7 @@ def assert_evaluate_and_encode_refuse(dataset: Path, vae_run: Path, out: Path, c
                                               "progress=false", "accelerator=cpu"])
     lines = error_lines(capsys.readouterr().err)
     assert code == 1 and len(lines) == 1 and fault in lines[0] and shard in lines[0], lines
-    code = command("encode", encode.run, [f"vae_ckpt={vae_run / 'export'}", f"shards={dataset}", f"out={out}",
+    code = command("encode", encode.run, [f"vae_export={vae_run / 'export'}", f"shards={dataset}", f"out={out}",
                                           "device=cpu"])
     lines = error_lines(capsys.readouterr().err)
     assert code == 1 and len(lines) == 1 and fault in lines[0], lines

@@ -12,10 +12,11 @@ from hydra.utils import instantiate
 
 from latent_ndm.errors import TrainingError
 from latent_ndm.optim.ema import EMA
+from latent_ndm.optim.lr import warmup_cosine
 from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.hardware import select_precision
 from latent_ndm.training.lpips_loader import BACKBONE_FILES, LPIPSWeightsMissing, load_lpips
-from latent_ndm.training.schedules import KLWarmup, warmup_cosine
+from latent_ndm.training.schedules import KLWarmup
 from latent_ndm.training.vae_loss import ValidationMetrics, balanced_kl, vae_loss
 from vae.diagnostics import flat_images, psnr
 

@@ -126,7 +126,7 @@ def test_verdict_names_a_collapsed_latent_and_passes_a_healthy_one() -> None:
 
 
 def test_running_sums_add_totals_and_per_unit_sums_and_reduce_in_one_call():
-    from vae.running_sums import RunningSums
+    from latent_ndm.common.running_sums import RunningSums
 
     sums = RunningSums()
     assert not sums and sums.reduced() == {}
