@@ -28,7 +28,7 @@ from typing import Any
 
 from data_tools.real_images import write_real_images
 from data_tools.shard import main as shard_main
-from latent_ndm.comparison.parallel import run_train
+from latent_ndm.comparison.concurrent_runs import run_train
 from latent_ndm.comparison.vae_recipes import markdown, summarise
 from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.export import read_run_record

@@ -24,9 +24,10 @@ from latent_ndm.cli import hydra_command
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train or take both runs, compare them, write the report and print its table."""
+    """Train or take both runs, compare them, write the report and print its table; the report as benchmark.json
+    holds it."""
     from latent_ndm.comparison import report
-    from latent_ndm.comparison.benchmark import benchmark, write
+    from latent_ndm.comparison.study import benchmark, write
 
     results = benchmark(cfg)
     if cfg.fid.stats is None:
@@ -35,7 +36,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     paths = write(results, Path(cfg.out))
     print(report.markdown(results))
     print(f"written: {', '.join(str(path) for path in paths.values())}")
-    return results
+    return results.to_json()
 
 
 main = hydra_command("benchmark", run)

@@ -1,14 +1,17 @@
-"""The NDM-vs-LSGM benchmark's chart (benchmark.png): bounds, FID, sampling NFE and speed against tolerance, step
-time and memory, the paired differences with their 95% t-intervals, and their trade-off against step time; the
-paper's numbers drawn as gray lines labelled as the paper's."""
+"""The NDM-vs-LSGM benchmark's chart (benchmark.png): the metrics' panels (`Metric.panels`: bounds, FID, ...), then
+sampling NFE and speed against tolerance, step time and memory, the paired differences with their 95% t-intervals,
+and their trade-off against step time; the paper's numbers drawn as gray lines labelled as the paper's."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from data_tools.files import atomic_write
-from latent_ndm.comparison.report import COLORS, EQUAL_TIME, MODELS, PAPER, metric, ours
+from latent_ndm.comparison.report import COLORS, EQUAL_TIME, MODELS, PAPER, Comparison, ModelReport, ours
+from latent_ndm.evaluation.metrics import Metric
 
 
 def _bars(ax: Any, values: dict[str, float | None], ylabel: str, title: str) -> None:
@@ -47,57 +50,9 @@ def zoomed_range(lows: list[float], highs: list[float], margin: float = 0.35) ->
     return lo - pad, hi + 2 * pad  # room above for the labels
 
 
-def _bpd_panel(ax: Any, models: dict[str, Any]) -> None:
-    """NELBO (solid) and ODE NLL (hatched) bars per model, in the model's colour, both on the NLL's images; the axis
-    zoomed onto the bars (it does not start at 0), the paper's bounds drawn only where they fall inside it."""
-    names = ours(models)
-    x, width = [float(i) for i in range(len(names))], 0.38
-    nelbo = "nelbo_nll_images" if all(metric(models[m], "nelbo_nll_images", "nelbo_bpd") is not None
-                                      for m in names) else "nelbo"
-    summary_key = {"nelbo_nll_images": "nelbo_nll_images_bpd", "nelbo": "nelbo_bpd", "nll": "nll_bpd"}
-    lows, highs = [], []
-    for shift, (name, key, hatch) in zip((-width / 2, width / 2), ((nelbo, "nelbo_bpd", ""),
-                                                                 ("nll", "nll_bpd", "//")), strict=True):
-        for i, m in enumerate(names):
-            value = metric(models[m], name, key)
-            summary = models[m].get("seeds", {}).get(summary_key[name])
-            se = None
-            if summary is not None and summary["n"] > 1:  # the mean over seeds, with its standard error
-                value, se = summary["mean"], summary["se"]
-            if value is not None:
-                ax.bar(x[i] + shift, value, width, color=COLORS[m], hatch=hatch, edgecolor="white",
-                       yerr=se, capsize=4 if se is not None else 0)
-                label = f"{value:.4f}" + (f"\n±{se:.4f}" if se is not None else "")
-                ax.annotate(label, (x[i] + shift, value + (se or 0)), ha="center", va="bottom", fontsize=7)
-                lows.append(value - (se or 0))
-                highs.append(value + (se or 0))
-    ax.set_xticks(x, [f"{m}\nNELBO | NLL (ours)" for m in names], fontsize=8)
-    ax.set_ylabel("bits/dim (axis zoomed, not from 0)")
-    if lows:
-        ax.set_ylim(*zoomed_range(lows, highs))
-    count = int(models[MODELS[0]]["evaluation"].get("nll", {}).get("count", 0))
-    same = f", same {count} images" if nelbo == "nelbo_nll_images" else ""
-    seeds = models[MODELS[0]].get("seeds", {}).get("nelbo_bpd", {}).get("n", 1)
-    over = f"\nmean ± SE over {seeds} seeds" if seeds > 1 else ""
-    ax.set_title(f"NELBO (solid), ODE NLL (hatched){same}; lower is better{over}", fontsize=9)
-    _paper_lines(ax, "nll_bpd_upper_bound", ".2f")
-
-
-def _fid_panel(ax: Any, models: dict[str, Any]) -> None:
-    values = {m: metric(models[m], "fid", "fid") for m in MODELS}
-    if all(v is None for v in values.values()):
-        ax.text(0.5, 0.6, "FID not computed\n(give fid.stats=<reference statistics>)", ha="center",
-                transform=ax.transAxes, fontsize=9)
-        ax.set_xticks([])
-    else:
-        _bars(ax, values, "FID", "FID (lower is better)")
-    ax.set_title("FID (lower is better)", fontsize=10)
-    _paper_lines(ax, "fid", ".2f")
-
-
-def _tolerance_panel(ax: Any, models: dict[str, Any], key: str, ylabel: str, title: str) -> None:
+def _tolerance_panel(ax: Any, models: dict[str, ModelReport], key: str, ylabel: str, title: str) -> None:
     for name in MODELS:
-        sampling = models[name]["sampling"]
+        sampling = models[name].sampling or []
         ax.plot([s["tol"] for s in sampling], [s[key] for s in sampling], marker="o", label=name, color=COLORS[name])
     ax.set_xscale("log")
     ax.invert_xaxis()
@@ -107,16 +62,16 @@ def _tolerance_panel(ax: Any, models: dict[str, Any], key: str, ylabel: str, tit
     ax.legend(fontsize=7)
 
 
-def comparisons(report: dict[str, Any]) -> list[dict[str, Any]]:
+def comparisons(report: Comparison) -> list[dict[str, Any]]:
     """Every paired NELBO difference of a report, in order: the main comparison, the equal-time LSGM, each variant;
     each {"label", "mean", "se", "n", "step_ratio"} (the step-time ratio NDM / LSGM of that comparison; None for the
     equal-time one, whose LSGM is the main one's network)."""
-    def step_ratio(r: dict[str, Any]) -> float | None:
-        return r.get("ratios", {}).get("step_time")
+    def step_ratio(r: Comparison) -> float | None:
+        return r.ratios.get("step_time")
 
-    sources = [("main", report.get("paired"), step_ratio(report)),
-               (f"vs {EQUAL_TIME}", report.get("paired_equal_time"), None)]
-    sources += [(name, r.get("paired"), step_ratio(r)) for name, r in (report.get("variants") or {}).items()]
+    sources = [("main", report.paired, step_ratio(report)),
+               (f"vs {EQUAL_TIME}", report.paired_equal_time, None)]
+    sources += [(name, r.paired, step_ratio(r)) for name, r in report.variants.items()]
     return [{"label": label, "mean": p["mean"], "se": p["se"], "n": p["n"], "ci": p.get("ci"),
              "outcome": p.get("outcome"), "step_ratio": ratio}
             for label, paired, ratio in sources if (p := (paired or {}).get("nelbo_bpd")) is not None]
@@ -207,23 +162,61 @@ def save_png(fig: Any, path: Path) -> Path:
     return path
 
 
-def write_chart(path: Path, report: dict[str, Any]) -> Path:
-    """A 2x4 PNG: bpd, FID, NFE and images/s against tolerance, step time and memory (the paper's values drawn
-    as gray lines labelled as the paper's), the paired differences, and their trade-off against step time."""
+@dataclass
+class View:
+    """What a metric's panel draws from (`latent_ndm.evaluation.metrics.base.ChartView`): the models in table order,
+    the compared pair, their colours, and the chart's helpers."""
+
+    models: Mapping[str, ModelReport]
+    names: list[str]
+    pair: tuple[str, ...] = MODELS
+    colors: Mapping[str, str] = field(default_factory=lambda: COLORS)
+
+    def bars(self, ax: Any, values: Mapping[str, float | None], ylabel: str, title: str) -> None:
+        _bars(ax, dict(values), ylabel, title)
+
+    def paper_lines(self, ax: Any, key: str, fmt: str) -> None:
+        _paper_lines(ax, key, fmt)
+
+    def zoomed_range(self, lows: list[float], highs: list[float]) -> tuple[float, float]:
+        return zoomed_range(lows, highs)
+
+
+COLUMNS = 4
+FIXED = 6  # the panels after the metrics': NFE, paired, images/s, step time, memory, trade-off
+
+
+def draw(report: Comparison) -> Any:
+    """The figure: the metrics' panels in registry order, then NFE and images/s against tolerance, the paired
+    differences, step time and memory (the paper's values drawn as gray lines labelled as the paper's), and the
+    trade-off against step time; four panels a row (2x4 with the built-in metrics' two panels)."""
     plt = pyplot()
-    models = report["models"]
-    fig, axes = plt.subplots(2, 4, figsize=(19, 8))
-    _bpd_panel(axes[0, 0], models)
-    _fid_panel(axes[0, 1], models)
-    _tolerance_panel(axes[0, 2], models, "nfe", "NFE", "ODE sampler: function evaluations")
-    _tolerance_panel(axes[1, 0], models, "images_per_s", "images / s", "ODE sampler: images per second")
-    _bars(axes[1, 1], {m: models[m]["step"]["ms"] for m in MODELS}, "ms",
-          f"training step (x{report['ratios']['step_time']:.2f} NDM/LSGM)")
-    _bars(axes[1, 2], {m: models[m]["step"]["memory_mib"] for m in MODELS}, "MiB",
-          f"{models['NDM']['step']['memory_kind']} (x{report['ratios']['memory']:.2f})")
-    rows = comparisons(report)
-    _paired_panel(axes[0, 3], rows)
-    _tradeoff_panel(axes[1, 3], rows)
-    fig.suptitle(f"NDM vs LSGM, budget {report['budget']} steps, {report['hardware']} (ours); "
+    models = report.models
+    steps = {m: models[m].step for m in MODELS}
+    panels = [panel for cls in Metric.registry.values() for panel in cls.panels()]
+    rows = -(-(len(panels) + FIXED) // COLUMNS)
+    fig, grid = plt.subplots(rows, COLUMNS, figsize=(19, 4 * rows))
+    axes = list(grid.flat)
+    view = View(models, ours(models))
+    for ax, panel in zip(axes, panels, strict=False):
+        panel(ax, view)
+    nfe, paired, speed, step, memory, tradeoff, *unused = axes[len(panels):]
+    _tolerance_panel(nfe, models, "nfe", "NFE", "ODE sampler: function evaluations")
+    _tolerance_panel(speed, models, "images_per_s", "images / s", "ODE sampler: images per second")
+    _bars(step, {m: s.ms if s else None for m, s in steps.items()}, "ms",
+          f"training step (x{report.ratios['step_time']:.2f} NDM/LSGM)")
+    _bars(memory, {m: s.memory_mib if s else None for m, s in steps.items()}, "MiB",
+          f"{steps['NDM'].memory_kind if steps['NDM'] else ''} (x{report.ratios['memory']:.2f})")
+    rows_ = comparisons(report)
+    _paired_panel(paired, rows_)
+    _tradeoff_panel(tradeoff, rows_)
+    for ax in unused:
+        ax.set_axis_off()
+    fig.suptitle(f"NDM vs LSGM, budget {report.budget} steps, {report.hardware} (ours); "
                  "gray lines: the paper's CelebA-HQ-256 numbers", fontsize=11)
-    return save_png(fig, path)
+    return fig
+
+
+def write_chart(path: Path, report: Comparison) -> Path:
+    """The chart of `draw`, written to `path` as a PNG."""
+    return save_png(draw(report), path)

@@ -19,8 +19,10 @@ from latent_ndm.comparison.step_cost import TrainStep
 from latent_ndm.diffusion.samplers import AdaptiveODE
 from latent_ndm.errors import EvaluationError
 from latent_ndm.evaluation.generation import batches, generate
+from latent_ndm.evaluation.heldout import heldout_images
+from latent_ndm.evaluation.metrics import Metric
 from latent_ndm.evaluation.results import write_results
-from latent_ndm.evaluation.runner import evaluate, heldout_images
+from latent_ndm.evaluation.runner import evaluate
 from latent_ndm.model import NDMPrior
 from latent_ndm.progress import progress
 from latent_ndm.runs.build import objective_at, transform_kind
@@ -107,29 +109,46 @@ def train_run(overrides: Sequence[str]) -> Path:
 
 
 def evaluation_config(ckpt: str, metrics: list[str], limit: int | None, bench: DictConfig) -> DictConfig:
-    """configs/evaluate.yaml for `ckpt`, with the benchmark's seed, device, fid section and `eval_overrides`."""
+    """configs/evaluate.yaml for `ckpt`, with the benchmark's seed, device and `eval_overrides`, and each metric's
+    settings from the benchmark's config (`Metric.benchmark_config`, e.g. its fid section)."""
     overrides = [f"ckpt={ckpt}", f"metrics=[{','.join(metrics)}]", f"limit={'null' if limit is None else limit}",
                  f"seed={bench.seed}", f"progress={str(bool(bench.progress)).lower()}",
                  f"accelerator={'auto' if bench.device == 'auto' else ('gpu' if bench.device == 'cuda' else 'cpu')}"]
     cfg = compose_config("evaluate", [*overrides, *bench.eval_overrides])
-    fid = OmegaConf.to_container(bench.fid, resolve=True)
-    cfg = OmegaConf.merge(cfg, {"fid": {k: v for k, v in fid.items() if k != "sampler"}})
-    cfg.fid.sampler = fid["sampler"]  # replaced whole, not merged: another sampler's settings differ
+    for cls in Metric.registry.values():
+        cfg = cls.benchmark_config(bench, cfg)
     return cfg
 
 
+def evaluation_passes(bench: DictConfig) -> list[tuple[list[str], int | None, dict[str, str]]]:
+    """The benchmark's evaluations of one run: (metrics, held-out image limit, metric -> the key its result is kept
+    under), pass 0 on `limit` images, then pass 1 on `nll_limit` (or `limit`); each pass the registered metrics of
+    that pass the benchmark runs (`Metric.in_benchmark`), each after the metrics it is measured beside (the NLL's
+    NELBO of the same images, kept as nelbo_nll_images)."""
+    chosen = [cls for cls in Metric.registry.values() if cls.in_benchmark(bench)]
+    passes = []
+    for number, limit in ((0, bench.limit), (1, bench.nll_limit or bench.limit)):
+        names: list[str] = []
+        renamed: dict[str, str] = {}
+        for cls in (c for c in chosen if c.benchmark_pass == number):
+            names += [*cls.beside, cls.name]
+            renamed.update(cls.beside)
+        if names:
+            passes.append((list(dict.fromkeys(names)), limit, renamed))
+    return passes
+
+
 def evaluate_run(ckpt: str, bench: DictConfig) -> tuple[dict[str, dict[str, Any]], LoadedRun]:
-    """NELBO on `limit` held-out images, then the ODE NLL on `nll_limit` (0: none) and FID (with fid.stats); both
-    merged into the run's evaluation.json. Returns (results by metric, as written; the loaded run)."""
+    """Each pass of `evaluation_passes` (the NELBO on `limit` held-out images; then the ODE NLL on `nll_limit`, 0:
+    none, FID with fid.stats, ...), merged into the run's evaluation.json. Returns (results by metric, as written;
+    the loaded run)."""
     results: dict[str, dict[str, Any]] = {}
     run = None
-    second = (["nelbo", "nll"] if bench.nll_limit else []) + (["fid"] if bench.fid.stats is not None else [])
-    passes = [(["nelbo"], bench.limit)] + ([(second, bench.nll_limit or bench.limit)] if second else [])
-    for metrics, limit in passes:
+    for metrics, limit, renamed in evaluation_passes(bench):
         out = evaluate(evaluation_config(ckpt, metrics, limit, bench))
         info = {"ckpt": ckpt, "weights": out.run.weights, "hardware": out.hardware, "by": "latent_ndm.benchmark"}
-        if "nll" in metrics:  # the NELBO of the NLL's images (same z): the pair the two bounds are compared on
-            results["nelbo_nll_images"] = {**out.results.pop("nelbo"), **info}
+        for name, key in renamed.items():  # e.g. the NELBO of the NLL's images (same z): the pair compared
+            results[key] = {**out.results.pop(name), **info}
         write_results(out.run.out_dir, out.results, info)
         results.update({k: {**v, **info} for k, v in out.results.items()})
         run = out.run

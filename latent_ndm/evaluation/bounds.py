@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
+from latent_ndm.common.running_sums import RunningSums
 from latent_ndm.model import LatentModel, PriorBound
 from vae import DiagonalGaussian, nats_to_bpd
-from latent_ndm.common.running_sums import RunningSums
 
 Terms = dict[str, torch.Tensor]  # name -> (B,) nats per image
 PriorTerm = Callable[[DiagonalGaussian | None, torch.Tensor], tuple[PriorBound, int]]

@@ -19,12 +19,12 @@ from latent_ndm import progress
 from latent_ndm.benchmark import run
 from latent_ndm.cli import run_or_exit
 from latent_ndm.comparison import measure
-from latent_ndm.comparison.benchmark import EQUAL_TIME, equal_time_steps, recorded_seconds
 from latent_ndm.comparison.report import PAPER_LABEL
+from latent_ndm.comparison.study import EQUAL_TIME, equal_time_steps, recorded_seconds
 from latent_ndm.errors import EvaluationError
 from latent_ndm.evaluation import fid
+from latent_ndm.evaluation.heldout import heldout_images
 from latent_ndm.evaluation.results import read_results
-from latent_ndm.evaluation.runner import heldout_images
 from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.load import load_run
 from latent_ndm.stats import number

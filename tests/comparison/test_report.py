@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from latent_ndm.comparison.chart import comparisons, symlog_threshold, zoomed_range
-from latent_ndm.comparison.report import EQUAL_TIME
+from latent_ndm.comparison.report import EQUAL_TIME, Comparison
 from latent_ndm.stats import paired_difference
 
 
@@ -16,13 +16,17 @@ def test_the_bpd_axis_is_zoomed_onto_the_bars_and_keeps_their_errors() -> None:
     assert lo == pytest.approx(0.99) and hi == pytest.approx(1.02)
 
 
-def report_with_variants() -> dict:
+def comparison(paired: dict, step_time: float, **more: object) -> Comparison:
+    return Comparison(budget=2, seeds=3, match="steps", margin=None, paired=paired, command="", hardware="CPU",
+                      tolerances=[], notes=[], models={}, ratios={"step_time": step_time}, time="", **more)
+
+
+def report_with_variants() -> Comparison:
     main = paired_difference([4.61, 4.60, 4.61], [4.63, 4.62, 4.62])
     equal = paired_difference([4.61, 4.60, 4.61], [4.58, 4.57, 4.57], baseline=EQUAL_TIME)
     half = paired_difference([4.62, 4.61, 4.62], [4.63, 4.62, 4.62])
-    return {"paired": {"nelbo_bpd": main}, "paired_equal_time": {"nelbo_bpd": equal}, "ratios": {"step_time": 2.8},
-            "variants": {"half": {"paired": {"nelbo_bpd": half}, "ratios": {"step_time": 1.9}},
-                         "nll_only": {"paired": {}, "ratios": {"step_time": 1.0}}}}
+    return comparison({"nelbo_bpd": main}, 2.8, paired_equal_time={"nelbo_bpd": equal},
+                      variants={"half": comparison({"nelbo_bpd": half}, 1.9), "nll_only": comparison({}, 1.0)})
 
 
 def test_comparisons_list_every_paired_nelbo_difference_with_its_step_ratio() -> None:
@@ -44,7 +48,7 @@ def test_a_symlog_axis_only_when_one_difference_dwarfs_the_others() -> None:
 
 def test_rows_carry_the_interval_and_the_outcome() -> None:
     rows = comparisons(report_with_variants())
-    main = report_with_variants()["paired"]["nelbo_bpd"]
+    main = report_with_variants().paired["nelbo_bpd"]
     assert rows[0]["ci"] == pytest.approx(main["ci"]) and rows[0]["outcome"] == main["outcome"]
 
 
@@ -65,17 +69,17 @@ def test_the_paired_and_trade_off_panels_draw() -> None:
 
 
 def test_a_report_with_variants_decides_its_comparisons_together() -> None:
-    from latent_ndm.comparison.benchmark import decide_together
     from latent_ndm.comparison.report import holm_lines
+    from latent_ndm.comparison.study import decide_together
 
     report = report_with_variants()
-    alone = {label: p["outcome"] for label, p in (("main", report["paired"]["nelbo_bpd"]),
-                                                  ("equal", report["paired_equal_time"]["nelbo_bpd"]),
-                                                  ("half", report["variants"]["half"]["paired"]["nelbo_bpd"]))}
+    alone = {label: p["outcome"] for label, p in (("main", report.paired["nelbo_bpd"]),
+                                                  ("equal", report.paired_equal_time["nelbo_bpd"]),
+                                                  ("half", report.variants["half"].paired["nelbo_bpd"]))}
     decide_together(report)
-    assert report["holm"] == {"nelbo_bpd": ["main", f"main vs {EQUAL_TIME}", "half"]}
-    family = [report["paired"]["nelbo_bpd"], report["paired_equal_time"]["nelbo_bpd"],
-              report["variants"]["half"]["paired"]["nelbo_bpd"]]
+    assert report.holm == {"nelbo_bpd": ["main", f"main vs {EQUAL_TIME}", "half"]}
+    family = [report.paired["nelbo_bpd"], report.paired_equal_time["nelbo_bpd"],
+              report.variants["half"].paired["nelbo_bpd"]]
     assert all(p["holm"]["family"] == 3 for p in family)
     thresholds = sorted(p["holm"]["alpha"] for p in family)
     assert thresholds == pytest.approx([0.05 / 3, 0.05 / 2, 0.05])

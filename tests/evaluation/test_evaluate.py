@@ -16,6 +16,7 @@ import yaml
 from PIL import Image
 from torch import nn
 
+from latent_ndm.diffusion.forward_process import ForwardProcess
 from latent_ndm.diffusion.objectives import ContinuousNDMObjective
 from latent_ndm.diffusion.samplers import RK4
 from latent_ndm.diffusion.schedule import VPSchedule
@@ -91,8 +92,8 @@ def oracle_model(t_eps: float = 1e-3) -> LatentModel:
     """The Gaussian channel with the exact NDM prior (F = identity, the oracle denoiser) of its latents."""
     schedule = VPSchedule()
     objective = ContinuousNDMObjective(schedule, LikelihoodISTime(schedule, t_eps=t_eps))
-    prior = NDMPrior(GaussianOracleDenoiser(M, S, schedule), IdentityTransform(), schedule, objective, (3,),
-                     t_eps=t_eps)
+    prior = NDMPrior(GaussianOracleDenoiser(M, S, schedule), ForwardProcess(schedule, IdentityTransform()), objective,
+                     (3,), t_eps=t_eps)
     return LatentModel(GaussianChannel(tau=1e-4), prior)
 
 

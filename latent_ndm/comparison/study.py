@@ -1,7 +1,8 @@
-"""The NDM-vs-LSGM benchmark: train (or take) both runs, measure everything, write the report.
+"""The NDM-vs-LSGM study behind `python -m latent_ndm.benchmark`: train (or take) both runs, measure everything,
+write the report.
 
-`benchmark(cfg)` (cfg: configs/benchmark.yaml) returns the report dict that `write` turns into benchmark.md,
-benchmark.json and benchmark.png (`latent_ndm.comparison.report`).
+`benchmark(cfg)` (cfg: configs/benchmark.yaml) returns the typed report (`latent_ndm.comparison.report.Comparison`)
+that `write` turns into benchmark.md, benchmark.json and benchmark.png.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from omegaconf import DictConfig, open_dict
 
 from data_tools.files import atomic_write_text
 from latent_ndm import stats
-from latent_ndm.comparison import chart, curve_chart, curve_runs, few_step, measure, parallel, report
-from latent_ndm.comparison.report import EQUAL_TIME
+from latent_ndm.comparison import chart, concurrent_runs, curve_chart, curve_runs, few_step, measure, report
+from latent_ndm.comparison.report import EQUAL_TIME, Comparison, ModelReport, StepCost
 from latent_ndm.comparison.step_cost import step_costs
 from latent_ndm.errors import EvaluationError
+from latent_ndm.evaluation.metrics import Metric
 from latent_ndm.progress import progress
 from latent_ndm.runs.export import find_export, read_run_record, read_yaml
 from latent_ndm.runs.folders import RECORD_DIR
@@ -83,14 +85,15 @@ def obtain_runs(cfg: DictConfig) -> tuple[dict[str, list[str]], list[Path]]:
     is given, or trained here for `budget` steps (a run that finished before is reused, one that was cut resumes: a
     killed benchmark picks up where it stopped). With curve=true, runs of their own (bench-<kind>-curve-...) that
     validate every budget / curve_points steps. With jobs > 1 the runs to train are trained that many at a time first
-    (`latent_ndm.comparison.parallel`), the equal-time LSGMs (match=time) after them, as they need the others'
+    (`latent_ndm.comparison.concurrent_runs`), the equal-time LSGMs (match=time) after them, as they need the others'
     measured times."""
     runs: dict[str, list[str]] = {name: [] for name in KINDS}
     planned = {(seed, key): planned_overrides(cfg, seed, key) for seed in range(cfg.seeds) for key in KINDS.values()
                if cfg.get(f"{key}_run") is None}
     side_by_side = []
     if cfg.jobs > 1:
-        side_by_side += parallel.train_all(list(planned.values()), cfg.jobs, Path(cfg.out) / parallel.LOGS)
+        side_by_side += concurrent_runs.train_all(list(planned.values()), cfg.jobs,
+                                                  Path(cfg.out) / concurrent_runs.LOGS)
     with progress(total=len(planned), desc="benchmark runs", unit="runs", enabled=cfg.progress) as bar:
         for seed in range(cfg.seeds):
             for name, key in KINDS.items():
@@ -105,7 +108,7 @@ def obtain_runs(cfg: DictConfig) -> tuple[dict[str, list[str]], list[Path]]:
     if cfg.match == "time":
         equal = [equal_time_overrides(cfg, runs["NDM"][seed], runs["LSGM"][seed], seed) for seed in range(cfg.seeds)]
         if cfg.jobs > 1:
-            side_by_side += parallel.train_all(equal, cfg.jobs, Path(cfg.out) / parallel.LOGS)
+            side_by_side += concurrent_runs.train_all(equal, cfg.jobs, Path(cfg.out) / concurrent_runs.LOGS)
         runs[EQUAL_TIME] = [str(measure.train_run(overrides)) for overrides in equal]
     return runs, side_by_side
 
@@ -186,14 +189,20 @@ def equal_time_overrides(cfg: DictConfig, ndm_run: str, lsgm_run: str, seed: int
     return overrides(steps)
 
 
+def paired_keys() -> list[str]:
+    """The per-seed keys compared NDM - baseline by seed: each metric's `paired`, in registry order."""
+    return [key for cls in Metric.registry.values() for key in cls.paired]
+
+
 def seed_summary(evaluations: list[dict[str, dict[str, Any]]], runs: list[str]) -> dict[str, Any]:
-    """Per-seed bounds of one model and their mean +- SE: {"per_seed": [...], "nelbo_bpd": Estimate, ...}."""
-    keys = {"nelbo_bpd": ("nelbo", "nelbo_bpd"), "nll_bpd": ("nll", "nll_bpd"),
-            "nelbo_nll_images_bpd": ("nelbo_nll_images", "nelbo_bpd")}
-    per_seed = [{"seed": seed, "run": run, **{k: ev[m][f] for k, (m, f) in keys.items() if m in ev},
+    """Per-seed values of one model (each metric's `per_seed`) and their mean +- SE: {"per_seed": [...],
+    "nelbo_bpd": Estimate, ...}."""
+    per_seed = [{"seed": seed, "run": run, **{k: v for cls in Metric.registry.values()
+                                              for k, v in cls.per_seed(ev).items()},
                  **{k: v for k, v in run_record(run).items() if k in ("step", "train_seconds")}}
                 for seed, (ev, run) in enumerate(zip(evaluations, runs, strict=True))]
     out: dict[str, Any] = {"per_seed": per_seed}
+    keys = dict.fromkeys(k for cls in Metric.registry.values() for ev in evaluations for k in cls.per_seed(ev))
     for key in (*keys, "train_seconds"):
         values = [s[key] for s in per_seed if key in s]
         if len(values) == len(per_seed):
@@ -201,37 +210,37 @@ def seed_summary(evaluations: list[dict[str, dict[str, Any]]], runs: list[str]) 
     return out
 
 
-def paired(models: dict[str, Any], baseline: str, margin: float | None = None) -> dict[str, Any]:
-    """NDM - `baseline` per seed, for every bound both models have on every seed (`margin`: the equivalence margin
-    stated in advance, bits/dim)."""
+def paired(models: dict[str, ModelReport], baseline: str, margin: float | None = None) -> dict[str, Any]:
+    """NDM - `baseline` per seed, for every paired key both models have on every seed (`margin`: the equivalence
+    margin stated in advance, bits/dim)."""
     out = {}
-    for key in ("nelbo_bpd", "nll_bpd"):
-        values = [[s.get(key) for s in models[name]["seeds"]["per_seed"]] for name in ("NDM", baseline)]
+    for key in paired_keys():
+        values = [[s.get(key) for s in models[name].seeds["per_seed"]] for name in ("NDM", baseline)]
         if all(v is not None for vs in values for v in vs):
             out[key] = stats.paired_difference(*values, baseline=baseline, delta=margin)
     return out
 
 
-def family(report: dict[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
+def family(report: Comparison, key: str) -> list[tuple[str, dict[str, Any]]]:
     """Every paired difference of `key` in a report, labelled: the main one, against the equal-time LSGM, and each
     variant's (with theirs)."""
     out = []
-    for label, r in {"main": report, **(report.get("variants") or {})}.items():
-        for kind, suffix in (("paired", ""), ("paired_equal_time", f" vs {EQUAL_TIME}")):
-            if key in r.get(kind, {}):
-                out.append((label + suffix, r[kind][key]))
+    for label, r in {"main": report, **report.variants}.items():
+        for differences, suffix in ((r.paired, ""), (r.paired_equal_time or {}, f" vs {EQUAL_TIME}")):
+            if key in differences:
+                out.append((label + suffix, differences[key]))
     return out
 
 
-def decide_together(report: dict[str, Any]) -> None:
-    """With several comparisons in one report, Holm's correction decides each bound's family of paired differences
-    together (family-wise 5%); the report records which (`holm`: metric -> the labels of its family)."""
-    report["holm"] = {}
-    for key in ("nelbo_bpd", "nll_bpd"):
+def decide_together(report: Comparison) -> None:
+    """With several comparisons in one report, Holm's correction decides each paired key's family of differences
+    together (family-wise 5%); the report records which (`holm`: key -> the labels of its family)."""
+    report.holm = {}
+    for key in paired_keys():
         members = [(label, p) for label, p in family(report, key) if p.get("p") is not None]
         if len(members) > 1:
             stats.holm([p for _, p in members])
-            report["holm"][key] = [label for label, _ in members]
+            report.holm[key] = [label for label, _ in members]
 
 
 def check_pair(loaded: dict[str, LoadedRun], runs: dict[str, str]) -> None:
@@ -260,6 +269,7 @@ def pairing_notes(loaded: dict[str, LoadedRun], budget: int, steps: dict[str, in
 
 
 def trained_steps(run: LoadedRun) -> int | None:
+    """The optimizer steps a run's export records it was trained for (None: not recorded)."""
     return run_record(str(run.out_dir)).get("step")
 
 
@@ -287,23 +297,39 @@ def evaluate_seeds(cfg: DictConfig, seed_runs: dict[str, list[str]]) -> tuple[di
     return evaluations, loaded
 
 
-def benchmark(cfg: DictConfig) -> dict[str, Any]:
+def benchmark(cfg: DictConfig) -> Comparison:
     """The comparison of `compare`, then the same for each of `cfg.variants` (its own NDM/LSGM runs per seed, step
-    cost measured, sampling speed not) under "variants"; the report (a dict)."""
+    cost measured, sampling speed not) under `variants`; the report."""
     check(cfg)
     out = compare(cfg)
     variants = {str(name): list(overrides) for name, overrides in (cfg.get("variants") or {}).items()}
-    if variants:
-        out["variants"] = {}
-        for name, overrides in variants.items():
-            print(f"variant {name}: train overrides {overrides}", flush=True)
-            out["variants"][name] = {"train_overrides": overrides,
-                                     **compare(variant_config(cfg, name, overrides), sampling_speed=False)}
+    for name, overrides in variants.items():
+        print(f"variant {name}: train overrides {overrides}", flush=True)
+        out.variants[name] = compare(variant_config(cfg, name, overrides), sampling_speed=False)
+        out.variants[name].train_overrides = overrides
     decide_together(out)
     return out
 
 
-def compare(cfg: DictConfig, sampling_speed: bool = True) -> dict[str, Any]:
+def model_reports(seed_runs: dict[str, list[str]], loaded: dict[str, LoadedRun],
+                  evaluations: dict[str, list[dict]], sampling: dict[str, list[dict[str, float]]],
+                  costs: dict[str, Any], batch_size: int) -> dict[str, ModelReport]:
+    """Each model's report: seed 0's run and evaluations, the per-seed summary, and (NDM and LSGM) sampling speed
+    and step cost."""
+    models: dict[str, ModelReport] = {}
+    for name, run in loaded.items():
+        models[name] = ModelReport(run=seed_runs[name][0], transform=measure.transform_name(run),
+                                   steps=trained_steps(run), evaluation=evaluations[name][0],
+                                   seeds=seed_summary(evaluations[name], seed_runs[name]))
+        if name in KINDS:
+            c = costs[name]
+            models[name].sampling = sampling.get(name)
+            models[name].step = StepCost(ms=1e3 * c.median_s, times_ms=[1e3 * t for t in c.times_s],
+                                         memory_mib=c.memory_mib, memory_kind=c.memory_kind, batch_size=batch_size)
+    return models
+
+
+def compare(cfg: DictConfig, sampling_speed: bool = True) -> Comparison:
     """Train or take the runs, measure everything; the report of one NDM-vs-LSGM comparison. Bounds are measured
     on every seed's runs; sampling speed (unless not asked) and step cost on seed 0's NDM and LSGM."""
     seed_runs, side_by_side = obtain_runs(cfg)
@@ -316,24 +342,13 @@ def compare(cfg: DictConfig, sampling_speed: bool = True) -> dict[str, Any]:
     for name in KINDS if sampling_speed else ():
         print(f"sampling {name} at tolerances {list(cfg.tolerances)}", flush=True)
         sampling[name] = measure.sampling_speed(loaded[name], list(cfg.tolerances), cfg.sample_num,
-                                                   cfg.sample_batch_size, cfg.seed, device, show=cfg.progress)
+                                                cfg.sample_batch_size, cfg.seed, device, show=cfg.progress)
     print("timing training steps", flush=True)
     x = measure.training_images(loaded["NDM"], cfg.step.batch_size)
     steps = {name: measure.train_step(loaded[name], x, cfg.seed, device) for name in KINDS}
     costs = step_costs(steps, cfg.step.repeats, cfg.step.warmup, device, show=cfg.progress)
-    models: dict[str, dict[str, Any]] = {}
-    for name, run in loaded.items():
-        models[name] = {"run": seed_runs[name][0], "transform": measure.transform_name(run),
-                        "steps": trained_steps(run), "evaluation": seed_evaluations[name][0],
-                        "seeds": seed_summary(seed_evaluations[name], seed_runs[name])}
-        if name in KINDS:
-            c = costs[name]
-            if name in sampling:
-                models[name]["sampling"] = sampling[name]
-            models[name].update(step={"ms": 1e3 * c.median_s, "times_ms": [1e3 * t for t in c.times_s],
-                                      "memory_mib": c.memory_mib, "memory_kind": c.memory_kind,
-                                      "batch_size": int(x.shape[0])})
-    notes = pairing_notes(loaded, cfg.budget, {n: models[n]["steps"] for n in KINDS})
+    models = model_reports(seed_runs, loaded, seed_evaluations, sampling, costs, int(x.shape[0]))
+    notes = pairing_notes(loaded, cfg.budget, {n: models[n].steps for n in KINDS})
     if side_by_side:
         notes.append(f"jobs={cfg.jobs}: {len(side_by_side)} runs were trained here {cfg.jobs} at a time, so their "
                      "wall-clocks were measured beside each other on the same machine")
@@ -343,29 +358,27 @@ def compare(cfg: DictConfig, sampling_speed: bool = True) -> dict[str, Any]:
     ratio = {"step_time": costs["NDM"].median_s / costs["LSGM"].median_s,
              "memory": costs["NDM"].memory_mib / max(costs["LSGM"].memory_mib, 1e-9)}
     margin = cfg.get("margin")
-    out = {"budget": cfg.budget, "seeds": cfg.seeds, "match": cfg.match, "margin": margin,
-           "paired": paired(models, "LSGM", margin),
-           "command": command_line(), "hardware": describe(device, 1),
-           "tolerances": [float(t) for t in cfg.tolerances], "notes": notes, "models": models, "ratios": ratio,
-           "paper": report.PAPER, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    out = Comparison(budget=cfg.budget, seeds=cfg.seeds, match=cfg.match, margin=margin,
+                     paired=paired(models, "LSGM", margin), command=command_line(), hardware=describe(device, 1),
+                     tolerances=[float(t) for t in cfg.tolerances], notes=notes, models=models, ratios=ratio,
+                     paper=report.PAPER, time=time.strftime("%Y-%m-%dT%H:%M:%S"))
     if EQUAL_TIME in models:
-        out["paired_equal_time"] = paired(models, EQUAL_TIME, margin)
+        out.paired_equal_time = paired(models, EQUAL_TIME, margin)
     if sampling_speed and cfg.few_step.nfe:
-        out["few_step"] = few_step.section(cfg, {name: seed_runs[name][0] for name in KINDS})
+        out.few_step = few_step.section(cfg, {name: seed_runs[name][0] for name in KINDS})
     if cfg.get("curve"):
-        out["curve"] = curve_runs.section(cfg, seed_runs, loaded, device)
+        out.curve = curve_runs.section(cfg, seed_runs, loaded, device)
     return out
 
 
-def write(results: dict[str, Any], out: Path) -> dict[str, Path]:
+def write(results: Comparison, out: Path) -> dict[str, Path]:
     """benchmark.md, benchmark.json and benchmark.png in `out` (each written atomically); with learning curves,
     curve.png (and curve-<variant>.png for each variant)."""
     paths = {"md": out / "benchmark.md", "json": out / "benchmark.json", "png": out / "benchmark.png"}
     atomic_write_text(paths["md"], "# NDM vs LSGM\n\n" + report.markdown(results))
     report.write_json(paths["json"], results)
     chart.write_chart(paths["png"], results)
-    curves = {"curve": results.get("curve"),
-              **{f"curve-{name}": r.get("curve") for name, r in (results.get("variants") or {}).items()}}
+    curves = {"curve": results.curve, **{f"curve-{name}": r.curve for name, r in results.variants.items()}}
     for name, section in curves.items():
         if section is not None:
             paths[name] = curve_chart.write_curve_chart(out / f"{name}.png", section)
