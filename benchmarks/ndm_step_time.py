@@ -28,7 +28,13 @@ from typing import Any
 
 import torch
 
-from latent_ndm.comparison.step_cost import TrainStep, cuda_peak_bytes, saved_activation_bytes, time_alternating
+from latent_ndm.comparison.step_cost import (
+    TrainStep,
+    cuda_peak_bytes,
+    prior_step,
+    saved_activation_bytes,
+    time_alternating,
+)
 from latent_ndm.runs.build import build_ndm_prior, transform_kind
 from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.targets import instantiate_trusted
@@ -65,9 +71,8 @@ def build(overrides: Sequence[str], args: argparse.Namespace) -> tuple[TrainStep
     prior = build_ndm_prior(cfg.ndm, t_eps=float(cfg.ndm.t_eps))
     batch = args.batch or int(cfg.data.batch_size)
     z = torch.randn(batch, *prior.latent_shape, generator=torch.Generator().manual_seed(1))
-    params = [*prior.denoiser.parameters(), *prior.transform.parameters()]
-    step = TrainStep(prior.denoiser.to(args.device).train(), prior.transform.to(args.device).train(),
-                     prior.objective, torch.optim.Adam(params, lr=1e-4), z.to(args.device))
+    prior = prior.to(args.device).train()
+    step = prior_step(prior, z.to(args.device), torch.optim.Adam(list(prior.parameters()), lr=1e-4))
     info = {"overrides": list(overrides), "transform": transform_kind(cfg.ndm),
             "F_params": sum(p.numel() for p in prior.transform.parameters()),
             "denoiser_params": sum(p.numel() for p in prior.denoiser.parameters()),

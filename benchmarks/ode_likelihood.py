@@ -19,6 +19,7 @@ import time
 import torch
 from torchdiffeq import odeint
 
+from latent_ndm.diffusion.forward_process import ForwardProcess
 from latent_ndm.diffusion.likelihood import draw_probe, hutchinson_divergence, ode_log_likelihood, standard_normal_logp
 from latent_ndm.diffusion.reverse_process import ReverseProcess
 from latent_ndm.diffusion.schedule import VPSchedule
@@ -57,7 +58,7 @@ def main() -> None:
     m = torch.randn(args.dim, generator=g) * 0.5
     S = torch.exp(torch.randn(args.dim, generator=g))
     sch = VPSchedule()
-    process = ReverseProcess(GaussianOracleDenoiser(m, S, sch), IdentityTransform(), sch)
+    process = ReverseProcess(GaussianOracleDenoiser(m, S, sch), ForwardProcess(sch, IdentityTransform()))
     Q, _ = torch.linalg.qr(torch.randn(args.dim, args.dim, generator=g))
 
     def velocity(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     for spec in args.run:
         name, _, path = spec.partition("=")
         run = load_run(path)
-        process = run.model.prior.process
+        process = run.model.prior.reverse
         shape = (args.batch, *latent_shape(run))
         g = torch.Generator().manual_seed(0)
         z, t = torch.randn(shape, generator=g), 0.01 + 0.99 * torch.rand(args.batch, generator=g)

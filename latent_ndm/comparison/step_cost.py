@@ -1,6 +1,8 @@
 """What one training step of an NDM prior costs: wall time and peak memory, several models side by side.
 
-A step is forward + backward + optimizer step of the NDM objective on latents z (B, C, H, W). Timings alternate
+A step is forward + backward + optimizer step of the loss the trainer minimises (`latent_step`: the NDM stage's
+`NDMTrainingLoss` on a `LatentModel`, a learned noise scale included; `prior_step`: an NDM prior's objective on latents
+z (B, C, H, W), for a benchmark without a VAE). Timings alternate
 between the models (step 1 of every model, then step 2 of every model, ...) so that all see the same machine state.
 Peak memory: on CUDA the `max_memory_allocated` of the step, net of every other model's tensors (so models may
 share one process); on CPU, where no allocator statistics exist, the bytes of the distinct tensors autograd saves
@@ -20,7 +22,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from latent_ndm.model import LatentModel, NDMPrior
+from latent_ndm.model.latent import Batch, ndm_parameters
 from latent_ndm.progress import progress
+from latent_ndm.training.ndm_loss import NDMTrainingLoss
 
 CPU_MEMORY = "saved activations (CPU)"
 CUDA_MEMORY = "peak allocated (CUDA)"
@@ -28,29 +33,52 @@ CUDA_MEMORY = "peak allocated (CUDA)"
 
 @dataclass
 class TrainStep:
-    """One model's training step: `denoiser` x_hat_theta, `transform` F_phi, the NDM `objective`, an optimizer over
-    both, and the latents `z` it trains on."""
+    """One model's training step: `loss()` the scalar minimised, an `optimizer` over `params`, and `inputs`, the
+    batch tensors it trains on (counted as resident memory)."""
 
-    denoiser: nn.Module
-    transform: nn.Module
-    objective: Callable[..., object]
+    loss: Callable[[], torch.Tensor]
+    params: list[nn.Parameter]
     optimizer: torch.optim.Optimizer
-    z: torch.Tensor
+    inputs: list[torch.Tensor]
 
     def __call__(self) -> None:
         self.forward_backward()
         self.optimizer.step()
 
     def forward_backward(self) -> None:
-        """The objective on `z` and its gradients (fresh: the previous ones are dropped first)."""
+        """The loss and its gradients (fresh: the previous ones are dropped first)."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.objective(self.denoiser, self.transform, self.z).total.mean().backward()  # type: ignore[attr-defined]
+        self.loss().backward()
 
     def resident_bytes(self) -> int:
-        """Parameters, optimizer state and latents: what stays allocated between steps (gradients excluded)."""
-        params = {id(p): p for m in (self.denoiser, self.transform) for p in m.parameters()}
+        """Parameters, optimizer state and inputs: what stays allocated between steps (gradients excluded)."""
+        params = {id(p): p for p in self.params}
         state = [t for s in self.optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
-        return sum(t.numel() * t.element_size() for t in [*params.values(), *state, self.z])
+        return sum(t.numel() * t.element_size() for t in [*params.values(), *state, *self.inputs])
+
+
+def latent_step(model: LatentModel, batch: Batch, optimizer: torch.optim.Optimizer, num_dims: int,
+                mode: str = "disjoint", seed: int = 0) -> TrainStep:
+    """The step `stage=ndm` takes: `NDMTrainingLoss(mode, num_dims)` (D = `num_dims` image dimensions) of `model` on
+    `batch` (images, or pre-encoded {"mean", "logvar"} latents), its noise drawn from a generator seeded by `seed` at
+    every call; `optimizer` over the NDM prior's parameters (and the VAE's in joint mode)."""
+    loss = NDMTrainingLoss(mode, num_dims)
+    inputs = list(batch.values()) if isinstance(batch, Mapping) else [batch]
+    device = inputs[0].device
+    params = [p for part in ndm_parameters(model).values() for p in part]
+    if mode == "joint":
+        params += list(model.vae.parameters())
+
+    def run() -> torch.Tensor:
+        return loss(model, batch, torch.Generator(device=device).manual_seed(seed)).loss
+
+    return TrainStep(run, params, optimizer, inputs)
+
+
+def prior_step(prior: NDMPrior, z: torch.Tensor, optimizer: torch.optim.Optimizer) -> TrainStep:
+    """An NDM prior's training objective (its forward process whole: F and a learned noise scale) on normalised
+    latents z, mean over the batch: the step of a benchmark that has no VAE."""
+    return TrainStep(lambda: prior.objective_terms(z).total.mean(), list(prior.parameters()), optimizer, [z])
 
 
 @dataclass

@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from latent_ndm.diffusion.checks import check_batch
-from latent_ndm.diffusion.forward_process import forward_sample
 from latent_ndm.diffusion.ode import integrate
+from latent_ndm.diffusion.reverse_process import ReverseProcess
 from latent_ndm.diffusion.schedule import DEFAULT_T_EPS
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -104,32 +104,27 @@ class NLLBound:
     nfe: int
 
 
-def ode_nll_bound(process, x: torch.Tensor, t_eps: float = DEFAULT_T_EPS, generator: torch.Generator | None = None,
-                  **solver) -> NLLBound:
+def ode_nll_bound(process: ReverseProcess, x: torch.Tensor, t_eps: float = DEFAULT_T_EPS,
+                  generator: torch.Generator | None = None, **solver: Any) -> NLLBound:
     """-log p(x) <= E_{q(z_eps|x)}[-log p(x | z_eps) - log p_ODE(z_eps) + log q(z_eps | x)], one z_eps per example.
 
-    q(z_eps | x) = N(alpha F(x, t_eps), sigma^2 I) is the NDM forward process and p(x | z_eps) = N(z_eps / alpha,
-    sigma^2 / alpha^2 I) its reconstruction model (docs/MATH.md section 4), so the two Gaussian terms are exact:
-    E[-log p(x|z) + log q(z|x)] = -D log alpha_eps + alpha^2 ||x - F(x, t_eps)||^2 / (2 sigma^2), while -log p_ODE is
-    estimated at one sample. With a learned noise scale (`process.noise`, MATH.md section 11) q(z_eps | x) has
-    variance sigma^2 exp(2 L(x, t_eps)), which adds sum_d [(exp(2 L_d) - 1) / 2 - L_d]. `solver` goes to
-    `ode_log_likelihood` (rtol, atol, exact, probe, method).
+    q(z_eps | x) = N(alpha F(x, t_eps), sigma^2 I) is the forward process (`process.process`) and p(x | z_eps) =
+    N(z_eps / alpha, sigma^2 / alpha^2 I) its reconstruction model (docs/MATH.md section 4), so the two Gaussian terms
+    are exact (`ForwardProcess.dequantisation`): E[-log p(x|z) + log q(z|x)] = -D log alpha_eps + alpha^2
+    ||x - F(x, t_eps)||^2 / (2 sigma^2), while -log p_ODE is estimated at one sample. With a learned noise scale
+    (MATH.md section 11) q(z_eps | x) has variance sigma^2 exp(2 L(x, t_eps)), which adds
+    sum_d [(exp(2 L_d) - 1) / 2 - L_d]. `solver` goes to `ode_log_likelihood` (rtol, atol, exact, probe, method).
     """
     check_batch(x, "x")
     B = x.shape[0]
+    forward = process.process
     t = torch.full((B,), t_eps, dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
-    sched = process.schedule(t)
-    noise = getattr(process, "noise", None)
+    sched = forward.schedule(t)
     with torch.no_grad():
-        F_eps = process.transform(x, t.to(x.dtype))
-        L_eps = noise(x, t.to(x.dtype)) if noise is not None else None
+        m = forward.marginal(x, t.to(x.dtype), derivative=False)
     alpha, sigma = sched.alpha.to(x.dtype), sched.sigma.to(x.dtype)
     eps = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
-    z_eps = forward_sample(F_eps, eps, sched, L_eps)
+    z_eps = forward.sample(m, eps, sched)
     ll = ode_log_likelihood(process.velocity, z_eps, t_eps=t_eps, generator=generator, **solver)
-    D = x[0].numel()
-    gap = (x - F_eps).reshape(B, -1).pow(2).sum(1)
-    dequant = -D * torch.log(alpha) + alpha**2 * gap / (2 * sigma**2)
-    if L_eps is not None:
-        dequant = dequant + (0.5 * torch.expm1(2 * L_eps) - L_eps).reshape(B, -1).sum(1)
+    dequant = forward.dequantisation(x, m, alpha, sigma)
     return NLLBound(nll=dequant - ll.logp, ode_nll=-ll.logp, dequant=dequant, nfe=ll.nfe)

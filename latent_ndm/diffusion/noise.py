@@ -9,8 +9,9 @@ per example and per dimension. L vanishes at t = 0 and t = 1, so q(z_1 | x) has 
 term is NDM's) and the noise is exactly the schedule's at the data end. L = 0 is NDM, element for element.
 
 `NoiseScale` returns L(x, t) and, in one forward-mode pass, its partial time derivative dL/dt (the same jvp as the
-transforms': its `TransformOutput` holds L in `.F` and dL/dt in `.dF_dt`). What L adds to the drifts is
-`noise_excess` (terms.py): e = dL/dt + g^2 / (2 sigma_t^2) (exp(-2 L) - 1).
+transforms': its `TransformOutput` holds L in `.F` and dL/dt in `.dF_dt`;
+`ForwardProcess` hands them on as `Marginal.L` and `Marginal.dL_dt`). What L adds to the drifts is
+`gaussian.noise_excess`: e = dL/dt + g^2 / (2 sigma_t^2) (exp(-2 L) - 1).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 
 from latent_ndm.diffusion.checks import append_dims, check_batch
-from latent_ndm.diffusion.forward_process import ddpm_nu2, posterior_mean
+from latent_ndm.diffusion.gaussian import ddpm_nu2, posterior_mean
 from latent_ndm.diffusion.grids import GRIDS, sampling_grid
 from latent_ndm.diffusion.ode import ADAPTIVE, integrate, solve
 from latent_ndm.diffusion.reverse_process import ReverseProcess
@@ -67,7 +67,7 @@ def sample_discrete(process: ReverseProcess, shape: tuple[int, ...] | None = Non
         s, t = grid[i - 1].expand(B), grid[i].expand(B)
         sched_s, sched_t = process.schedule(s), process.schedule(t)
         x_hat = process.denoiser(z, t)
-        F_s, F_t = (o.F for o in process.transform.evaluate(x_hat, [s, t], [False, False]))
+        F_s, F_t = (m.F for m in process.process.marginals(x_hat, [s, t], [False, False]))
         nu2 = (eta**2) * ddpm_nu2(sched_s, sched_t)
         z = posterior_mean(F_s, F_t, z, sched_s, sched_t, nu2)
         if eta > 0:
@@ -287,7 +287,7 @@ class DiscretePosterior(Sampler):
             raise ValueError(f"sampler=discrete needs steps >= 1 and eta >= 0, got {self.steps}, {self.eta}")
 
     def check(self, process: ReverseProcess) -> None:
-        if process.noise is not None:
+        if not process.process.has_discrete_posterior:
             raise ValueError("the discrete sampler (the paper's Algorithm 2) uses NDM's fixed noise schedule, and this "
                              "prior learns its noise (ndm/noise=neural): use sampler=ode, sde, euler, heun or rk4")
 

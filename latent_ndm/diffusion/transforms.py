@@ -34,10 +34,6 @@ class Transform(nn.Module):
 
     kind: ClassVar[str] = "custom"  # identity (LSGM), separable, neural: what the model is called after
 
-    @property
-    def is_identity(self) -> bool:
-        return self.kind == "identity"
-
     def F_and_dF_dt(self, x: torch.Tensor, t: torch.Tensor) -> TransformOutput:
         raise NotImplementedError
 

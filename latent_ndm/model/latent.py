@@ -146,5 +146,4 @@ def ndm_parameters(model: LatentModel) -> dict[str, list[nn.Parameter]]:
     prior = model.prior
     if not isinstance(prior, NDMPrior):
         raise ValueError(f"the model's prior is {type(prior).__name__}, not an NDMPrior")
-    forward = list(prior.transform.parameters()) + (list(prior.noise.parameters()) if prior.noise is not None else [])
-    return {"denoiser": list(prior.denoiser.parameters()), "transform": forward}
+    return {"denoiser": list(prior.denoiser.parameters()), "transform": list(prior.process.parameters())}

@@ -15,20 +15,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from latent_ndm.diffusion.forward_process import ForwardProcess
 from latent_ndm.diffusion.likelihood import ode_nll_bound, standard_normal_logp
 from latent_ndm.diffusion.noise import NoiseScale
-from latent_ndm.diffusion.objectives.straight import StraightLoss
+from latent_ndm.diffusion.objectives.protocol import Objective, ObjectiveResult
 from latent_ndm.diffusion.reverse_process import ReverseProcess
-from latent_ndm.diffusion.samplers import Sampler
+from latent_ndm.diffusion.samplers import Sampler, build_sampler
 from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.diffusion.transforms import Transform
 from vae import DiagonalGaussian
 
 
-def process_kind(transform_kind: str, learned_noise: bool, is_bound: bool) -> str:
-    """The model family: "lsgm" (F = identity, fixed noise), "ndm" (a learned F_phi), "nfdm" (a learned noise scale),
-    each with "-straight" when trained on the straight-trajectory regression (not a bound)."""
-    kind = "nfdm" if learned_noise else ("lsgm" if transform_kind == "identity" else "ndm")
+def process_kind(transform_kind: str, learned_noise: bool, is_bound: bool,
+                 process: type[ForwardProcess] = ForwardProcess) -> str:
+    """The model family: the forward process's `family` ("lsgm": F = identity, fixed noise; "ndm": a learned F_phi;
+    "nfdm": a learned noise scale), with "-straight" when trained on a regression that is not a bound."""
+    kind = process.family(transform_kind, learned_noise)
     return kind if is_bound else f"{kind}-straight"
 
 
@@ -91,31 +93,47 @@ class StandardNormalPrior(Prior):
 
 
 class NDMPrior(Prior):
-    """The latent NDM over normalised latents: denoiser x_hat_theta, transform F_phi, schedule, optionally the learned
-    noise scale L_phi of the Gaussian NFDM forward process (`noise`), and `objective`: the NELBO estimator that
-    bounds -log p(u) (`ContinuousNDMObjective` / `DiscreteNDMObjective`), or the straight-trajectory regression
-    (`StraightFlowObjective`, not a bound: such a prior has no `nll_bound` and no `ode_nll`, and is judged by its
-    samples). `t_eps` is the training t_eps (where sampling stops), `eval_t_eps` the one of the objective's bound.
+    """The latent NDM over normalised latents: denoiser x_hat_theta, the forward process (`process`: schedule,
+    transform F_phi and, for NFDM, the learned noise scale L_phi), and `objective` (`objectives.Objective`): the NELBO
+    estimator that bounds -log p(u) (`ContinuousNDMObjective` / `DiscreteNDMObjective`), or the straight-trajectory
+    regression (`StraightFlowObjective`, not a bound: such a prior has no `nll_bound` and no `ode_nll`, and is judged
+    by its samples). `t_eps` is the training t_eps (where sampling stops), `eval_t_eps` the one of the objective's
+    bound.
 
     Gradients flow through `nll_bound` (training calls it); evaluation wraps it in `torch.no_grad()` (not
-    inference mode: the jvp of F needs forward-mode AD)."""
+    inference mode: the jvp of F needs forward-mode AD). Weights are stored as `denoiser.*`, `process.transform.*`
+    and `process.noise.*`; states of the earlier layout (`transform.*`, `noise.*`) load too."""
 
     normalised = True
 
-    def __init__(self, denoiser: nn.Module, transform: Transform, schedule: VPSchedule, objective: Any,
-                 latent_shape: tuple[int, int, int], t_eps: float, eval_t_eps: float | None = None,
-                 noise: NoiseScale | None = None) -> None:
+    def __init__(self, denoiser: nn.Module, process: ForwardProcess, objective: Objective,
+                 latent_shape: tuple[int, int, int], t_eps: float, eval_t_eps: float | None = None) -> None:
         super().__init__()
-        self.denoiser, self.transform, self.schedule, self.objective = denoiser, transform, schedule, objective
-        self.noise = noise
+        self.denoiser, self.process, self.objective = denoiser, process, objective
         self.latent_shape = tuple(int(n) for n in latent_shape)
         self.t_eps = float(t_eps)
         self.eval_t_eps = float(t_eps if eval_t_eps is None else eval_t_eps)
+        self.register_load_state_dict_pre_hook(_accept_old_keys)
 
     @property
-    def process(self) -> ReverseProcess:
+    def transform(self) -> Transform:
+        """F_phi of the forward process (read-only)."""
+        return self.process.transform
+
+    @property
+    def noise(self) -> NoiseScale | None:
+        """The learned noise scale L_phi of the forward process, None for the schedule's noise (read-only)."""
+        return self.process.noise
+
+    @property
+    def schedule(self) -> VPSchedule:
+        """The forward process's schedule (read-only)."""
+        return self.process.schedule
+
+    @property
+    def reverse(self) -> ReverseProcess:
         """The reverse process p_theta of this prior's networks (built on use, so it adds no state)."""
-        return ReverseProcess(self.denoiser, self.transform, self.schedule, self.noise)
+        return ReverseProcess(self.denoiser, self.process)
 
     @property
     def is_bound(self) -> bool:
@@ -124,13 +142,18 @@ class NDMPrior(Prior):
 
     @property
     def kind(self) -> str:
-        """lsgm | ndm | nfdm, with -straight: from the objects (F's kind, the noise scale, the objective)."""
-        return process_kind(self.transform.kind, self.noise is not None, self.is_bound)
+        """lsgm | ndm | nfdm, with -straight: from the objects (the forward process's family, the objective)."""
+        return self.process.kind if self.is_bound else f"{self.process.kind}-straight"
 
-    def with_objective(self, objective: Any, eval_t_eps: float | None = None) -> NDMPrior:
+    def with_objective(self, objective: Objective, eval_t_eps: float | None = None) -> NDMPrior:
         """The same networks (shared, not copied) with another objective, e.g. `prior.objective.at(1e-5)`."""
-        return NDMPrior(self.denoiser, self.transform, self.schedule, objective, self.latent_shape, self.t_eps,
-                        self.eval_t_eps if eval_t_eps is None else eval_t_eps, self.noise)
+        return NDMPrior(self.denoiser, self.process, objective, self.latent_shape, self.t_eps,
+                        self.eval_t_eps if eval_t_eps is None else eval_t_eps)
+
+    def default_sampler(self, steps: int, eta: float = 1.0) -> Sampler:
+        """The sampler that suits this prior in `steps` steps (the objective's choice: Algorithm 2 with posterior noise
+        `eta` for a bound on a fixed noise, the reverse SDE for a learned noise, Euler for the straight mode)."""
+        return build_sampler(self.objective.default_sampler(self.process, steps, eta))
 
     def _require_bound(self, what: str) -> None:
         if not self.is_bound:
@@ -138,31 +161,50 @@ class NDMPrior(Prior):
                              f"bound, so it has no {what}: judge it by its samples (sampler=euler steps=K; FID or "
                              "the energy distance)")
 
+    def objective_terms(self, u: torch.Tensor, generator: torch.Generator | None = None) -> ObjectiveResult:
+        """The objective's per-example terms at u (a bound's or a regression's)."""
+        return self.objective(self.denoiser, self.process, u, generator=generator)
+
     def nll_bound(self, u: torch.Tensor, generator: torch.Generator | None = None) -> PriorBound:
         self._require_bound("NELBO")
-        extra = {} if self.noise is None else {"noise": self.noise}
-        ndm = self.objective(self.denoiser, self.transform, u, generator=generator, **extra)
-        return PriorBound(ndm.total, {"ndm_rec": ndm.rec, "ndm_diff": ndm.diff, "ndm_prior": ndm.prior})
+        out = self.objective_terms(u, generator)
+        return PriorBound(out.total, {f"ndm_{name}": value for name, value in out.terms.items()})
 
-    def straight_loss(self, u: torch.Tensor, generator: torch.Generator | None = None) -> StraightLoss:
-        """The straight-trajectory regression of u (per example: flow, curvature, total); straight mode only."""
+    def straight_loss(self, u: torch.Tensor, generator: torch.Generator | None = None) -> ObjectiveResult:
+        """The regression's per-example terms at u (flow, curvature, total); a prior not trained on a bound only."""
         if self.is_bound:
             raise ValueError("straight_loss needs a prior trained with ndm/objective=straight")
-        return self.objective(self.process, u, generator=generator)
+        return self.objective_terms(u, generator)
 
     def check_sampler(self, sampler: Sampler) -> None:
-        sampler.check(self.process)
+        sampler.check(self.reverse)
 
     def ode_nll(self, u: torch.Tensor, generator: torch.Generator | None = None, **solver: Any
                 ) -> tuple[PriorBound, int]:
         self._require_bound("ODE likelihood bound")
         t_eps = solver.pop("t_eps", None)
         t_eps = self.t_eps if t_eps is None else float(t_eps)  # default: the cut-off the prior was trained above
-        bound = ode_nll_bound(self.process, u, t_eps=t_eps, generator=generator, **solver)
+        bound = ode_nll_bound(self.reverse, u, t_eps=t_eps, generator=generator, **solver)
         return PriorBound(bound.nll, {"ode_nll": bound.ode_nll, "ode_dequant": bound.dequant}), bound.nfe
 
     def sample(self, z_1: torch.Tensor, sampler: Sampler, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, int]:
         """Samples stop at the sampler's t_end, or at the training t_eps when it names none."""
-        out = sampler(self.process, z_1, self.t_eps, generator)
+        out = sampler(self.reverse, z_1, self.t_eps, generator)
         return out.x, out.nfe
+
+
+OLD_PARTS = ("transform.", "noise.")  # the forward process's weights before it was one module (NDMPrior.process)
+
+
+def old_key(key: str) -> str | None:
+    """`process.<key>` for a weight of the earlier layout (`transform.*`, `noise.*`), else None."""
+    return f"process.{key}" if key.startswith(OLD_PARTS) else None
+
+
+def _accept_old_keys(module: nn.Module, state: dict[str, Any], prefix: str, *args: Any) -> None:
+    """A load_state_dict pre-hook: renames `<prefix>transform.*` and `<prefix>noise.*` to `<prefix>process.*`."""
+    for key in [k for k in state if k.startswith(prefix)]:
+        new = old_key(key[len(prefix):])
+        if new is not None:
+            state[prefix + new] = state.pop(key)

@@ -2,7 +2,8 @@
 its objective at any t_eps, and the VAE a second stage builds on, checked against the latent shape it expects.
 
 Construction order matters for reproducibility (it fixes the initial weights drawn from the seeded RNG): the VAE
-first, then the denoiser's network, then F_phi's, then (NFDM) the noise scale's.
+first, then the denoiser's network, then F_phi's, then (NFDM) the noise scale's, then the forward process around them
+(`ndm.process`, default `ForwardProcess`; a config stored without the key builds the default).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from latent_ndm.diffusion.objectives import DiscreteNDMObjective
+from latent_ndm.diffusion.forward_process import ForwardProcess
+from latent_ndm.diffusion.objectives import DiscreteNDMObjective, Objective
 from latent_ndm.diffusion.parameterisation import Denoiser, MixingPrediction, Parameterisation
 from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.errors import TrainingError
@@ -45,11 +47,24 @@ def transform_kind(ndm: NDMConfig) -> str:
     return str(trusted_class(str(ndm["transform"]["_target_"])).kind)
 
 
+DEFAULT_PROCESS = "latent_ndm.diffusion.forward_process.ForwardProcess"
+
+
+def process_config(ndm: NDMConfig) -> Mapping[str, Any]:
+    """The `ndm.process` config (the forward process family), `ForwardProcess` where a stored config has none."""
+    return ndm.get("process") or {"_target_": DEFAULT_PROCESS}
+
+
+def objective_class(ndm: NDMConfig) -> type:
+    """The class of the objective an `ndm` config names (nothing built): its `is_bound`, `default_sampler`, ..."""
+    return trusted_class(str(ndm["objective"]["_target_"]))
+
+
 def forward_process_kind(ndm: NDMConfig) -> str:
     """The model family of an `ndm` config (`latent_ndm.model.priors.process_kind`) from the classes it names, without
     building them; `NDMPrior.kind` gives the same from a built prior."""
-    is_bound = bool(trusted_class(str(ndm["objective"]["_target_"])).is_bound)
-    return process_kind(transform_kind(ndm), bool(ndm.get("noise")), is_bound)
+    process = trusted_class(str(process_config(ndm)["_target_"]))
+    return process_kind(transform_kind(ndm), bool(ndm.get("noise")), bool(objective_class(ndm).is_bound), process)
 
 
 def build_denoiser(net: nn.Module, schedule: VPSchedule, parameterisation: Parameterisation, channels: int,
@@ -60,18 +75,19 @@ def build_denoiser(net: nn.Module, schedule: VPSchedule, parameterisation: Param
     return Denoiser(net, schedule, parameterisation)
 
 
-def objective_at(objective: NDMConfig, t_eps: float) -> Any:
+def objective_at(objective: NDMConfig, t_eps: float) -> Objective:
     """The NDM objective of an `ndm.objective` config, cut at `t_eps` (`objective.at(t_eps)`)."""
     return instantiate_trusted(objective, _convert_="all").at(float(t_eps))
 
 
 def build_ndm_prior(ndm: NDMConfig, state: Mapping[str, torch.Tensor] | None = None,
                     t_eps: float | None = None, source: str = "the ndm config") -> NDMPrior:
-    """The NDM prior of an `ndm` config: denoiser, transform, (NFDM) noise scale, schedule, and the objective at
-    `t_eps` (None: the config's `eval_t_eps`, the t_eps of its validation bound). `state` ({"denoiser.*",
-    "transform.*", "noise.*"}) is loaded when given; weights that do not fit the config raise a one-sentence
-    ValueError, and so does a `_target_` outside the allow-list (`latent_ndm.runs.targets`; `source` names the config
-    in that message)."""
+    """The NDM prior of an `ndm` config: denoiser, the forward process (schedule, transform, (NFDM) noise scale; its
+    class from `ndm.process`), and the objective at `t_eps` (None: the config's `eval_t_eps`, the t_eps of its
+    validation bound). `state` ({"denoiser.*", "transform.*", "noise.*"}, or the module's own spelling
+    "process.transform.*", "process.noise.*") is loaded when given; weights that do not fit the config raise a
+    one-sentence ValueError, and so does a `_target_` outside the allow-list (`latent_ndm.runs.targets`; `source`
+    names the config in that message)."""
     n = OmegaConf.create(ndm) if not isinstance(ndm, DictConfig) else ndm
     check_targets(n, source)
     shape = latent_shape(n)
@@ -80,13 +96,15 @@ def build_ndm_prior(ndm: NDMConfig, state: Mapping[str, torch.Tensor] | None = N
                               instantiate_trusted(n.parameterisation, source), shape[0], n.mixing, n.mixing_init)
     transform = instantiate_trusted(n.transform, source, _convert_="all")
     noise = instantiate_trusted(n.noise, source, _convert_="all") if n.get("noise") else None
+    process: ForwardProcess = instantiate_trusted(process_config(n), source, _partial_=True)(schedule, transform, noise)
     eval_t_eps = float(n.get("eval_t_eps", n.t_eps))
     objective = objective_at(n.objective, eval_t_eps if t_eps is None else t_eps)
-    if noise is not None and isinstance(objective, DiscreteNDMObjective):
+    if not process.has_discrete_posterior and isinstance(objective, DiscreteNDMObjective):
         raise ValueError("the discrete objective uses NDM's fixed noise schedule; a learned noise scale "
                          "(ndm/noise=neural) needs ndm/objective=continuous (or straight)")
     parts = {"denoiser": denoiser, "transform": transform, **({"noise": noise} if noise is not None else {})}
     if state is not None:
+        state = {k.removeprefix("process."): v for k, v in state.items()}
         extra = sorted({k.split(".", 1)[0] for k in state} - set(parts))
         if extra:
             raise ValueError(f"the checkpoint holds weights of {extra}, which its config does not build; the "
@@ -99,8 +117,7 @@ def build_ndm_prior(ndm: NDMConfig, state: Mapping[str, torch.Tensor] | None = N
             except RuntimeError as err:
                 raise ValueError(f"the {part} weights do not fit its config ({str(err).splitlines()[0]}); the "
                                  "checkpoint and its ndm_config.yaml come from different runs") from err
-    return NDMPrior(denoiser, transform, schedule, objective, shape, t_eps=float(n.t_eps), eval_t_eps=eval_t_eps,
-                    noise=noise)
+    return NDMPrior(denoiser, process, objective, shape, t_eps=float(n.t_eps), eval_t_eps=eval_t_eps)
 
 
 def checked_vae(vae_ckpt: str | Path | None, resolution: int, shape: tuple[int | None, ...],

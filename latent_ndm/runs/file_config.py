@@ -45,8 +45,9 @@ NEVER_FROM_FILES = ("_args_", "_recursive_", "_convert_")
 # arguments a file may not set, and the value a built object gets instead: building writes nothing
 NO_SIDE_EFFECTS: dict[str, dict[str, Any]] = {"latent_ndm.data.datasets.synthetic_datamodule": {"create": False}}
 # the roles whose classes are built from files, so whose arguments are checked against their signatures
-BUILT_ROLES = ("vae", "vae_part", "network", "ndm", "data", "optimizer", "scheduler")
+BUILT_ROLES = ("vae", "vae_part", "network", "ndm", "process", "data", "optimizer", "scheduler")
 NDM_ROLES = frozenset({"network", "ndm"})
+PROCESS_ROLES = frozenset({"process"})  # `ndm.process`: the forward process family
 
 
 class _TooLarge(yaml.YAMLError):
@@ -130,18 +131,21 @@ class Schema:
 
 
 NDM_KEYS = frozenset({"transform", "objective", "time_sampler", "parameterisation", "denoiser", "noise", "schedule",
-                      "F_size", "mode", "mixing", "mixing_init", "t_eps", "eval_t_eps", "latent"})
+                      "process", "F_size", "mode", "mixing", "mixing_init", "t_eps", "eval_t_eps", "latent"})
 NDM_CHECKS = {
     **{part: MAPPING for part in ("transform", "objective", "parameterisation", "denoiser", "schedule", "latent")},
     "noise": Check("a mapping or null", lambda v: v is None or isinstance(v, dict), required=False),
+    "process": Check("a mapping", lambda v: isinstance(v, dict), required=False),  # absent: ForwardProcess
     "latent.channels": INT_OR_NULL, "latent.resolution": INT_OR_NULL,
     "t_eps": NUMBER, "eval_t_eps": Check("a number", _is_number, required=False),
     "mixing": Check("true or false", lambda v: isinstance(v, bool)), "mixing_init": NUMBER,
 }
-NDM_SCHEMA = Schema("ndm config", {"": NDM_ROLES}, frozenset({"transform.net"}), NDM_KEYS, NDM_CHECKS)
+NDM_SCHEMA = Schema("ndm config", {"": NDM_ROLES, "process": PROCESS_ROLES}, frozenset({"transform.net"}), NDM_KEYS,
+                    NDM_CHECKS)
 RUN_SCHEMA = Schema(
     "run config",
     {"": frozenset(), "data": frozenset({"data"}), "vae": frozenset({"vae", "vae_part"}), "ndm": NDM_ROLES,
+     "ndm.process": PROCESS_ROLES,
      "optim.optimizer": frozenset({"optimizer"}), "optim.scheduler": frozenset({"scheduler"}),
      "trainer": frozenset({"trainer"}), "logger": frozenset({"logger"})},
     frozenset({"optim.optimizer", "optim.scheduler", "ndm.transform.net"}),

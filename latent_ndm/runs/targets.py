@@ -34,6 +34,8 @@ ROLES: dict[str, frozenset[str]] = {
     "vae_part": frozenset({"vae.networks.Encoder", "vae.networks.Decoder"}),
     "network": frozenset({"latent_ndm.networks.UNet", "latent_ndm.networks.unet.UNet",
                           "latent_ndm.networks.TimeMLP", "latent_ndm.networks.mlp.TimeMLP"}),
+    # the forward process family of an NDM config (`ndm.process`); a new family is a user-trusted subclass
+    "process": frozenset({"latent_ndm.diffusion.forward_process.ForwardProcess"}),
     # the NDM math
     "ndm": frozenset({
         "latent_ndm.diffusion.schedule.VPSchedule",
@@ -54,8 +56,7 @@ ROLES: dict[str, frozenset[str]] = {
                        "latent_ndm.data.datasets.latent_datamodule"}),
     "optimizer": frozenset({"torch.optim.Adam", "torch.optim.AdamW", "torch.optim.Adamax", "torch.optim.SGD",
                             "torch.optim.RMSprop"}),
-    "scheduler": frozenset({"latent_ndm.optim.lr.warmup_cosine",
-                            "latent_ndm.training.schedules.warmup_cosine"}),  # its name in runs saved before it moved
+    "scheduler": frozenset({"latent_ndm.optim.lr.warmup_cosine"}),
     "trainer": frozenset({"lightning.pytorch.Trainer"}),
     "logger": frozenset({"lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.TensorBoardLogger",
                          "lightning.pytorch.loggers.WandbLogger"}),

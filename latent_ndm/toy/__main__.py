@@ -19,7 +19,6 @@ from typing import Any
 import torch
 
 from latent_ndm import stats
-from latent_ndm.diffusion.objectives import StraightFlowObjective
 from latent_ndm.diffusion.reverse_process import ReverseProcess
 from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.distance import energy_distance
@@ -33,8 +32,7 @@ from latent_ndm.toy.train import (
     ToyModel,
     build_objective,
     build_process,
-    nelbo_loss,
-    straight_loss,
+    model_objective,
     train,
 )
 
@@ -116,9 +114,8 @@ def run_model(model: ToyModel, args: argparse.Namespace, seed: int, heldout: tor
     def data(batch: int, step: int) -> torch.Tensor:  # even seeds; the held-out set uses an odd one
         return sample_checkerboard(batch, seed=2 * (seed * 10**7 + step))[0]
 
-    loss = (straight_loss(StraightFlowObjective(schedule, args.t_eps, args.curvature_weight)) if model.straight
-            else nelbo_loss(build_objective(schedule, args.t_eps)))
-    result = train(process, loss, data, args.steps, args.batch, lr=args.lr, seed=seed,
+    objective = model_objective(model, schedule, args.t_eps, args.curvature_weight)
+    result = train(process, objective, data, args.steps, args.batch, lr=args.lr, seed=seed,
                    transform_lr=args.transform_lr)
     start = time.perf_counter()
     numbers, tensors = evaluate_model(model, evaluate.as_float64(result.process), heldout.double(), args, seed,

@@ -71,7 +71,7 @@ def nelbo(process: ReverseProcess, objective: ContinuousNDMObjective, x: torch.T
     xs = x.repeat(repeats, 1)
     parts = []
     for xc in xs.split(chunk):
-        out = objective(process.denoiser, process.transform, xc, generator=gen, noise=process.noise)
+        out = objective(process.denoiser, process.process, xc, generator=gen)
         parts.append(torch.stack([out.rec, out.diff, out.prior, out.total], dim=1).detach())
     rec, diff, prior, total = torch.cat(parts).reshape(repeats, x.shape[0], 4).mean(dim=0).unbind(dim=1)
     return NELBOReport(total=_estimate(total), rec=rec.mean().item(), diff=_estimate(diff), prior=prior.mean().item())

@@ -5,6 +5,7 @@ process and the objective (`TOY_MODELS`): the baseline has F = identity; the NDM
 the NFDM learns F_phi and the noise scale sigma(x, t) = sigma_t exp(t (1 - t) rho_phi(x, t)) (docs/MATH.md section 11).
 These three are trained on the continuous-time NELBO (`ContinuousNDMObjective(...).total.mean()`); NFDM-straight has
 the NFDM's forward process and is trained on the straight-trajectory regression (section 12), which is not a bound.
+Every objective is called the same way (`objective(denoiser, process, x, generator).total`, `objective_loss`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from latent_ndm.diffusion.forward_process import ForwardProcess
 from latent_ndm.diffusion.noise import NoiseScale
-from latent_ndm.diffusion.objectives import ContinuousNDMObjective, StraightFlowObjective
+from latent_ndm.diffusion.objectives import ContinuousNDMObjective, Objective, StraightFlowObjective
 from latent_ndm.diffusion.parameterisation import Denoiser, SkipPrediction
 from latent_ndm.diffusion.reverse_process import ReverseProcess
 from latent_ndm.diffusion.schedule import VPSchedule
@@ -82,18 +84,21 @@ def build_process(model: ToyModel | bool, sigma_data: float, spec: ModelSpec, sc
     if model.learn_noise:  # rho_phi starts at zero, so the noise starts as the schedule's
         noise = NoiseScale(TimeMLP(dim=2, hidden=spec.transform_hidden, depth=spec.transform_depth,
                                    time_scale=spec.transform_time_scale))
-    return ReverseProcess(denoiser, transform, schedule, noise)
+    return ReverseProcess(denoiser, ForwardProcess(schedule, transform, noise))
 
 
-def nelbo_loss(objective: ContinuousNDMObjective) -> LossFn:
-    """The per-example NELBO of a process (with its learned noise scale, if any)."""
-    return lambda process, x, generator: objective(process.denoiser, process.transform, x, generator=generator,
-                                                   noise=process.noise).total
+def objective_loss(objective: Objective) -> LossFn:
+    """The per-example total of an objective (the NELBO, or the straight-trajectory loss flow + curvature_weight *
+    curvature) at a reverse process's denoiser and forward process (its learned noise scale included)."""
+    return lambda process, x, generator: objective(process.denoiser, process.process, x, generator=generator).total
 
 
-def straight_loss(objective: StraightFlowObjective) -> LossFn:
-    """The per-example straight-trajectory loss (flow + curvature_weight * curvature) of a process."""
-    return lambda process, x, generator: objective(process, x, generator=generator).total
+def model_objective(model: ToyModel, schedule: VPSchedule, t_eps: float, curvature_weight: float) -> Objective:
+    """What `model` trains on: the straight-trajectory regression (`model.straight`), else the NELBO
+    (`build_objective`)."""
+    if model.straight:
+        return StraightFlowObjective(schedule, t_eps, curvature_weight)
+    return build_objective(schedule, t_eps)
 
 
 def build_objective(schedule: VPSchedule, t_eps: float, stratified: bool = True) -> ContinuousNDMObjective:
@@ -118,18 +123,17 @@ class TrainResult:
     seconds: float
 
 
-def train(process: ReverseProcess, objective: ContinuousNDMObjective | LossFn, data: DataFn, steps: int, batch: int,
+def train(process: ReverseProcess, objective: Objective | LossFn, data: DataFn, steps: int, batch: int,
           lr: float = 2e-3, seed: int = 0, clip: float = 1.0, ema_decay: float = 0.995,
           transform_lr: float | None = None) -> TrainResult:
-    """Adam on `loss(process, x, generator).mean()` for `steps` steps (a `ContinuousNDMObjective` means its NELBO,
-    `nelbo_loss`); returns the EMA weights.
+    """Adam on `loss(process, x, generator).mean()` for `steps` steps (an objective means its total,
+    `objective_loss`); returns the EMA weights.
 
     `transform_lr` is the peak learning rate of the forward process's parameters (F_phi's, and the noise scale's)
     (default `lr`); both groups follow the same warm-up and cosine decay.
     """
-    loss_fn = nelbo_loss(objective) if isinstance(objective, ContinuousNDMObjective) else objective
-    transform_params = list(process.transform.parameters())
-    transform_params += list(process.noise.parameters()) if process.noise is not None else []
+    loss_fn = objective_loss(objective) if hasattr(objective, "is_bound") else objective
+    transform_params = list(process.process.parameters())
     ids = {id(p) for p in transform_params}
     groups = [{"params": [p for p in process.parameters() if id(p) not in ids], "peak_lr": lr}]
     if transform_params:

@@ -8,9 +8,9 @@ Training loss, in nats per image dimension:
     disjoint: E[cross_entropy] / D, z drawn from the frozen encoder (or from pre-encoded (mean, logvar) latents);
               the VAE terms are constants and are not computed.
     joint:    E[NELBO(x)] / D, gradients into the VAE, the denoiser and F_phi (all on the likelihood weighting).
-A prior in the straight mode (ndm/objective=straight; docs/MATH.md section 12) is not trained on a bound: its loss is
-the straight-trajectory regression of u = z / s per latent dimension, E[flow + w curvature] / D_u (disjoint only), and
-its validation reports that regression's terms (`StraightValidationMetrics`), not a NELBO.
+A prior whose objective is not a bound (`is_bound` False: the straight mode, ndm/objective=straight; docs/MATH.md
+section 12) has as loss its objective's total at u = z / s per latent dimension, E[flow + w curvature] / D_u (disjoint
+only), and its validation reports that result's terms (`StraightValidationMetrics`), not a NELBO.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-from latent_ndm.diffusion.objectives import StraightLoss
+from latent_ndm.common.running_sums import RunningSums
+from latent_ndm.diffusion.objectives import ObjectiveResult
 from latent_ndm.model.latent import Batch, LatentModel
 from vae import nats_to_bpd
-from latent_ndm.common.running_sums import RunningSums
 
 MODES = ("disjoint", "joint")
 
@@ -66,7 +66,7 @@ class NDMTrainingLoss:
 
     def __call__(self, model: LatentModel, batch: Batch, generator: torch.Generator | None = None) -> NDMStepLoss:
         if not getattr(model.prior, "is_bound", True):
-            return self.straight(model, batch, generator)
+            return self.regression(model, batch, generator)
         if self.mode == "joint":
             if isinstance(batch, Mapping):
                 raise ValueError("ndm.mode=joint trains the encoder and needs images, not pre-encoded latents")
@@ -83,22 +83,23 @@ class NDMTrainingLoss:
         means = {k: v.mean() for k, v in terms.items()}
         return NDMStepLoss(loss=total.mean() / self.num_dims, terms=means, num_dims=self.num_dims)
 
-    def straight(self, model: LatentModel, batch: Batch, generator: torch.Generator | None = None) -> NDMStepLoss:
-        """The straight-trajectory regression of u = z / s, z ~ q(z|x) of the frozen VAE, per latent dimension."""
+    def regression(self, model: LatentModel, batch: Batch, generator: torch.Generator | None = None) -> NDMStepLoss:
+        """An objective that is not a bound (the straight-trajectory regression) of u = z / s, z ~ q(z|x) of the frozen
+        VAE, per latent dimension; its terms by the result's names."""
         if self.mode != "disjoint":
             raise ValueError("ndm/objective=straight is not a bound, so it cannot train the VAE: use ndm.mode=disjoint")
-        out, dims = straight_terms(model, batch, generator)
-        terms = {"flow": out.flow.mean() / dims, "curvature": out.curvature.mean() / dims}
+        out, dims = regression_terms(model, batch, generator)
+        terms = {name: value.mean() / dims for name, value in out.terms.items()}
         return NDMStepLoss(loss=out.total.mean() / dims, terms=terms, num_dims=self.num_dims, bound=False)
 
 
-def straight_terms(model: LatentModel, batch: Batch, generator: torch.Generator | None = None
-                   ) -> tuple[StraightLoss, int]:
-    """(the per-example straight regression of u = z / s with z ~ q(z|x) of the frozen VAE, D_u)."""
+def regression_terms(model: LatentModel, batch: Batch, generator: torch.Generator | None = None
+                     ) -> tuple[ObjectiveResult, int]:
+    """(the prior's per-example objective terms at u = z / s with z ~ q(z|x) of the frozen VAE, D_u)."""
     with torch.no_grad():
         q = model.posterior(batch)
         u = model.normalise(q.sample(generator))
-    return model.prior.straight_loss(u, generator), u[0].numel()
+    return model.prior.objective_terms(u, generator), u[0].numel()
 
 
 class NDMValidationMetrics(RunningSums):
@@ -159,29 +160,32 @@ class NDMValidationMetrics(RunningSums):
 
 
 class StraightValidationMetrics(RunningSums):
-    """Sums over a validation pass of a straight-mode prior; `compute` gives straight_loss, flow and curvature per
-    latent dimension (the regression minimised in training; lower is better, but it is not a likelihood)."""
+    """Sums over a validation pass of a prior whose objective is not a bound (the straight mode); `compute` gives its
+    total under `main` (`<result name>`, e.g. straight_loss) and its terms (flow, curvature) per latent dimension (the
+    regression minimised in training; lower is better, but it is not a likelihood)."""
 
-    NAMES = ("straight_loss", "flow", "curvature")
+    def __init__(self, main: str = "straight_loss") -> None:
+        super().__init__()
+        self.main = main
 
-    def _record(self, out: StraightLoss, dims: int) -> None:
+    def _record(self, out: ObjectiveResult, dims: int) -> None:
         values = {"count": torch.tensor(float(out.total.shape[0]), device=out.total.device),
-                  "straight_loss": out.total / dims, "flow": out.flow / dims, "curvature": out.curvature / dims}
+                  self.main: out.total / dims, **{name: value / dims for name, value in out.terms.items()}}
         for name, value in values.items():
             self.add(name, value)
 
     def update(self, model: LatentModel, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
-        self._record(*straight_terms(model, x, generator))
+        self._record(*regression_terms(model, x, generator))
 
     def update_latents(self, model: LatentModel, batch: Mapping[str, torch.Tensor], num_dims: int,
                        generator: torch.Generator | None = None) -> None:
-        self._record(*straight_terms(model, batch, generator))
+        self._record(*regression_terms(model, batch, generator))
 
     def compute(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
         if not self.sums:
             return {}
         s = self.reduced(reduce_sum)
-        return {**{k: float(s[k] / s["count"]) for k in self.NAMES}, "count": float(s["count"])}
+        return {**{k: float(s[k] / s["count"]) for k in s if k != "count"}, "count": float(s["count"])}
 
 
 def pixel_dims(image_channels: int, resolution: int) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from latent_ndm.diffusion.objectives import Objective
 from latent_ndm.model import LatentModel, NDMPrior
 from latent_ndm.model.latent import ndm_parameters
 from latent_ndm.optim.ema import EMA
@@ -36,7 +37,7 @@ class NDMModule(L.LightningModule):
     seed: seeds the per-step noise generators.
     """
 
-    def __init__(self, model: LatentModel, loss: NDMTrainingLoss, val_objective: Any,
+    def __init__(self, model: LatentModel, loss: NDMTrainingLoss, val_objective: Objective,
                  optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None,
                  lr: dict[str, float] | None = None, ema_decay: float = 0.999, ema_warmup: bool = True,
                  seed: int = 0) -> None:
@@ -82,11 +83,17 @@ class NDMModule(L.LightningModule):
 
     @property
     def is_bound(self) -> bool:
-        """False for a straight-mode prior: validation reports its regression, not a NELBO."""
+        """False for a prior whose objective is not a bound (the straight mode): validation reports its terms, not a
+        NELBO."""
         return bool(getattr(self.model.prior, "is_bound", True))
 
+    @property
+    def regression_metric(self) -> str:
+        """The name validation reports a non-bound objective's total under (`<result name>`, e.g. straight_loss)."""
+        return regression_metric(self.val_objective)
+
     def on_validation_epoch_start(self) -> None:
-        self._val = NDMValidationMetrics() if self.is_bound else StraightValidationMetrics()
+        self._val = NDMValidationMetrics() if self.is_bound else StraightValidationMetrics(self.regression_metric)
         self.ema.module.eval()
 
     def validation_step(self, x: Any, batch_idx: int) -> None:
@@ -116,7 +123,7 @@ class NDMModule(L.LightningModule):
         check_finite_metrics(metrics, self.global_step, guarded_checkpoint(self.trainer))
         self.val_metrics = {"step": self.global_step, **metrics}
         if not self.is_bound:  # not a bound: nothing is logged as one
-            main = "straight_loss"
+            main = self.regression_metric
         else:
             main = "nelbo_bpd" if "nelbo_bpd" in metrics else "kl_bpd"  # kl: pre-encoded latents, no rec term
         self.log(f"val/{main}", metrics[main], prog_bar=True, sync_dist=True)  # values already reduced
@@ -134,6 +141,11 @@ class NDMModule(L.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def regression_metric(objective: Objective | type) -> str:
+    """The validation metric of an objective (or objective class) that is not a bound: its result's `name`."""
+    return str(objective.result.name)
 
 
 def _batch_size(batch: Any) -> int:

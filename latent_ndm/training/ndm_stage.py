@@ -7,18 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from data_tools.latent_shards import check_same_vae
-from latent_ndm.diffusion.samplers import DiscretePosterior, Euler, ReverseSDE
+from latent_ndm.diffusion.samplers import build_sampler
 from latent_ndm.errors import TrainingError
 from latent_ndm.model import LatentModel
 from latent_ndm.runs.build import (
     build_ndm_prior,
     checked_vae,
     configured_latent_shape,
-    forward_process_kind,
     objective_at,
+    objective_class,
 )
 from latent_ndm.runs.export import read_run_record, vae_weights_file
 from latent_ndm.runs.targets import instantiate_trusted
@@ -26,7 +26,7 @@ from latent_ndm.training.builders import run_callbacks, run_places
 from latent_ndm.training.callbacks.checkpoint import BOUND_METRIC
 from latent_ndm.training.callbacks.images import NDMSampleGrids
 from latent_ndm.training.ndm_loss import MODES, NDMTrainingLoss, pixel_dims
-from latent_ndm.training.ndm_module import NDMModule
+from latent_ndm.training.ndm_module import NDMModule, regression_metric
 from latent_ndm.training.speed import apply_speed_switches
 from vae.diagnostics import collapse_verdict
 
@@ -39,7 +39,8 @@ def build_latent_model(cfg: DictConfig, resolution: int) -> LatentModel:
     n = cfg.ndm
     if n.mode not in MODES:
         raise TrainingError(f"ndm.mode must be one of {list(MODES)}, got {n.mode!r}")
-    if n.mode == "joint" and forward_process_kind(n).endswith("straight"):
+    is_bound = bool(objective_class(n).is_bound)
+    if n.mode == "joint" and not is_bound:
         raise TrainingError("ndm/objective=straight is not a bound, so it cannot train the VAE: use "
                             "ndm.mode=disjoint, or a bound objective (continuous, discrete) for joint training")
     scratch = (lambda: instantiate_trusted(cfg.vae, _convert_="all")) if n.mode == "joint" else None
@@ -47,7 +48,7 @@ def build_latent_model(cfg: DictConfig, resolution: int) -> LatentModel:
     c, r, _ = vae.latent_shape(resolution)
     with open_dict(cfg):  # a null latent shape is the VAE's, for every ${ndm.latent.*} the networks interpolate
         n.latent.channels, n.latent.resolution = int(c), int(r)
-    if forward_process_kind(n) == "nfdm-straight":
+    if not is_bound and n.get("noise"):
         log.warning("the straight regression rewards a learned noise scale for shrinking the noise inside (0, 1) "
                     "(docs/MATH.md section 12 derives it; measured to degrade few-step samples): "
                     "ndm/objective=straight without ndm/noise=neural keeps the schedule's noise")
@@ -115,23 +116,25 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> NDMModule
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     s = cfg.stage
-    kind = forward_process_kind(cfg.ndm)
-    steps = int(s.images.steps)  # Algorithm 2, or what fits: the SDE for a learned noise, Euler for a straight run
-    sampler = (Euler(steps=steps) if kind.endswith("straight") else ReverseSDE(steps=steps) if kind == "nfdm"
-               else DiscretePosterior(steps=steps, eta=float(s.images.eta)))
-    images = NDMSampleGrids(run_dir / "images", sampler, s.images.every_n_steps, s.images.num, seed=cfg.seed)
-    best = "val/straight_loss" if kind.endswith("straight") else BOUND_METRIC  # a straight run reports no bound
+    named = s.images.get("sampler")  # null: the prior's own choice (`NDMPrior.default_sampler`)
+    sampler = None if named is None else build_sampler(OmegaConf.to_container(named, resolve=True))
+    images = NDMSampleGrids(run_dir / "images", sampler, s.images.every_n_steps, s.images.num, seed=cfg.seed,
+                            steps=int(s.images.steps), eta=float(s.images.eta))
+    objective = objective_class(cfg.ndm)
+    best = BOUND_METRIC if objective.is_bound else f"val/{regression_metric(objective)}"  # a regression: no bound
     return run_callbacks(cfg, run_dir, images, non_finite=s.non_finite, max_skips=s.max_skips,
                          hint="Set stage.non_finite=skip to skip such steps instead.", best_monitor=best)
 
 
 def format_metrics(m: dict[str, float]) -> str:
     """One line: the latent NELBO and its parts, and the same VAE with its N(0, I) prior (pre-encoded latents: the
-    KL part of the NELBO, as there are no images for rec); a straight-mode run: its regression, which is no bound."""
-    if "straight_loss" in m:
-        return (f"  val straight-trajectory loss {m['straight_loss']:.4f} per latent dim (flow {m['flow']:.4f}, "
-                f"curvature {m['curvature']:.4f}); not a likelihood bound: judge the run by its samples "
-                "(sampler=euler steps=K)")
+    KL part of the NELBO, as there are no images for rec); an objective that is no bound (the straight mode): its
+    total and terms."""
+    if "nelbo_bpd" not in m and "kl_bpd" not in m:  # an objective that is not a bound: its total first, then terms
+        (main, value), *terms = [(k, v) for k, v in m.items() if k != "count"]
+        parts = ", ".join(f"{k} {v:.4f}" for k, v in terms)
+        return (f"  val {main.replace('_', ' ')} {value:.4f} per latent dim ({parts}); not a likelihood bound: judge "
+                "the run by its samples (sampler=euler steps=K)")
     if "nelbo_bpd" not in m:
         return (f"  val KL(q || p) {m['kl_bpd']:.4f} bits/dim (neg. entropy {m['neg_entropy_bpd']:.4f} + "
                 f"cross-entropy {m['cross_entropy_bpd']:.4f}; NDM diff {m['ndm_diff_bpd']:.4f}, prior "

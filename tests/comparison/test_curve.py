@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -149,9 +148,8 @@ def test_step_flops_of_a_tiny_linear_model_by_hand() -> None:
     torch.manual_seed(0)
     transform, denoiser = nn.Linear(m, k), nn.Linear(k, n)
     before = [p.detach().clone() for p in (*transform.parameters(), *denoiser.parameters())]
-    step = TrainStep(denoiser, transform, lambda d, f, z: SimpleNamespace(total=d(f(z))),
-                     torch.optim.SGD([*denoiser.parameters(), *transform.parameters()], lr=0.1),
-                     torch.randn(b, m))
+    params, z = [*denoiser.parameters(), *transform.parameters()], torch.randn(b, m)
+    step = TrainStep(lambda: denoiser(transform(z)).mean(), params, torch.optim.SGD(params, lr=0.1), [z])
     assert step_flops(step) == 2 * b * m * k + 2 * b * k * n + 2 * b * m * k + 2 * (2 * b * k * n) == 480
     after = [*transform.parameters(), *denoiser.parameters()]
     assert all(torch.equal(x, y) and y.grad is None for x, y in zip(before, after, strict=True))  # no update

@@ -3,14 +3,15 @@
 import pytest
 import torch
 
+from latent_ndm.diffusion.forward_process import ForwardProcess
 from latent_ndm.diffusion.likelihood import ode_log_likelihood
 from latent_ndm.diffusion.objectives import ContinuousNDMObjective, DiscreteNDMObjective
-from latent_ndm.diffusion.objectives.terms import continuous_integrand, discrete_kl, prior_kl
 from latent_ndm.diffusion.ode import integrate
 from latent_ndm.diffusion.parameterisation import Denoiser, SkipPrediction
 from latent_ndm.diffusion.reverse_process import ReverseProcess
 from latent_ndm.diffusion.samplers import sample_discrete, sample_ode
 from latent_ndm.diffusion.schedule import VPSchedule
+from latent_ndm.diffusion.terms import continuous_integrand, discrete_kl, prior_kl
 from latent_ndm.diffusion.time_sampling import LikelihoodISTime, UniformTime
 from latent_ndm.diffusion.transforms import IdentityTransform, NeuralTransform
 from tests.support.oracle import GaussianOracleDenoiser
@@ -29,7 +30,7 @@ objectives = [ContinuousNDMObjective(sch, LikelihoodISTime(sch, 1e-3)), Discrete
 ])
 def test_objectives_reject_bad_data(objective, x, match):
     with pytest.raises(ValueError, match=match):
-        objective(den, IdentityTransform(), x)
+        objective(den, ForwardProcess(sch, IdentityTransform()), x)
 
 
 @pytest.mark.parametrize("t, match", [
@@ -79,7 +80,7 @@ def test_bad_solver_and_sampler_arguments():
         integrate(lambda t, z: z, torch.zeros(1, 1), 0.0, 1.0, method="rk45")
     with pytest.raises(ValueError, match="steps"):
         integrate(lambda t, z: z, torch.zeros(1, 1), 0.0, 1.0, method="euler")
-    proc = ReverseProcess(den, IdentityTransform(), sch)
+    proc = ReverseProcess(den, ForwardProcess(sch, IdentityTransform()))
     with pytest.raises(ValueError, match="eta"):
         sample_discrete(proc, (2, 3), T=5, eta=-1.0)
     with pytest.raises(ValueError, match="T must"):

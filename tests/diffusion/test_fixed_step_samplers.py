@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from latent_ndm.diffusion.forward_process import ForwardProcess
 from latent_ndm.diffusion.grids import GRIDS, sampling_grid
 from latent_ndm.diffusion.noise import NoiseScale
 from latent_ndm.diffusion.reverse_process import ReverseProcess
@@ -94,9 +95,11 @@ def _nfdm(t):
 
 
 PROCESSES = {
-    "lsgm": (lambda: ReverseProcess(GaussianOracleDenoiser(M, S, sch), IdentityTransform(), sch), _lsgm),
-    "ndm": (lambda: ReverseProcess(AffineExactDenoiser(), AffineF(), sch), _ndm),
-    "nfdm": (lambda: ReverseProcess(ExactNFDMDenoiser(), IdentityTransform(), sch, NoiseScale(TimeRho())), _nfdm),
+    "lsgm": (lambda: ReverseProcess(GaussianOracleDenoiser(M, S, sch), ForwardProcess(sch, IdentityTransform())),
+             _lsgm),
+    "ndm": (lambda: ReverseProcess(AffineExactDenoiser(), ForwardProcess(sch, AffineF())), _ndm),
+    "nfdm": (lambda: ReverseProcess(ExactNFDMDenoiser(),
+                                    ForwardProcess(sch, IdentityTransform(), NoiseScale(TimeRho()))), _nfdm),
 }
 
 
@@ -151,20 +154,6 @@ def test_samplers_are_built_from_their_config_names_and_round_trip():
         build_sampler({"name": "heun", "tol": 1e-3})
     with pytest.raises(ValueError, match="fixed steps are sampler=euler, heun or rk4"):
         build_sampler({"name": "ode", "method": "rk4"})
-
-
-def test_the_sampler_configs_hold_the_classes_defaults():
-    """configs/sampler/<name>.yaml builds exactly the class's default sampler: one source of truth per setting."""
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-
-    folder = Path(__file__).resolve().parents[2] / "latent_ndm" / "configs" / "sampler"
-    names = sorted(p.stem for p in folder.glob("*.yaml"))
-    assert names == sorted(Sampler.registry)
-    for name in names:
-        cfg = OmegaConf.to_container(OmegaConf.load(folder / f"{name}.yaml"))
-        assert build_sampler(cfg) == Sampler.registry[name](), name
 
 
 def test_the_discrete_sampler_refuses_a_learned_noise_from_the_process_itself():

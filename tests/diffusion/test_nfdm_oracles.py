@@ -15,7 +15,8 @@ import math
 import pytest
 import torch
 
-from latent_ndm.diffusion import forward_process
+from latent_ndm.diffusion import gaussian
+from latent_ndm.diffusion.forward_process import ForwardProcess
 from latent_ndm.diffusion.noise import NoiseScale
 from latent_ndm.diffusion.objectives import ContinuousNDMObjective
 from latent_ndm.diffusion.reverse_process import ReverseProcess
@@ -34,12 +35,13 @@ def test_zero_noise_scale_is_ndm_element_for_element():
     x = gaussian_data(512, seed=3)
     obj = ContinuousNDMObjective(sch, LikelihoodISTime(sch, t_eps=T_EPS))
     den = GaussianOracleDenoiser(M, S, sch)
-    a = obj(den, CurvedF(), x, generator=torch.Generator().manual_seed(1))
-    b = obj(den, CurvedF(), x, generator=torch.Generator().manual_seed(1), noise=NoiseScale(ZeroRho()))
+    a = obj(den, ForwardProcess(sch, CurvedF()), x, generator=torch.Generator().manual_seed(1))
+    b = obj(den, ForwardProcess(sch, CurvedF(), NoiseScale(ZeroRho())), x, generator=torch.Generator().manual_seed(1))
     for name in ("rec", "diff", "prior", "total"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     z, t = torch.randn(64, 3, dtype=f64), torch.rand(64, dtype=f64)
-    ndm, nf = ReverseProcess(den, CurvedF(), sch), ReverseProcess(den, CurvedF(), sch, NoiseScale(ZeroRho()))
+    ndm = ReverseProcess(den, ForwardProcess(sch, CurvedF()))
+    nf = ReverseProcess(den, ForwardProcess(sch, CurvedF(), NoiseScale(ZeroRho())))
     for scale in (1.0, 0.0):
         assert torch.equal(ndm.drift(z, t, scale)[0], nf.drift(z, t, scale)[0])
 
@@ -79,8 +81,8 @@ def test_x_independent_noise_with_the_exact_denoiser_gives_the_closed_form():
     assert L_diff > own_vdm + 0.05  # 11.8846 against 11.7758
     n = 200_000
     obj = ContinuousNDMObjective(sch, LikelihoodISTime(sch, t_eps=T_EPS))
-    out = obj(ExactNFDMDenoiser(), IdentityTransform(), gaussian_data(n, seed=11),
-              generator=torch.Generator().manual_seed(7), noise=NoiseScale(TimeRho()))
+    out = obj(ExactNFDMDenoiser(), ForwardProcess(sch, IdentityTransform(), NoiseScale(TimeRho())),
+              gaussian_data(n, seed=11), generator=torch.Generator().manual_seed(7))
     mean, se = out.diff.mean().item(), out.diff.std().item() / math.sqrt(n)
     assert abs(mean - L_diff) < 4 * se, (mean, L_diff, se)
     total, se_total = out.total.mean().item(), out.total.std().item() / math.sqrt(n)
@@ -91,8 +93,8 @@ def test_x_independent_noise_with_the_exact_denoiser_gives_the_closed_form():
 def test_the_bound_stays_above_the_data_entropy_for_random_networks():
     n = 100_000
     obj = ContinuousNDMObjective(sch, LikelihoodISTime(sch, t_eps=T_EPS))
-    out = obj(GaussianOracleDenoiser(M, S, sch), CurvedF(), gaussian_data(n, seed=4),
-              generator=torch.Generator().manual_seed(9), noise=NoiseScale(RandomRho()))
+    out = obj(GaussianOracleDenoiser(M, S, sch), ForwardProcess(sch, CurvedF(), NoiseScale(RandomRho())),
+              gaussian_data(n, seed=4), generator=torch.Generator().manual_seed(9))
     gap, se = out.total.mean().item() - data_entropy(S), out.total.std().item() / math.sqrt(n)
     assert gap > 4 * se, (gap, se)  # an inexact model: strictly above, not just within noise
 
@@ -117,7 +119,8 @@ def _drift_case():
     t = torch.rand(256, dtype=f64, generator=g) * 0.95 + 0.02
     z = torch.randn(256, 3, dtype=f64, generator=g)
     Mt, V, dM, dV = marginal(t)
-    return ReverseProcess(ExactNFDMDenoiser(), IdentityTransform(), sch, NoiseScale(TimeRho())), z, t, Mt, V, dM, dV
+    process = ReverseProcess(ExactNFDMDenoiser(), ForwardProcess(sch, IdentityTransform(), NoiseScale(TimeRho())))
+    return process, z, t, Mt, V, dM, dV
 
 
 def test_the_ode_velocity_is_the_marginal_probability_flow_and_the_sde_drift_adds_the_score():
@@ -130,7 +133,7 @@ def test_the_ode_velocity_is_the_marginal_probability_flow_and_the_sde_drift_add
 
 @pytest.mark.parametrize("wrong", ["sign of dL/dt", "g^2 without the 1/2", "exp(+2L)"])
 def test_wrong_noise_terms_fail_the_drift_oracle(wrong, monkeypatch):
-    right = forward_process.noise_excess
+    right = gaussian.noise_excess
 
     def mutated(L, dL, sched, g2):
         if wrong == "sign of dL/dt":
@@ -139,7 +142,7 @@ def test_wrong_noise_terms_fail_the_drift_oracle(wrong, monkeypatch):
             return right(L, dL, sched, 2 * g2)
         return right(-L, dL, sched, g2)
 
-    monkeypatch.setattr(forward_process, "noise_excess", mutated)
+    monkeypatch.setattr(gaussian, "noise_excess", mutated)
     process, z, t, Mt, V, dM, dV = _drift_case()
     flow = dM + dV / (2 * V) * (z - Mt)
     drift, g2 = process.drift(z, t, 1.0)

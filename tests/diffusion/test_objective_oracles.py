@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
+from latent_ndm.diffusion.forward_process import ForwardProcess
 from latent_ndm.diffusion.objectives import ContinuousNDMObjective, DiscreteNDMObjective
-from latent_ndm.diffusion.objectives.terms import continuous_integrand, discrete_kl, prior_kl, reconstruction
 from latent_ndm.diffusion.schedule import ScheduleOutput, VPSchedule
+from latent_ndm.diffusion.terms import continuous_integrand, discrete_kl, prior_kl, reconstruction
 from latent_ndm.diffusion.time_sampling import InverseG2Time, LikelihoodISTime, UniformTime
 from latent_ndm.diffusion.transforms import IdentityTransform
 from tests.support.oracle import (
@@ -67,7 +68,8 @@ def test_identity_objective_matches_independent_lsgm_loss():
     x = gaussian_data(64)
     den = GaussianOracleDenoiser(M, S, sch)
     sampler = LikelihoodISTime(sch, t_eps=T_EPS)
-    out = ContinuousNDMObjective(sch, sampler)(den, IdentityTransform(), x, generator=torch.Generator().manual_seed(5))
+    out = ContinuousNDMObjective(sch, sampler)(den, ForwardProcess(sch, IdentityTransform()), x,
+                                               generator=torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)  # replay the draws: t first, then eps
     ts = sampler.sample(64, dtype=f64, generator=g)
     eps = torch.randn(x.shape, dtype=f64, generator=g)
@@ -139,7 +141,8 @@ def test_gaussian_monte_carlo_agrees(sampler_cls):
     n = 200_000
     x = gaussian_data(n, seed=11)
     obj = ContinuousNDMObjective(sch, sampler_cls(sch, t_eps=T_EPS))
-    out = obj(GaussianOracleDenoiser(M, S, sch), IdentityTransform(), x, generator=torch.Generator().manual_seed(7))
+    out = obj(GaussianOracleDenoiser(M, S, sch), ForwardProcess(sch, IdentityTransform()), x,
+              generator=torch.Generator().manual_seed(7))
     mean, se = out.diff.mean().item(), out.diff.std().item() / math.sqrt(n)
     assert abs(mean - 11.77730) < 4 * se, (mean, se)
     gap = out.total.mean().item() - data_entropy(S)
@@ -154,7 +157,7 @@ def test_discrete_bound_decreases_to_continuous():
     # the discrete objective's Monte Carlo estimate agrees with the closed-form sum
     n, T = 200_000, 1000
     obj = DiscreteNDMObjective(sch, T=T, t_eps=T_EPS)
-    out = obj(GaussianOracleDenoiser(M, S, sch), IdentityTransform(), gaussian_data(n, seed=12),
+    out = obj(GaussianOracleDenoiser(M, S, sch), ForwardProcess(sch, IdentityTransform()), gaussian_data(n, seed=12),
               generator=torch.Generator().manual_seed(3))
     mean, se = out.diff.mean().item(), out.diff.std().item() / math.sqrt(n)
     assert abs(mean - L[2]) < 4 * se, (mean, se)
@@ -196,8 +199,8 @@ def test_an_objective_cut_elsewhere_is_the_objective_built_there(sampler_cls):
     assert moved.t_eps == moved.time_sampler.t_eps == 1e-5 and type(moved.time_sampler) is sampler_cls
     denoiser = GaussianOracleDenoiser(M, S, sch)
     x = gaussian_data(64, seed=3)
-    a = moved(denoiser, IdentityTransform(), x, generator=torch.Generator().manual_seed(1)).total
-    b = built(denoiser, IdentityTransform(), x, generator=torch.Generator().manual_seed(1)).total
+    a = moved(denoiser, ForwardProcess(sch, IdentityTransform()), x, generator=torch.Generator().manual_seed(1)).total
+    b = built(denoiser, ForwardProcess(sch, IdentityTransform()), x, generator=torch.Generator().manual_seed(1)).total
     assert torch.equal(a, b)
     discrete = DiscreteNDMObjective(sch, T=7, t_eps=1e-2).at(1e-4)
     assert (discrete.T, discrete.t_eps) == (7, 1e-4)

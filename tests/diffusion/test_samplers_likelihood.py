@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from latent_ndm.diffusion.checks import append_dims
+from latent_ndm.diffusion.forward_process import ForwardProcess
 from latent_ndm.diffusion.likelihood import draw_probe, exact_divergence, hutchinson_divergence, ode_log_likelihood
 from latent_ndm.diffusion.parameterisation import Denoiser, EpsilonPrediction
 from latent_ndm.diffusion.reverse_process import ReverseProcess
@@ -19,7 +20,7 @@ sch = VPSchedule()
 
 
 def oracle_process() -> ReverseProcess:
-    return ReverseProcess(GaussianOracleDenoiser(M, S, sch), IdentityTransform(), sch)
+    return ReverseProcess(GaussianOracleDenoiser(M, S, sch), ForwardProcess(sch, IdentityTransform()))
 
 
 def analytic_flow(z_1: torch.Tensor, t: float) -> torch.Tensor:
@@ -104,7 +105,7 @@ def test_probability_flow_is_the_eps_form_for_identity():
     """For F = identity with eps-prediction, v = f(t) z + 1/2 g^2 eps_hat / sigma."""
     net = torch.nn.Linear(3, 3).double()
     eps_net = _TimeFree(net)
-    proc = ReverseProcess(Denoiser(eps_net, sch, EpsilonPrediction()), IdentityTransform(), sch)
+    proc = ReverseProcess(Denoiser(eps_net, sch, EpsilonPrediction()), ForwardProcess(sch, IdentityTransform()))
     z = torch.randn(6, 3, dtype=f64)
     t = torch.linspace(0.01, 0.99, 6, dtype=f64)
     s = sch(t)
@@ -124,7 +125,7 @@ class _TimeFree(torch.nn.Module):
 def _propagate_discrete(T: int, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact mean and variance of the discrete sampler's z_{t_0} for Gaussian data, by moment propagation:
     with x_hat = m + k (z_t - alpha_t m), each step is z_s = A z_t + b + nu eps."""
-    from latent_ndm.diffusion.forward_process import ddpm_nu2
+    from latent_ndm.diffusion.gaussian import ddpm_nu2
     from latent_ndm.diffusion.schedule import time_grid
 
     grid = time_grid(T, T_EPS)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from latent_ndm.diffusion.forward_process import ForwardProcess
 from latent_ndm.diffusion.noise import NoiseScale
 from latent_ndm.diffusion.objectives import StraightFlowObjective
 from latent_ndm.diffusion.objectives.straight import acceleration
@@ -41,9 +42,11 @@ def flow_closed_form(t: float, learned_noise: bool) -> float:
 @pytest.mark.parametrize("t", [0.05, 0.3, 0.8])
 def test_the_flow_term_with_the_exact_denoiser_is_the_posterior_variance_of_the_velocity(t, learned_noise):
     n = 100_000
-    process = (ReverseProcess(ExactNFDMDenoiser(), IdentityTransform(), sch, NoiseScale(TimeRho())) if learned_noise
-               else ReverseProcess(GaussianOracleDenoiser(M, S, sch), IdentityTransform(), sch))
-    out = StraightFlowObjective(sch, curvature_weight=0.0)(process, gaussian_data(n, seed=21),
+    process = (ReverseProcess(ExactNFDMDenoiser(), ForwardProcess(sch, IdentityTransform(), NoiseScale(TimeRho())))
+               if learned_noise
+               else ReverseProcess(GaussianOracleDenoiser(M, S, sch), ForwardProcess(sch, IdentityTransform())))
+    out = StraightFlowObjective(sch, curvature_weight=0.0)(process.denoiser, process.process,
+                                                            gaussian_data(n, seed=21),
                                                             generator=torch.Generator().manual_seed(4),
                                                             t=torch.full((n,), t, dtype=f64))
     mean, se = out.flow.mean().item(), out.flow.std().item() / math.sqrt(n)
@@ -66,7 +69,7 @@ class RandomDenoiser(nn.Module):
 
 
 def test_the_acceleration_matches_central_differences_along_the_path():
-    process = ReverseProcess(RandomDenoiser(), CurvedF(), sch, NoiseScale(RandomRho()))
+    process = ReverseProcess(RandomDenoiser(), ForwardProcess(sch, CurvedF(), NoiseScale(RandomRho())))
     g = torch.Generator().manual_seed(2)
     z = torch.randn(64, 3, dtype=f64, generator=g)
     t = torch.rand(64, dtype=f64, generator=g) * 0.8 + 0.1
@@ -74,13 +77,14 @@ def test_the_acceleration_matches_central_differences_along_the_path():
     h = 1e-5
     central = (process.velocity(z + h * v, t + h) - process.velocity(z - h * v, t - h)) / (2 * h)
     assert torch.allclose(a, central, rtol=1e-6, atol=1e-8)
-    loss = StraightFlowObjective(sch, curvature_weight=0.5)(process, gaussian_data(64, seed=1),
+    loss = StraightFlowObjective(sch, curvature_weight=0.5)(process.denoiser, process.process,
+                                                            gaussian_data(64, seed=1),
                                                             generator=torch.Generator().manual_seed(0))
     assert torch.allclose(loss.total, loss.flow + 0.5 * loss.curvature) and (loss.curvature > 0).all()
 
 
 def test_euler_takes_k_explicit_steps():
-    process = ReverseProcess(RandomDenoiser(), CurvedF(), sch, NoiseScale(RandomRho()))
+    process = ReverseProcess(RandomDenoiser(), ForwardProcess(sch, CurvedF(), NoiseScale(RandomRho())))
     z1 = torch.randn(16, 3, dtype=f64, generator=torch.Generator().manual_seed(5))
     for K in (1, 2, 4):
         out = sample_ode(process, z_1=z1, t_end=1e-3, method="euler", steps=K)
@@ -114,8 +118,8 @@ def test_the_curvature_gradient_is_the_gradient_of_the_mean_squared_acceleration
     """Autograd's gradient of E ||a||^2 (denoiser, F and noise parameters) against central differences of the same
     Monte Carlo estimate (fixed times and noise) along random directions in parameter space. The acceleration's
     direction v must not be detached: a = dv/dt + (dv/dz) v depends on the parameters through v too."""
-    process = ReverseProcess(_as_parameters(RandomDenoiser(seed)), ScaledCurvedF(), sch,
-                             NoiseScale(_as_parameters(RandomRho(seed=seed + 1))))
+    process = ReverseProcess(_as_parameters(RandomDenoiser(seed)),
+                             ForwardProcess(sch, ScaledCurvedF(), NoiseScale(_as_parameters(RandomRho(seed=seed + 1)))))
     params = [p for p in process.parameters()]
     assert len(params) == 5
     x = gaussian_data(32, seed=seed)
@@ -123,7 +127,8 @@ def test_the_curvature_gradient_is_the_gradient_of_the_mean_squared_acceleration
     objective = StraightFlowObjective(sch, curvature_weight=1.0)
 
     def mean_curvature() -> torch.Tensor:
-        return objective(process, x, generator=torch.Generator().manual_seed(3), t=t).curvature.mean()
+        return objective(process.denoiser, process.process, x, generator=torch.Generator().manual_seed(3),
+                         t=t).curvature.mean()
 
     grads = torch.autograd.grad(mean_curvature(), params)
     g = torch.Generator().manual_seed(seed + 100)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from latent_ndm.diffusion.forward_process import ForwardProcess
 from latent_ndm.diffusion.parameterisation import DataPrediction, Denoiser, EpsilonPrediction, SkipPrediction
 from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.diffusion.time_sampling import InverseG2Time, LikelihoodISTime, UniformTime
@@ -112,11 +113,12 @@ def test_samplers_and_likelihood_run_with_a_neural_transform():
 
     torch.manual_seed(0)
     # a freshly initialised (zero-output) denoiser: a nearly flat field once made torchdiffeq probe t far outside [0, 1]
-    fresh = ReverseProcess(Denoiser(TimeMLP(dim=3), sch, SkipPrediction()), NeuralTransform(TimeMLP(dim=3)), sch)
+    fresh = ReverseProcess(Denoiser(TimeMLP(dim=3), sch, SkipPrediction()),
+                           ForwardProcess(sch, NeuralTransform(TimeMLP(dim=3))))
     assert torch.isfinite(sample_ode(fresh, (4, 3), rtol=1e-3, atol=1e-3).x).all()
     den = Denoiser(TimeMLP(dim=3, hidden=16, depth=1, zero_init_output=False), sch, SkipPrediction())
-    proc = ReverseProcess(den, NeuralTransform(TimeMLP(dim=3, hidden=16, depth=1, time_scale=5.0,
-                                                       zero_init_output=False)), sch)
+    proc = ReverseProcess(den, ForwardProcess(sch, NeuralTransform(TimeMLP(dim=3, hidden=16, depth=1, time_scale=5.0,
+                                                                           zero_init_output=False))))
     for out in (sample_ode(proc, (4, 3), rtol=1e-3, atol=1e-3), sample_sde(proc, (4, 3), steps=5),
                 sample_discrete(proc, (4, 3), T=5, eta=0.5), sample_ode(proc, (4, 3), method="euler", steps=4)):
         assert out.x.shape == (4, 3) and torch.isfinite(out.x).all() and out.nfe > 0
@@ -158,7 +160,7 @@ def test_evaluate_matches_single_calls(make):
 
 
 def test_separable_discrete_tends_to_continuous():
-    from latent_ndm.diffusion.objectives.terms import continuous_integrand, discrete_kl
+    from latent_ndm.diffusion.terms import continuous_integrand, discrete_kl
 
     F = separable()
     x, x_hat = torch.randn(4, 3, dtype=f64), torch.randn(4, 3, dtype=f64)
@@ -181,7 +183,7 @@ def test_separable_transform_with_a_unet_and_the_objectives():
                         num_groups=4), sch, SkipPrediction())
     x = torch.randn(3, 2, 8, 8)
     for obj in (ContinuousNDMObjective(sch, LikelihoodISTime(sch, 1e-2)), DiscreteNDMObjective(sch, T=20)):
-        out = obj(den, F, x)
+        out = obj(den, ForwardProcess(sch, F), x)
         out.total.mean().backward()
         assert torch.isfinite(out.total).all()
         assert all(p.grad is not None for p in F.parameters())

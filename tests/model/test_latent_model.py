@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from latent_ndm.diffusion.forward_process import ForwardProcess
 from latent_ndm.diffusion.objectives import ContinuousNDMObjective
 from latent_ndm.diffusion.parameterisation import DataPrediction, Denoiser, EpsilonPrediction, MixingPrediction
 from latent_ndm.diffusion.schedule import VPSchedule
@@ -41,7 +42,7 @@ def tiny_vae() -> VAE:
 
 def latent_nelbo(vae, objective, denoiser, transform, x, generator=None):
     """The NELBO of a latent NDM with this VAE, objective, denoiser and transform (latents 2x4x4)."""
-    prior = NDMPrior(denoiser, transform, sch, objective, (2, 4, 4), t_eps=1e-2)
+    prior = NDMPrior(denoiser, ForwardProcess(sch, transform), objective, (2, 4, 4), t_eps=1e-2)
     return LatentModel(vae, prior).nelbo(x, generator)
 
 
@@ -118,7 +119,7 @@ def test_standard_normal_prior_gives_the_vaes_own_nelbo():
 def test_normalisation_and_its_log_det():
     """u = z / s for an NDM prior, z itself for N(0, I); -log p(z) = -log p(u) + D log s."""
     vae = tiny_vae()
-    prior = NDMPrior(ConvEps(2), IdentityTransform(), sch, None, (2, 4, 4), t_eps=1e-2)
+    prior = NDMPrior(ConvEps(2), ForwardProcess(sch, IdentityTransform()), None, (2, 4, 4), t_eps=1e-2)
     ndm, normal = LatentModel(vae, prior), LatentModel(vae)
     z = torch.randn(3, 2, 4, 4)
     torch.testing.assert_close(ndm.normalise(z), z / 0.7)

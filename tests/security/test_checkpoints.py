@@ -1,5 +1,5 @@
 """A downloaded checkpoint is data: a pickle that would run code is refused by every path that loads a checkpoint
-(evaluate, sample, the API, resume auto / path, vae_ckpt, encode, Lightning's own load), in one line, with nothing
+(evaluate, sample, the API, resume auto / path, vae_export, encode, Lightning's own load), in one line, with nothing
 run; the project's own checkpoints load as data (the resume tests elsewhere go through the same loader)."""
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def test_stage_ndm_refuses_a_code_running_vae_checkpoint(tmp_path: Path, tiny_da
 def test_encode_refuses_a_code_running_vae_checkpoint(tmp_path: Path, tiny_data: Path, evil: tuple[Path, Path],
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     path, marker = evil
-    code = command("encode", encode.run, [f"vae_ckpt={path}", f"shards={tiny_data}", f"out={tmp_path / 'latents'}",
+    code = command("encode", encode.run, [f"vae_export={path}", f"shards={tiny_data}", f"out={tmp_path / 'latents'}",
                                           "device=cpu"])
     _refused(code, capsys, marker)
     assert not (tmp_path / "latents").exists()

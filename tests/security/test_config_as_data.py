@@ -140,7 +140,7 @@ def test_a_vae_export_with_an_interpolation_encodes_nothing(ndm_run: Path, tiny_
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     marker = tmp_path / "marker"
     vae = hostile_vae_export(ndm_run, tmp_path, marker)
-    line = one_error(command("encode", encode.run, [f"vae_ckpt={vae}", f"shards={tiny_data}",
+    line = one_error(command("encode", encode.run, [f"vae_export={vae}", f"shards={tiny_data}",
                                                     f"out={tmp_path / 'latents'}", "device=cpu"]), capsys)
     assert not marker.exists() and "interpolation" in line and "(bits)" in line
 

@@ -19,22 +19,27 @@ K steps, never by a likelihood bound.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from latent_ndm.diffusion.checks import check_batch
-from latent_ndm.diffusion.forward_process import forward_sample
-from latent_ndm.diffusion.objectives.terms import sum_dims
+from latent_ndm.diffusion.forward_process import ForwardProcess
+from latent_ndm.diffusion.objectives.protocol import ObjectiveResult
 from latent_ndm.diffusion.reverse_process import ReverseProcess
 from latent_ndm.diffusion.schedule import DEFAULT_T_EPS, VPSchedule
+from latent_ndm.diffusion.terms import sum_dims
 
 
 @dataclass(frozen=True)
-class StraightLoss:
-    """Per-example terms, each of shape (B,): total = flow + curvature_weight * curvature."""
+class StraightLoss(ObjectiveResult):
+    """Per-example terms, each of shape (B,): total = flow + curvature_weight * curvature (not a bound)."""
 
+    is_bound: ClassVar[bool] = False
+    name: ClassVar[str] = "straight_loss"
     flow: torch.Tensor
     curvature: torch.Tensor
     total: torch.Tensor
@@ -57,9 +62,11 @@ def acceleration(process: ReverseProcess, z: torch.Tensor, t: torch.Tensor) -> t
 
 
 class StraightFlowObjective:
-    """`objective(process, x) -> StraightLoss` (per example): see the module doc."""
+    """`objective(denoiser, process, x) -> StraightLoss` (per example): see the module doc. The model's ODE is that of
+    `ReverseProcess(denoiser, process)`; its default sampler is Euler in the grid's `steps`."""
 
     is_bound: ClassVar[bool] = False  # a regression: no likelihood bound
+    result: ClassVar[type[StraightLoss]] = StraightLoss
 
     def __init__(self, schedule: VPSchedule, t_eps: float = DEFAULT_T_EPS, curvature_weight: float = 0.1) -> None:
         if not 0 < t_eps < 1 or curvature_weight < 0:
@@ -70,25 +77,28 @@ class StraightFlowObjective:
         """The same regression with times on [t_eps, 1]."""
         return StraightFlowObjective(self.schedule, t_eps, self.curvature_weight)
 
-    def __call__(self, process: ReverseProcess, x: torch.Tensor, generator: torch.Generator | None = None,
-                 t: torch.Tensor | None = None) -> StraightLoss:
+    def default_sampler(self, process: ForwardProcess, steps: int, eta: float = 1.0) -> Mapping[str, Any]:
+        """Euler steps of the probability-flow ODE, the few-step sampler this regression trains for."""
+        return {"name": "euler", "steps": int(steps)}
+
+    def __call__(self, denoiser: nn.Module, process: ForwardProcess, x: torch.Tensor,
+                 generator: torch.Generator | None = None, t: torch.Tensor | None = None) -> StraightLoss:
         """`t` (shape (B,)) fixes the times; by default they are uniform on [t_eps, 1]."""
         check_batch(x, "x")
+        reverse = ReverseProcess(denoiser, process)
         if t is None:
             u01 = torch.rand(x.shape[0], device=x.device, dtype=x.dtype, generator=generator)
             t = self.t_eps + (1.0 - self.t_eps) * u01
         t = t.to(x.dtype)
         eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
         sched = self.schedule(t)
-        F = process.transform(x, t)
-        L = process.noise(x, t) if process.noise is not None else None
-        z_t = forward_sample(F, eps, sched, L)
-        u = process.drift_given(z_t, t, x, g2_scale=0.0)[0]
+        z_t = process.sample(process.marginal(x, t, derivative=False), eps, sched)
+        u = process.drift(z_t, t, x, g2_scale=0.0)[0]
         if self.curvature_weight > 0:
-            v, a = acceleration(process, z_t, t)
+            v, a = acceleration(reverse, z_t, t)
             curvature = sum_dims(a**2)
         else:
-            v = process.velocity(z_t, t)
+            v = reverse.velocity(z_t, t)
             curvature = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
         flow = sum_dims((v - u) ** 2)
         return StraightLoss(flow=flow, curvature=curvature, total=flow + self.curvature_weight * curvature)

@@ -97,18 +97,23 @@ class ImageGrids(PeriodicImages):
 
 class NDMSampleGrids(PeriodicImages):
     """The NDM stage's `samples_<tag>.png`: VAE decoder means of latents drawn by the NDM prior with `sampler`
-    (one of `latent_ndm.diffusion.samplers`) and a fixed seed."""
+    (one of `latent_ndm.diffusion.samplers`; None: the prior's default in `steps` steps with posterior noise `eta`,
+    `NDMPrior.default_sampler`) and a fixed seed."""
 
-    def __init__(self, out_dir: str | Path, sampler: Sampler, every_n_steps: int = 200, num_images: int = 16,
-                 seed: int = 0, row: int = 8) -> None:
+    def __init__(self, out_dir: str | Path, sampler: Sampler | None, every_n_steps: int = 200, num_images: int = 16,
+                 seed: int = 0, row: int = 8, steps: int = 100, eta: float = 1.0) -> None:
         super().__init__(out_dir, every_n_steps, num_images, seed, row)
-        self.spec = sampler
+        self.spec, self.steps, self.eta = sampler, int(steps), float(eta)
+
+    def sampler(self, pl_module: L.LightningModule) -> Sampler:
+        """The named sampler, or the one the prior declares for `steps` steps."""
+        return self.spec if self.spec is not None else pl_module.ema.module.prior.default_sampler(self.steps, self.eta)
 
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, Path]:
         model = pl_module.ema.module
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         z_1 = torch.randn((self.num_images, *model.latent_shape), generator=generator, device=pl_module.device)
-        z, _ = model.sample(z_1, self.spec, generator)
+        z, _ = model.sample(z_1, self.sampler(pl_module), generator)
         return {"samples": publish(trainer, self.out_dir, "samples", tag, image_grid(model.decode_mean(z), self.row))}
 
 

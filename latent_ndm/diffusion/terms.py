@@ -12,18 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from latent_ndm.diffusion.checks import append_dims, check_same_shape
-from latent_ndm.diffusion.forward_process import ddpm_nu2, drift_coefficient, noise_drift
+from latent_ndm.diffusion.gaussian import ddpm_nu2, drift_coefficient, noise_drift
 from latent_ndm.diffusion.schedule import ScheduleOutput
-
-
-@dataclass(frozen=True)
-class NDMLoss:
-    """Per-example NELBO terms in nats, each of shape (B,): total = rec + diff + prior."""
-
-    rec: torch.Tensor
-    diff: torch.Tensor
-    prior: torch.Tensor
-    total: torch.Tensor
 
 
 @dataclass(frozen=True)
