@@ -105,7 +105,7 @@ study: $(STAMP)
 	$(PY) -m latent_ndm.benchmark seeds=3 nll_limit=0 'variants={joint:["ndm.mode=joint"]}' out=runs/benchmark/joint
 
 CURVE_EVAL := nll_limit=0 'few_step.nfe=[]' 'tolerances=[1.0e-2]' jobs=2
-TEXTURES   := vae_ckpt=runs/vae/textures/export train_root=runs/ndm-textures \
+TEXTURES   := vae_export=runs/vae/textures/export train_root=runs/ndm-textures \
 	'train_overrides=["data=shards","data.root=data/textures-32"]'
 
 curves: $(STAMP)
@@ -115,7 +115,7 @@ curves: $(STAMP)
 
 compare-real: $(STAMP)
 	@test -f runs/vae/digits/export/metrics.yaml || $(MAKE) real-digits
-	$(PY) -m latent_ndm.benchmark seeds=3 vae_ckpt=runs/vae/digits/export train_root=runs/ndm-digits nll_limit=0 \
+	$(PY) -m latent_ndm.benchmark seeds=3 vae_export=runs/vae/digits/export train_root=runs/ndm-digits nll_limit=0 \
 	    'train_overrides=["data=shards","data.root=data/digits-32","data.flip=false"]' out=runs/benchmark/digits
 
 lint: $(STAMP)

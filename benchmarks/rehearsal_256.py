@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ("vae", "latent_ndm.train", ["stage=vae", "experiment=celebahq256", f"run_dir={out / 'vae'}", *common,
                                      *vae_width, "stage.kl_warmup.const_portion=0", "stage.images.every_n_steps=0"]),
         ("ndm", "latent_ndm.train", ["experiment=celebahq256_ndm", f"run_dir={out / 'ndm'}",
-                                     f"vae_ckpt={out / 'vae' / 'export'}", "ndm.mode=disjoint", *common,
+                                     f"vae_export={out / 'vae' / 'export'}", "ndm.mode=disjoint", *common,
                                      *vae_width, *ndm_width, "stage.collapsed_vae=warn", "stage.images.num=2",
                                      "stage.images.steps=2", "stage.images.every_n_steps=0"]),
         ("sample", "latent_ndm.sample", [f"ckpt={out / 'ndm'}", f"num={args.samples}", "sampler=rk4",

@@ -1,4 +1,4 @@
-"""`python -m latent_ndm.benchmark [vae_ckpt=...] [budget=600] [ndm_run=...] [lsgm_run=...]`: NDM against LSGM.
+"""`python -m latent_ndm.benchmark [vae_export=...] [budget=600] [ndm_run=...] [lsgm_run=...]`: NDM against LSGM.
 
     python -m latent_ndm.benchmark                                            # trains both for 600 steps, then compares
     python -m latent_ndm.benchmark ndm_run=runs/ndm/default lsgm_run=runs/ndm/lsgm   # compares two trained runs

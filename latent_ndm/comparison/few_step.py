@@ -25,9 +25,9 @@ def section(cfg: DictConfig, pair: dict[str, str]) -> dict[str, Any]:
             print(f"few-step sampling {name} ({ckpt}) at NFE {list(cfg.few_step.nfe)}, {i} of {len(runs)}", flush=True)
             models[name] = measure.few_step(ckpt, cfg, nelbo=name not in pair)  # the pair's NELBO is the main table's
             bar.update(1)
-    vae = models["NDM"]["vae_ckpt"]
-    notes = [f"{name} ({r['run']}) was trained on another VAE export ({r['vae_ckpt']} vs {vae}); its row does not "
-             "compare like for like" for name, r in models.items() if r["vae_ckpt"] != vae]
+    vae = models["NDM"]["vae_export"]
+    notes = [f"{name} ({r['run']}) was trained on another VAE export ({r['vae_export']} vs {vae}); its row does not "
+             "compare like for like" for name, r in models.items() if r["vae_export"] != vae]
     return {"nfe": [int(k) for k in cfg.few_step.nfe], "num": int(cfg.few_step.num),
             "groups": int(cfg.few_step.groups), "models": models, "notes": notes}
 

@@ -8,6 +8,7 @@ training step of each model on one batch of VAE latents, for `step_cost.step_cos
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from latent_ndm.comparison.step_cost import TrainStep
+from latent_ndm.comparison.step_cost import TrainStep, latent_step
 from latent_ndm.diffusion.samplers import AdaptiveODE
 from latent_ndm.errors import EvaluationError
 from latent_ndm.evaluation.generation import batches, generate
@@ -24,9 +25,10 @@ from latent_ndm.evaluation.metrics import Metric
 from latent_ndm.evaluation.results import write_results
 from latent_ndm.evaluation.runner import evaluate
 from latent_ndm.model import NDMPrior
+from latent_ndm.model.latent import ndm_parameters
 from latent_ndm.progress import progress
-from latent_ndm.runs.build import objective_at, transform_kind
-from latent_ndm.runs.config import compose_config, resolved, shaping_differences
+from latent_ndm.runs.build import transform_kind
+from latent_ndm.runs.config import compose_config, resolved, shaping_differences, stored_vae_export
 from latent_ndm.runs.export import EXPORT_DIR, TRAIN_CONFIG, read_run_record, read_yaml
 from latent_ndm.runs.load import LoadedRun
 from latent_ndm.runs.targets import instantiate_trusted
@@ -45,12 +47,12 @@ def run_name(tag: str, budget: int, seed: int = 0) -> str:
     return f"bench-{tag}-{budget}" + (f"-seed{seed}" if seed else "")
 
 
-def train_overrides(kind: str, vae_ckpt: str, budget: int, extra: Sequence[str], root: str | None,
+def train_overrides(kind: str, vae_export: str, budget: int, extra: Sequence[str], root: str | None,
                     seed: int = 0, tag: str | None = None, name: str | None = None) -> list[str]:
-    """stage=ndm on `vae_ckpt` for `budget` steps with training seed `seed`, as run `name` (default
+    """stage=ndm on `vae_export` for `budget` steps with training seed `seed`, as run `name` (default
     `run_name(tag or kind, budget, seed)`); LSGM is ndm/transform=identity."""
     name = name or run_name(tag or kind, budget, seed)
-    out = ["stage=ndm", f"vae_ckpt={vae_ckpt}", f"trainer.max_steps={budget}", f"name={name}", f"seed={seed}"]
+    out = ["stage=ndm", f"vae_export={vae_export}", f"trainer.max_steps={budget}", f"name={name}", f"seed={seed}"]
     out += ["ndm/transform=identity"] if kind == "lsgm" else []
     out += [f"run_dir={Path(root) / name}"] if root else []
     return out + list(extra)
@@ -171,7 +173,7 @@ def few_step(ckpt: str, bench: DictConfig, nelbo: bool = True) -> dict[str, Any]
     info = {"ckpt": ckpt, "weights": out.run.weights, "hardware": out.hardware, "by": "latent_ndm.benchmark"}
     write_results(out.run.out_dir, out.results, info)
     result: dict[str, Any] = {"run": ckpt, "kind": out.run.model.prior.kind,
-                              "vae_ckpt": out.run.config.get("vae_ckpt"), "steps": read_run_record(
+                              "vae_export": stored_vae_export(out.run.config), "steps": read_run_record(
                                   str(out.run.out_dir)).get("step"), "distance": out.results["distance"],
                               "nelbo_bpd": None}
     if nelbo and getattr(out.run.model.prior, "is_bound", False) and f.nelbo:
@@ -219,21 +221,21 @@ def training_images(run: LoadedRun, batch_size: int | None) -> torch.Tensor:
 
 
 def train_step(run: LoadedRun, x: torch.Tensor, seed: int, device: torch.device) -> TrainStep:
-    """The disjoint NDM training step of `run` from its EMA weights: latents z ~ q(z|x) of the frozen encoder,
-    normalised by the latent scale; the NDM objective at the training t_eps; the run's optimizer (one group)."""
+    """The disjoint step `stage=ndm` takes (`step_cost.latent_step`: the trainer's own loss, a learned noise scale
+    included), from a copy of `run`'s EMA weights: the encoder posterior q(z|x) of the frozen VAE, z ~ q drawn inside
+    the loss as in training; the run's optimizer over the prior's parameters (one group)."""
     prior = run.model.prior
     if not isinstance(prior, NDMPrior):
         raise EvaluationError(f"{run.source} is a VAE run, not an NDM run; give the run of a stage=ndm training")
     run.to(device)
     with torch.no_grad():
         q = run.model.posterior(x.to(device))
-    z = run.model.normalise(q.sample(torch.Generator(device=device).manual_seed(seed)))
-    denoiser = copy.deepcopy(prior.denoiser).train().requires_grad_(True)
-    transform = copy.deepcopy(prior.transform).train().requires_grad_(True)
-    ndm = run.config["ndm"]
-    objective = objective_at(ndm["objective"], float(ndm["t_eps"]))
-    params = [*denoiser.parameters(), *transform.parameters()]
+    model = copy.deepcopy(run.model)
+    model.vae.requires_grad_(False).eval()
+    model.prior.train().requires_grad_(True)
+    params = [p for part in ndm_parameters(model).values() for p in part]
     optim_cfg = run.config.get("optim", {}).get("optimizer")
     optimizer = (instantiate_trusted(optim_cfg, "the run's optimizer config", _convert_="all")(params) if optim_cfg
                  else torch.optim.Adam(params, lr=1e-4))
-    return TrainStep(denoiser, transform, objective, optimizer, z.detach())
+    batch = {"mean": q.mean.detach(), "logvar": q.logvar.detach()}
+    return latent_step(model, batch, optimizer, num_dims=math.prod(x.shape[1:]), seed=seed)

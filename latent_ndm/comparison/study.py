@@ -27,6 +27,7 @@ from latent_ndm.comparison.step_cost import step_costs
 from latent_ndm.errors import EvaluationError
 from latent_ndm.evaluation.metrics import Metric
 from latent_ndm.progress import progress
+from latent_ndm.runs.config import stored_vae_export, vae_export_of
 from latent_ndm.runs.export import find_export, read_run_record, read_yaml
 from latent_ndm.runs.folders import RECORD_DIR
 from latent_ndm.runs.hardware import describe, resolve_device
@@ -34,6 +35,15 @@ from latent_ndm.runs.load import TRAIN_HINT, LoadedRun, load_run
 
 KINDS = {"NDM": "ndm", "LSGM": "lsgm"}
 MATCHES = ("steps", "time")
+
+
+
+def vae_export(cfg: DictConfig) -> str | None:
+    """The VAE export the benchmark trains its priors on (`vae_export`, or its deprecated alias `vae_ckpt`)."""
+    try:
+        return vae_export_of(cfg, has_default=True)
+    except ValueError as err:
+        raise EvaluationError(str(err)) from err
 
 
 def check(cfg: DictConfig) -> None:
@@ -75,9 +85,9 @@ def check(cfg: DictConfig) -> None:
                                   "stage=ndm ...` first, or leave it out")
     curve_runs.check(cfg)
     if ((cfg.ndm_run is None or cfg.lsgm_run is None or cfg.get("variants"))
-            and not Path(cfg.vae_ckpt).exists()):
-        raise EvaluationError(f"no VAE export at {cfg.vae_ckpt} (vae_ckpt) to train the priors on: run "
-                              "`python -m latent_ndm.train stage=vae` first, or give vae_ckpt=<a VAE export folder>")
+            and not Path(str(vae_export(cfg))).exists()):
+        raise EvaluationError(f"no VAE export at {vae_export(cfg)} (vae_export) to train the priors on: run "
+                              "`python -m latent_ndm.train stage=vae` first, or give vae_export=<a VAE export folder>")
 
 
 def obtain_runs(cfg: DictConfig) -> tuple[dict[str, list[str]], list[Path]]:
@@ -117,10 +127,10 @@ def planned_overrides(cfg: DictConfig, seed: int, key: str) -> list[str]:
     """The train overrides of the run of model `key` ("ndm" or "lsgm") and `seed` that this comparison trains: a
     variant's run that the main comparison trains already (the same training, another name) is the main one's."""
     curve = curve_runs.train_overrides(cfg)
-    overrides = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget, [*cfg.train_overrides, *curve],
+    overrides = measure.train_overrides(key, str(vae_export(cfg)), cfg.budget, [*cfg.train_overrides, *curve],
                                         cfg.train_root, seed, tag=variant_tag(cfg, key))
     if cfg.get("_variant") is not None:
-        main = measure.train_overrides(key, str(cfg.vae_ckpt), cfg.budget, [*cfg._main_overrides, *curve],
+        main = measure.train_overrides(key, str(vae_export(cfg)), cfg.budget, [*cfg._main_overrides, *curve],
                                        cfg.train_root, seed, tag=variant_tag(cfg, key, main=True))
         overrides = main if measure.same_training(main, overrides) else overrides
     return overrides
@@ -175,7 +185,7 @@ def equal_time_overrides(cfg: DictConfig, ndm_run: str, lsgm_run: str, seed: int
     name = measure.run_name(f"{variant_tag(cfg, 'lsgm')}-time", cfg.budget, seed)
 
     def overrides(steps: int) -> list[str]:
-        return measure.train_overrides("lsgm", str(cfg.vae_ckpt), steps, list(cfg.train_overrides), cfg.train_root,
+        return measure.train_overrides("lsgm", str(vae_export(cfg)), steps, list(cfg.train_overrides), cfg.train_root,
                                        seed, name=name)
 
     started = measure.run_folder(overrides(cfg.budget)) / RECORD_DIR / "config.yaml"  # the folder does not depend on it
@@ -259,9 +269,9 @@ def check_pair(loaded: dict[str, LoadedRun], runs: dict[str, str]) -> None:
 def pairing_notes(loaded: dict[str, LoadedRun], budget: int, steps: dict[str, int | None]) -> list[str]:
     notes = []
     ndm, lsgm = loaded["NDM"].config, loaded["LSGM"].config
-    if ndm.get("vae_ckpt") != lsgm.get("vae_ckpt") or ndm.get("data") != lsgm.get("data"):
-        notes.append(f"the two runs differ in VAE export or data (vae_ckpt {ndm.get('vae_ckpt')} vs "
-                     f"{lsgm.get('vae_ckpt')}); the comparison is not like for like")
+    if stored_vae_export(ndm) != stored_vae_export(lsgm) or ndm.get("data") != lsgm.get("data"):
+        notes.append(f"the two runs differ in VAE export or data (vae_export {stored_vae_export(ndm)} vs "
+                     f"{stored_vae_export(lsgm)}); the comparison is not like for like")
     for name, n in steps.items():
         if n is not None and n != budget:
             notes.append(f"the {name} run was trained for {n} steps, not the budget of {budget}")

@@ -120,21 +120,21 @@ def build_ndm_prior(ndm: NDMConfig, state: Mapping[str, torch.Tensor] | None = N
     return NDMPrior(denoiser, process, objective, shape, t_eps=float(n.t_eps), eval_t_eps=eval_t_eps)
 
 
-def checked_vae(vae_ckpt: str | Path | None, resolution: int, shape: tuple[int | None, ...],
+def checked_vae(vae_export: str | Path | None, resolution: int, shape: tuple[int | None, ...],
                 scratch: Callable[[], VAE] | None = None) -> VAE:
-    """The VAE export at `vae_ckpt` (or `scratch()` when it is None), refused unless it encodes `resolution`-px
+    """The VAE export at `vae_export` (or `scratch()` when it is None), refused unless it encodes `resolution`-px
     images to latents of `shape` (the shape the NDM is configured for; None entries: whatever the VAE gives) and has
     a valid latent scale."""
-    if vae_ckpt is None:
+    if vae_export is None:
         if scratch is None:
             raise TrainingError(f"stage=ndm with ndm.mode=disjoint needs a trained VAE: run `{VAE_COMMAND}` first, "
-                                "then give vae_ckpt=<its export folder> (default runs/vae/default/export)")
+                                "then give vae_export=<its export folder> (default runs/vae/default/export)")
         vae = scratch()
     else:
-        path = Path(vae_ckpt)
+        path = Path(vae_export)
         if not path.exists():
             raise TrainingError(f"no VAE checkpoint at {path}: run `{VAE_COMMAND}` first (it writes "
-                                "runs/vae/default/export), or give vae_ckpt=<a VAE export folder>")
+                                "runs/vae/default/export), or give vae_export=<a VAE export folder>")
         try:
             vae = load_vae(path)
         except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
@@ -142,15 +142,15 @@ def checked_vae(vae_ckpt: str | Path | None, resolution: int, shape: tuple[int |
     try:
         found = tuple(vae.latent_shape(resolution))
     except ValueError as err:
-        raise TrainingError(f"the VAE {vae_ckpt} does not fit {resolution}px images: {err}") from err
+        raise TrainingError(f"the VAE {vae_export} does not fit {resolution}px images: {err}") from err
     if any(want is not None and int(want) != got for want, got in zip(shape, found, strict=True)):
         c, r = found[0], found[1]
         asked = tuple("any" if v is None else int(v) for v in shape)
         raise TrainingError(
-            f"the VAE checkpoint {vae_ckpt} encodes {resolution}px images to latents of shape {found}, but the NDM is "
+            f"the VAE export {vae_export} encodes {resolution}px images to latents of shape {found}, but the NDM is "
             f"configured for {asked}; set ndm.latent.channels={c} ndm.latent.resolution={r} (or null: the VAE's), or "
-            "give a matching vae_ckpt"
+            "give a matching vae_export"
         )
     if not torch.isfinite(vae.latent_scale) or vae.latent_scale <= 0:
-        raise TrainingError(f"the VAE checkpoint {vae_ckpt} has an invalid latent scale {vae.latent_scale.item()}")
+        raise TrainingError(f"the VAE export {vae_export} has an invalid latent scale {vae.latent_scale.item()}")
     return vae

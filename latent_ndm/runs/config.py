@@ -75,19 +75,30 @@ def _given(cfg: Mapping[str, Any], key: str) -> Any:
     return cfg[key]
 
 
-def vae_export_of(cfg: Mapping[str, Any]) -> str | None:
+def vae_export_of(cfg: Mapping[str, Any], has_default: bool = False) -> str | None:
     """The VAE export folder a command builds on: `vae_export`, or `vae_ckpt` (its deprecated alias, read with a
     one-line warning); None when neither is given. A `vae_export: ???` with no alias given raises omegaconf's
-    MissingMandatoryValue, as reading it would; both given and different is a ValueError."""
+    MissingMandatoryValue, as reading it would; both given and different is a ValueError, except where the config
+    gives `vae_export` a default (`has_default`: stage=ndm, the benchmark), whose value cannot be told from a given
+    one: there a given `vae_ckpt` is used."""
     old = _given(cfg, VAE_EXPORT_ALIAS)
     if old is None:
         return None if "vae_export" not in cfg.keys() or cfg["vae_export"] is None else str(cfg["vae_export"])
     new = _given(cfg, "vae_export")
-    if new is not None and str(new) != str(old):
+    if new is not None and str(new) != str(old) and not has_default:
         raise ValueError(f"vae_export={new} and vae_ckpt={old} name two VAE exports; give vae_export= alone "
                          "(vae_ckpt= is its deprecated alias)")
     warnings.warn("vae_ckpt= is deprecated: use vae_export=", FutureWarning, stacklevel=1)
     return str(old)
+
+
+
+def stored_vae_export(config: Mapping[str, Any]) -> str | None:
+    """The VAE export a stored run config (`train_config.yaml`, a checkpoint's config) was trained on: its
+    `vae_export`, or the `vae_ckpt` that runs of earlier versions recorded (read without a warning: the file is a
+    record, not a command line)."""
+    value = config.get("vae_export") or config.get(VAE_EXPORT_ALIAS)
+    return None if value is None else str(value)
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:

@@ -154,6 +154,7 @@ RUN_SCHEMA = Schema(
      "stage.name": Check("vae or ndm", lambda v: v in ("vae", "ndm")), "data": MAPPING,
      "data.resolution": INT_OR_NULL, "data.batch_size": Check("an integer", _is_int, required=False),
      "data.read": Check("a mapping or null", lambda v: v is None or isinstance(v, dict), required=False),
+     "vae_export": Check("text or null", lambda v: v is None or isinstance(v, str), required=False),
      "vae_ckpt": Check("text or null", lambda v: v is None or isinstance(v, str), required=False),
      "trainer.max_steps": Check("an integer", _is_int, required=False)},
 )

@@ -222,12 +222,12 @@ def check_data_root(cfg: DictConfig) -> None:
                                "default")
 
 
-def given_vae_export(cfg: DictConfig) -> tuple[str, str | None]:
+def given_vae_export(cfg: DictConfig, has_default: bool = False) -> tuple[str, str | None]:
     """(the key, the VAE export) a command line names: `vae_export`, or `vae_ckpt` where the deprecated alias is
     used; None where it names none yet (a `vae_export: ???` is left to the command, which says that it is
     required)."""
     try:
-        export = vae_export_of(cfg)
+        export = vae_export_of(cfg, has_default)
     except MissingMandatoryValue:
         return "vae_export", None
     except ValueError as err:
@@ -240,7 +240,7 @@ def check_paths(name: str, cfg: DictConfig) -> None:
     if name == "train":
         check_data_root(cfg)
     if (name == "train" and _value(cfg, "stage.name") == "ndm") or name == "encode":
-        key, export = given_vae_export(cfg)
+        key, export = given_vae_export(cfg, has_default=name == "train")
         if export is not None:
             check_vae_export(key, export)
     elif name in ("sample", "evaluate"):

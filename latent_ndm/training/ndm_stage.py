@@ -20,6 +20,7 @@ from latent_ndm.runs.build import (
     objective_at,
     objective_class,
 )
+from latent_ndm.runs.config import vae_export_of
 from latent_ndm.runs.export import read_run_record, vae_weights_file
 from latent_ndm.runs.targets import instantiate_trusted
 from latent_ndm.training.builders import run_callbacks, run_places
@@ -33,9 +34,9 @@ from vae.diagnostics import collapse_verdict
 log = logging.getLogger(__name__)
 
 
-def build_latent_model(cfg: DictConfig, resolution: int) -> LatentModel:
-    """The VAE (from `vae_ckpt`, or from the `vae` group in joint mode without one), then the NDM prior (denoiser,
-    F_phi, and the objective at the training t_eps)."""
+def build_latent_model(cfg: DictConfig, resolution: int, vae_export: str | None) -> LatentModel:
+    """The VAE (from the export folder `vae_export`, or from the `vae` group in joint mode without one), then the NDM
+    prior (denoiser, F_phi, and the objective at the training t_eps)."""
     n = cfg.ndm
     if n.mode not in MODES:
         raise TrainingError(f"ndm.mode must be one of {list(MODES)}, got {n.mode!r}")
@@ -44,7 +45,7 @@ def build_latent_model(cfg: DictConfig, resolution: int) -> LatentModel:
         raise TrainingError("ndm/objective=straight is not a bound, so it cannot train the VAE: use "
                             "ndm.mode=disjoint, or a bound objective (continuous, discrete) for joint training")
     scratch = (lambda: instantiate_trusted(cfg.vae, _convert_="all")) if n.mode == "joint" else None
-    vae = checked_vae(cfg.vae_ckpt, resolution, configured_latent_shape(n), scratch=scratch)
+    vae = checked_vae(vae_export, resolution, configured_latent_shape(n), scratch=scratch)
     c, r, _ = vae.latent_shape(resolution)
     with open_dict(cfg):  # a null latent shape is the VAE's, for every ${ndm.latent.*} the networks interpolate
         n.latent.channels, n.latent.resolution = int(c), int(r)
@@ -62,24 +63,25 @@ def build_latent_model(cfg: DictConfig, resolution: int) -> LatentModel:
 COLLAPSED_VAE = ("refuse", "warn")
 
 
-def check_vae_informative(vae_ckpt: str | Path | None, policy: str) -> None:
+def check_vae_informative(vae_export: str | Path | None, policy: str) -> None:
     """Refuse (or, with policy "warn", warn about) a VAE export whose recorded validation metrics (`metrics.yaml`,
     written by `stage=vae`) show a collapsed latent: the prior would have nothing to learn. Exports without those
     metrics (a plain weights file, or one written before the collapse watch) pass unchecked."""
     if policy not in COLLAPSED_VAE:
         raise TrainingError(f"stage.collapsed_vae must be one of {list(COLLAPSED_VAE)}, got {policy!r}")
-    if vae_ckpt is None:
+    if vae_export is None:
         return
-    verdict = collapse_verdict(read_run_record(vae_weights_file(vae_ckpt).parent))
+    verdict = collapse_verdict(read_run_record(vae_weights_file(vae_export).parent))
     if verdict is None:
         return
-    sentence = verdict.sentence(f"the VAE export {vae_ckpt}")
+    sentence = verdict.sentence(f"the VAE export {vae_export}")
     if policy == "refuse":
         raise TrainingError(f"{sentence}; or set stage.collapsed_vae=warn to train the prior anyway")
     log.warning(sentence)
 
 
-def check_latent_data(cfg: DictConfig, datamodule: L.LightningDataModule | None, model: LatentModel) -> None:
+def check_latent_data(cfg: DictConfig, datamodule: L.LightningDataModule | None, model: LatentModel,
+                      vae_export: str | None) -> None:
     """Pre-encoded latents (`data=latents`) train the disjoint stage only, and only on the VAE that encoded them."""
     record = getattr(datamodule, "vae_record", None)
     if getattr(datamodule, "kind", "images") != "latents" or record is None:
@@ -87,15 +89,19 @@ def check_latent_data(cfg: DictConfig, datamodule: L.LightningDataModule | None,
     if cfg.ndm.mode != "disjoint":
         raise TrainingError("ndm.mode=joint trains the encoder and needs images, not pre-encoded latents; use "
                             "data=synthetic or data=shards (or ndm.mode=disjoint)")
-    check_same_vae(record, cfg.vae_ckpt, vae_weights_file(cfg.vae_ckpt), model.vae.latent_scale.item(),
+    check_same_vae(record, vae_export, vae_weights_file(vae_export), model.vae.latent_scale.item(),
                    str(cfg.data.root))
 
 
 def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> NDMModule:
     resolution = getattr(datamodule, "resolution", None) or cfg.data.resolution
-    check_vae_informative(cfg.vae_ckpt, cfg.stage.collapsed_vae)
-    model = build_latent_model(cfg, resolution)
-    check_latent_data(cfg, datamodule, model)
+    try:
+        vae_export = vae_export_of(cfg, has_default=True)
+    except ValueError as err:
+        raise TrainingError(str(err)) from err
+    check_vae_informative(vae_export, cfg.stage.collapsed_vae)
+    model = build_latent_model(cfg, resolution, vae_export)
+    check_latent_data(cfg, datamodule, model, vae_export)
     n, s = cfg.ndm, cfg.stage
     val_objective = model.prior.objective if n.eval_t_eps == n.t_eps else objective_at(n.objective, n.eval_t_eps)
     scheduler = instantiate_trusted(cfg.optim.scheduler, _convert_="all") if cfg.optim.get("scheduler") else None

@@ -118,7 +118,7 @@ def test_missing_checkpoint_or_shards_are_one_line_errors(setup: dict[str, Path]
 def _latent_cfg(setup: dict[str, Path], run_dir: Path, vae: Path, *overrides: str):
     return _compose([
         "stage=ndm", "data=latents", f"data.root={setup['latents']}", "data.batch_size=8", "data.shuffle_buffer=8",
-        f"run_dir={run_dir}", f"vae_ckpt={vae}", "ndm/denoiser=tiny", "ndm.latent.channels=3",
+        f"run_dir={run_dir}", f"vae_export={vae}", "ndm/denoiser=tiny", "ndm.latent.channels=3",
         "ndm.latent.resolution=4", "ndm.denoiser.channel_mult=[1]", "stage.images.num=2", "stage.images.steps=4",
         "stage.collapsed_vae=warn", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         "trainer.num_sanity_val_steps=0", "logger=[csv]", *overrides,

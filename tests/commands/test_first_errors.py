@@ -63,14 +63,14 @@ def test_missing_and_wrong_folders_are_named_with_the_fix(tmp_path: Path) -> Non
     ndm_run = tmp_path / "ndm"  # the layout `stage=ndm` writes: <run>/export/ndm.safetensors
     (ndm_run / "export").mkdir(parents=True)
     (ndm_run / "export" / export.NDM_WEIGHTS).touch()
-    message = refusal("train", "stage=ndm", f"vae_ckpt={ndm_run}")
-    assert "is an NDM run, not a VAE export" in message and f"vae_ckpt={ndm_run / 'export' / 'vae'}" in message
+    message = refusal("train", "stage=ndm", f"vae_export={ndm_run}")
+    assert "is an NDM run, not a VAE export" in message and f"vae_export={ndm_run / 'export' / 'vae'}" in message
     vae_run = tmp_path / "vae"
     (vae_run / "export").mkdir(parents=True)
     for name in (export.VAE_WEIGHTS, export.VAE_CONFIG):
         (vae_run / "export" / name).touch()
-    assert f"give its export: vae_ckpt={vae_run / 'export'}" in refusal("train", "stage=ndm", f"vae_ckpt={vae_run}")
-    check_command_line("train", ["stage=ndm", f"vae_ckpt={vae_run / 'export'}"])
+    assert f"give its export: vae_export={vae_run / 'export'}" in refusal("train", "stage=ndm", f"vae_export={vae_run}")
+    check_command_line("train", ["stage=ndm", f"vae_export={vae_run / 'export'}"])
     assert "is an NDM run" in refusal("encode", f"vae_export={ndm_run}", f"shards={tmp_path}")
     for name in ("sample", "evaluate"):
         message = refusal(name, f"ckpt={tmp_path / 'none'}")

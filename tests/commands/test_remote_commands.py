@@ -126,7 +126,7 @@ def test_encode_from_a_url_writes_the_latents_of_the_local_folder(tmp_path: Path
     with ShardServer(tmp_path) as latents:  # data=latents from a URL: the manifest's VAE record is checked as ever
         cfg = compose_config("train", [
             "stage=ndm", "data=latents", f"data.root={latents.url}/url", "data.batch_size=8", "data.read.timeout=5",
-            f"run_dir={tmp_path / 'ndm'}", f"vae_ckpt={vae}", "ndm/denoiser=tiny", "ndm.latent.channels=3",
+            f"run_dir={tmp_path / 'ndm'}", f"vae_export={vae}", "ndm/denoiser=tiny", "ndm.latent.channels=3",
             "ndm.latent.resolution=4", "ndm.denoiser.channel_mult=[1]", "stage.images.num=2", "stage.images.steps=4",
             "stage.collapsed_vae=warn", "trainer.enable_progress_bar=false", "logger=[csv]",
             "trainer.fast_dev_run=true"])

@@ -73,7 +73,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data_root: Path, vae_expor
     """The benchmark training both priors itself (budget 2) on the tiny VAE, FID off, its output not a terminal and
     a progress line due at every step: (train_root, report, what it printed: stdout, then stderr)."""
     root = tmp_path_factory.mktemp("bench")
-    cfg = bench_cfg(root / "out", f"vae_ckpt={vae_export}", "budget=2", f"train_root={root / 'runs'}",
+    cfg = bench_cfg(root / "out", f"vae_export={vae_export}", "budget=2", f"train_root={root / 'runs'}",
                     train_overrides=small_runs(data_root))
     with (contextlib.redirect_stdout(io.StringIO()) as printed, contextlib.redirect_stderr(io.StringIO()) as errors,
           pytest.MonkeyPatch.context() as patch):
@@ -111,7 +111,7 @@ def test_seeds_pair_the_models_reuse_finished_runs_and_report_the_paired_differe
     checkpoints = {name: root / "runs" / name / "checkpoints" / "last.ckpt"
                    for name in ("bench-ndm-2", "bench-lsgm-2", "bench-ndm-2-seed1", "bench-lsgm-2-seed1")}
     before = checkpoints["bench-ndm-2"].stat().st_mtime_ns
-    cfg = bench_cfg(root / "out-seeds", f"vae_ckpt={vae_export}", "budget=2", "seeds=2",
+    cfg = bench_cfg(root / "out-seeds", f"vae_export={vae_export}", "budget=2", "seeds=2",
                     f"train_root={root / 'runs'}", train_overrides=small_runs(data_root))
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         report = run(cfg)
@@ -142,7 +142,7 @@ def test_seeds_pair_the_models_reuse_finished_runs_and_report_the_paired_differe
 def test_match_time_gives_the_lsgm_the_measured_wall_clock_of_the_ndm(
         trained: tuple[Path, dict, str], data_root: Path, vae_export: Path) -> None:
     root = trained[0]
-    cfg = bench_cfg(root / "out-time", f"vae_ckpt={vae_export}", "budget=2", "match=time",
+    cfg = bench_cfg(root / "out-time", f"vae_export={vae_export}", "budget=2", "match=time",
                     f"train_root={root / 'runs'}", train_overrides=small_runs(data_root))
     with contextlib.redirect_stdout(io.StringIO()):
         report = run(cfg)
@@ -173,7 +173,7 @@ def test_match_time_gives_the_lsgm_the_measured_wall_clock_of_the_ndm(
 def test_variants_are_compared_under_the_same_seeds_with_their_own_runs(
         trained: tuple[Path, dict, str], data_root: Path, vae_export: Path) -> None:
     root, first, _ = trained
-    cfg = bench_cfg(root / "out-variants", f"vae_ckpt={vae_export}", "budget=2", f"train_root={root / 'runs'}",
+    cfg = bench_cfg(root / "out-variants", f"vae_export={vae_export}", "budget=2", f"train_root={root / 'runs'}",
                     "nll_limit=0",
                     'variants={T10:["ndm/objective=discrete","ndm.objective.T=10"],wide:["ndm.F_size.width=1"]}',
                     train_overrides=small_runs(data_root))
@@ -218,7 +218,7 @@ def test_benchmark_of_given_runs_writes_table_json_chart_with_the_paper_row_apar
     out = tmp_path / "out"
     cfg = bench_cfg(out, f"ndm_run={runs['NDM']}", f"lsgm_run={runs['LSGM']}", "budget=2", f"fid.stats={stats}",
                     f"fid.extractor={STAND_IN}", "fid.register=[tests.support.fid_stand_in:register]", "fid.num=8",
-                    "fid.batch_size=8", "vae_ckpt=/nowhere")  # a VAE export is needed only to train
+                    "fid.batch_size=8", "vae_export=/nowhere")  # a VAE export is needed only to train
     report = run(cfg)
     for name in ("md", "json", "png"):
         assert (out / f"benchmark.{name}").stat().st_size > 0
@@ -261,7 +261,7 @@ def test_few_step_section_compares_nfdm_and_straight_runs_by_sample_quality(
                       *overrides))
     runs = {name: root / "runs" / f"bench-{name.lower()}-2" for name in ("NDM", "LSGM")}
     cfg = bench_cfg(tmp_path / "out", f"ndm_run={runs['NDM']}", f"lsgm_run={runs['LSGM']}", "budget=2",
-                    "vae_ckpt=/nowhere", "nll_limit=0", "tolerances=[1e-2]",
+                    "vae_export=/nowhere", "nll_limit=0", "tolerances=[1e-2]",
                     f"few_step.runs={{NFDM:{tmp_path / 'NFDM'},STRAIGHT:{tmp_path / 'STRAIGHT'}}}")
     report = run(cfg)
     section = report["few_step"]
@@ -306,7 +306,7 @@ def test_user_errors_are_one_sentence(tmp_path: Path, trained: tuple[Path, dict,
     with pytest.raises(EvaluationError, match=r"no run at .*nfdm \(few_step.runs.NFDM\)"):
         run(bench_cfg(tmp_path, f"few_step.runs={{NFDM:{tmp_path / 'nfdm'}}}"))
     with pytest.raises(SystemExit):
-        run_or_exit(run, bench_cfg(tmp_path, f"vae_ckpt={tmp_path / 'novae'}"))
+        run_or_exit(run, bench_cfg(tmp_path, f"vae_export={tmp_path / 'novae'}"))
 
 
 def test_jobs_train_the_runs_in_processes_of_their_own_that_the_benchmark_then_reuses(
@@ -314,8 +314,8 @@ def test_jobs_train_the_runs_in_processes_of_their_own_that_the_benchmark_then_r
     """jobs=2: the same two runs as the in-process benchmark (same numbers), each trained by `python -m
     latent_ndm.train` with its output in <out>/logs/; a rerun trains nothing; the report says how they were timed."""
     _, first, _ = trained
-    cfg = bench_cfg(tmp_path / "out", f"vae_ckpt={vae_export}", "budget=2", "jobs=2", f"train_root={tmp_path / 'runs'}",
-                    train_overrides=small_runs(data_root))
+    cfg = bench_cfg(tmp_path / "out", f"vae_export={vae_export}", "budget=2", "jobs=2",
+                    f"train_root={tmp_path / 'runs'}", train_overrides=small_runs(data_root))
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         report = run(cfg)
     assert "training 2 runs, 2 at a time" in printed.getvalue()
@@ -340,7 +340,7 @@ def test_jobs_name_every_run_that_failed_and_its_log(tmp_path: Path, data_root: 
     shutil.copytree(vae_export, broken)
     for weights in broken.glob("*.safetensors"):
         weights.write_bytes(b"not a safetensors file")
-    cfg = bench_cfg(tmp_path / "out", f"vae_ckpt={broken}", "budget=2", "jobs=2", f"train_root={tmp_path / 'runs'}",
+    cfg = bench_cfg(tmp_path / "out", f"vae_export={broken}", "budget=2", "jobs=2", f"train_root={tmp_path / 'runs'}",
                     train_overrides=small_runs(data_root))
     with pytest.raises(EvaluationError) as err, contextlib.redirect_stdout(io.StringIO()):
         run(cfg)
@@ -369,10 +369,10 @@ def test_a_finished_run_is_found_when_the_resolution_came_from_the_shards_and_a_
 
 
 def test_cli_missing_vae_export_says_how_to_make_one(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "latent_ndm.benchmark", f"vae_ckpt={tmp_path / 'novae'}",
+    done = subprocess.run([sys.executable, "-m", "latent_ndm.benchmark", f"vae_export={tmp_path / 'novae'}",
                            f"out={tmp_path / 'out'}"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
-    assert done.stderr.startswith(f"error: no VAE export at {tmp_path / 'novae'} (vae_ckpt) to train the priors "
+    assert done.stderr.startswith(f"error: no VAE export at {tmp_path / 'novae'} (vae_export) to train the priors "
                                   "on: run `python -m latent_ndm.train stage=vae` first")
     assert not (tmp_path / "out").exists()
 
@@ -381,7 +381,7 @@ def test_curve_mode_compares_learning_curves_at_equal_steps_wall_clock_and_flops
         tmp_path: Path, data_root: Path, vae_export: Path) -> None:
     """curve=true: NDM and LSGM per seed, each validated every budget / curve_points steps into its curve.json; the
     report's curve section (paired intervals along steps, seconds and FLOPs) and curve.png."""
-    cfg = bench_cfg(tmp_path / "out", f"vae_ckpt={vae_export}", "budget=4", "seeds=2", "curve=true",
+    cfg = bench_cfg(tmp_path / "out", f"vae_export={vae_export}", "budget=4", "seeds=2", "curve=true",
                     "curve_points=2", "curve_grid=5", f"train_root={tmp_path / 'runs'}", "nll_limit=0",
                     "tolerances=[1e-2]", "few_step.nfe=[]", train_overrides=small_runs(data_root))
     with contextlib.redirect_stdout(io.StringIO()):

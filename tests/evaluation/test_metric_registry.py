@@ -97,7 +97,7 @@ def test_a_metric_defined_here_reaches_evaluate_the_benchmark_table_json_and_cha
 
     bench = compose_config("benchmark", [
         f"out={pair['root'] / 'out'}", f"ndm_run={pair['NDM']}", f"lsgm_run={pair['LSGM']}", "budget=2",
-        "vae_ckpt=/nowhere", "nll_limit=0", "tolerances=[1e-2]", "sample_num=2", "sample_batch_size=2",
+        "vae_export=/nowhere", "nll_limit=0", "tolerances=[1e-2]", "sample_num=2", "sample_batch_size=2",
         "step.repeats=1", "step.batch_size=2", "few_step.nfe=[]", "progress=false", "device=cpu"])
     with contextlib.redirect_stdout(io.StringIO()):
         report = benchmark(bench)

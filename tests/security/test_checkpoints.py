@@ -77,7 +77,7 @@ def test_resume_from_a_path_refuses_a_code_running_checkpoint(tmp_path: Path, ti
 def test_stage_ndm_refuses_a_code_running_vae_checkpoint(tmp_path: Path, tiny_data: Path, evil: tuple[Path, Path],
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     path, marker = evil
-    code = command("train", train, ["stage=ndm", *base_overrides(tmp_path / "run", tiny_data), f"vae_ckpt={path}",
+    code = command("train", train, ["stage=ndm", *base_overrides(tmp_path / "run", tiny_data), f"vae_export={path}",
                                     "ndm/denoiser=tiny"])
     _refused(code, capsys, marker)
 

@@ -44,7 +44,7 @@ def ndm_cfg(run_dir: Path, data_root: Path | str, vae_export: Path | None, *over
     `time="discrete"` uses T = 10 steps. The 2-step VAE is collapsed by design, so the stage warns instead of
     refusing it (tests of that refusal override `stage.collapsed_vae`)."""
     return compose_config("train", [
-        "stage=ndm", *base_overrides(run_dir, data_root), f"vae_ckpt={vae_export}", "ndm/denoiser=tiny",
+        "stage=ndm", *base_overrides(run_dir, data_root), f"vae_export={vae_export}", "ndm/denoiser=tiny",
         "ndm.latent.channels=3", "ndm.latent.resolution=4", "ndm.denoiser.channel_mult=[1]",
         "stage.images.num=2", "stage.images.steps=4", "stage.collapsed_vae=warn", f"ndm/objective={time}",
         *(["ndm.objective.T=10"] if time == "discrete" else []), *overrides,

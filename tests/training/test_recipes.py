@@ -55,7 +55,7 @@ SIZE_KEYS = {"data.resolution", "data.batch_size", "data.shuffle_buffer", "data.
              "trainer.max_steps", "trainer.val_check_interval", "trainer.limit_val_batches",
              "trainer.log_every_n_steps", "optim.scheduler.warmup_steps", "optim.scheduler.total_steps",
              "stage.images.num", "stage.images.steps", "stage.watch.images", "stage.watch.units",
-             "stage.collapsed_vae", "run_dir", "vae_ckpt"}
+             "stage.collapsed_vae", "run_dir", "vae_export"}
 SIZE_PREFIXES = ("vae.encoder.base_channels", "vae.encoder.num_groups", "vae.decoder.base_channels",
                  "vae.decoder.num_groups", "ndm.latent.resolution", "ndm.denoiser.", "ndm.transform.net.",
                  "ndm.F_size.depth")
@@ -64,7 +64,7 @@ SIZE_PREFIXES = ("vae.encoder.base_channels", "vae.encoder.num_groups", "vae.dec
 def recipe_args(experiment: str, run: Path, data: Path, steps: int, vae_export: Path | None = None) -> list[str]:
     stage, cpu = RECIPES[experiment]
     return [f"experiment={experiment}", *stage, f"run_dir={run}", f"data.root={data}", f"trainer.max_steps={steps}",
-            *CPU, *SIZE, *cpu, *([f"vae_ckpt={vae_export}"] if vae_export else [])]
+            *CPU, *SIZE, *cpu, *([f"vae_export={vae_export}"] if vae_export else [])]
 
 
 def command(module: str, *args: str) -> subprocess.CompletedProcess:

@@ -78,7 +78,7 @@ def test_fast_dev_run_never_touches_a_finished_run(tmp_path: Path, tiny_data: Pa
 
 def test_a_failed_start_leaves_no_folder(tmp_path: Path, tiny_data: Path) -> None:
     args = [a for a in tiny_args(tiny_data, tmp_path / "run") if not a.startswith(("stage=", "stage."))]
-    proc = cli("stage=ndm", f"vae_ckpt={tmp_path / 'nowhere'}", *args, cwd=tmp_path)
+    proc = cli("stage=ndm", f"vae_export={tmp_path / 'nowhere'}", *args, cwd=tmp_path)
     assert proc.returncode == 1 and "nowhere does not exist" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run folder, no outputs/, no log
     proc = cli("-m", *tiny_args(tiny_data, tmp_path / "sweep"), "stage.kl_warmup.anneal_portion=-1,0.5", cwd=tmp_path)

@@ -87,7 +87,7 @@ def test_missing_or_mismatched_vae_checkpoint_is_one_clear_error(tmp_path: Path,
         train(ndm_cfg(tmp_path / "b", data_root, vae_export, "ndm.latent.channels=4"))
     assert not (tmp_path / "b" / "checkpoints").exists()
     cfg = compose_config("train", ["stage=ndm"])
-    assert cfg.vae_ckpt == "runs/vae/default/export" and cfg.ndm.mode == "disjoint"
+    assert cfg.vae_export == "runs/vae/default/export" and cfg.ndm.mode == "disjoint"
 
 
 def test_resume_from_last_ckpt_reproduces_the_uninterrupted_losses(tmp_path: Path, data_root: Path,
