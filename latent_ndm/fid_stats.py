@@ -4,9 +4,10 @@
     python -m latent_ndm.fid_stats shards=data/celebahq-256 out=data/celebahq-256-fid weights=/models/inception.pth
     python -m latent_ndm.fid_stats shards=https://host/celebahq-256 out=data/celebahq-256-fid   # shards over HTTP
 
-writes ``OUT/fid_stats.npz`` (mu, sigma) and ``OUT/fid_stats.json`` (extractor, layer, weights sha256, resize, N,
-splits, shard sha256s). The extractor's weights are resolved before any data is read; a missing file is one line
-on stderr and exit status 1. Nothing is downloaded.
+writes ``OUT/fid_stats.npz`` (mu, sigma, and with features=true the N x D features KID and precision/recall need)
+and ``OUT/fid_stats.json`` (extractor, layer, weights sha256, resize, N, image format, splits, shard sha256s). The
+extractor's weights are resolved before any data is read; a missing file is one line on stderr and exit status 1.
+Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -68,6 +69,18 @@ def sha256_bytes(location: str) -> str:
     return digest.hexdigest()
 
 
+IMAGE_FIELDS = ("png", "jpg", "jpeg", "webp")
+
+
+def image_format(shard: str) -> str | None:
+    """How the images of `shard` are stored: the image field of its first sample ("png", "jpg", ...)."""
+    from data_tools.shard_index import iter_tar_samples
+
+    for _, fields in iter_tar_samples(shard):
+        return next((f for f in IMAGE_FIELDS if f in fields), None)
+    return None
+
+
 def run(cfg: DictConfig) -> Path:
     """Compute and write the reference statistics `cfg` asks for; the path of the .npz."""
     from latent_ndm.data.module import ShardDataModule
@@ -88,8 +101,9 @@ def run(cfg: DictConfig) -> Path:
     data = ShardDataModule(train_shards=None, test_shards=paths, batch_size=cfg.batch_size,
                            num_workers=cfg.num_workers, kind="images", on_error="raise")
     stats = fid.compute_stats(data.test_dataloader(), extractor, batch_size=cfg.batch_size, limit=cfg.limit,
-                              progress=cfg.progress)
+                              progress=cfg.progress, keep_features=bool(cfg.get("features", True)))
     stats.splits, stats.source = splits, shard_sources(shards, infos)
+    stats.image_format = image_format(paths[0])
     stats.source.update(weights_file=None if weights is None else str(weights), limit=cfg.limit)
     written = stats.save(npz)
     print(f"wrote {written} and its manifest: {stats.n} images of {'+'.join(splits)}, {extractor.name} "

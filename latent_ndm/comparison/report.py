@@ -132,18 +132,18 @@ def header(tolerances: list[float], memory_kind: str) -> list[str]:
             + [f"img/s@{tol_label(t)}" for t in tolerances] + ["train step (ms)", mem])
 
 
-def over_seeds(model: ModelReport, key: str, name: str, field: str) -> str:
-    """mean ± SE over the seeds when there are several, else seed 0's number."""
+def over_seeds(model: ModelReport, key: str, name: str, field: str, spec: str = ".4f") -> str:
+    """mean ± SE over the seeds when there are several, else seed 0's number (formatted by `spec`)."""
     summary = model.seeds.get(key)
     if summary is not None and summary["n"] > 1:
-        return f"{summary['mean']:.4f} ± {number(summary['se'])}"
-    return _num(metric(model, name, field), ".4f")
+        return f"{summary['mean']:{spec}} ± {number(summary['se'])}"
+    return _num(metric(model, name, field), spec)
 
 
 def cell(model: ModelReport, column: Column) -> str:
     """A model's cell of a metric's column."""
     if column.seeds is not None:
-        return over_seeds(model, column.seeds, column.metric, column.key)
+        return over_seeds(model, column.seeds, column.metric, column.key, column.spec)
     return _num(metric(model, column.metric, column.key), column.spec)
 
 

@@ -227,7 +227,9 @@ def paired(models: dict[str, ModelReport], baseline: str, margin: float | None =
     for key in paired_keys():
         values = [[s.get(key) for s in models[name].seeds["per_seed"]] for name in ("NDM", baseline)]
         if all(v is not None for vs in values for v in vs):
-            out[key] = stats.paired_difference(*values, baseline=baseline, delta=margin)
+            bits = key.endswith("_bpd")  # the margin is in bits/dim; KID's differences have no unit and no margin
+            out[key] = stats.paired_difference(*values, unit="bits/dim" if bits else "", baseline=baseline,
+                                               delta=margin if bits else None)
     return out
 
 

