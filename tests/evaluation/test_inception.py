@@ -43,7 +43,7 @@ def extractor(weights: Path) -> fid.FeatureExtractor:
 
 @pytest.fixture(scope="module")
 def torchscript() -> torch.jit.ScriptModule:
-    return torch.jit.load(str(inception_weights.package_file()), map_location="cpu").eval()
+    return inception_weights.load_torchscript(inception_weights.package_file()).eval()
 
 
 @pytest.fixture(scope="module")
