@@ -88,16 +88,19 @@ real-textures: $(STAMP)
 	$(PY) -m data_tools.real_images textures data/textures-png --size 32
 	$(PY) -m data_tools.shard data/textures-png data/textures-32 --resolution 32 --shard-size 128 --quiet
 	$(PY) -m latent_ndm.train stage=vae data=shards data.root=data/textures-32 name=textures
+	$(PY) -m latent_ndm.fid_stats shards=data/textures-32 out=data/textures-32-fid splits=[val] force=true progress=false
 
 real-faces: $(STAMP)
 	$(PY) -m data_tools.real_images faces data/faces-png --size 32
 	$(PY) -m data_tools.shard data/faces-png data/faces-32 --resolution 32 --shard-size 64 --split train=0.8,val=0.2 --quiet
 	$(PY) -m latent_ndm.train stage=vae data=shards data.root=data/faces-32 name=faces
+	$(PY) -m latent_ndm.fid_stats shards=data/faces-32 out=data/faces-32-fid splits=[val] force=true progress=false
 
 real-digits: $(STAMP)
 	$(PY) -m data_tools.real_images digits data/digits-png --size 32
 	$(PY) -m data_tools.shard data/digits-png data/digits-32 --resolution 32 --shard-size 128 --quiet
 	$(PY) -m latent_ndm.train stage=vae data=shards data.root=data/digits-32 data.flip=false name=digits
+	$(PY) -m latent_ndm.fid_stats shards=data/digits-32 out=data/digits-32-fid splits=[val] force=true progress=false
 
 vae-study: $(STAMP)
 	$(PY) -m benchmarks.vae_recipes --sets textures,faces,digits,synthetic --recipes default,fixed600 --seeds 0,1,2 \
@@ -114,17 +117,23 @@ study: $(STAMP)
 	$(PY) -m latent_ndm.benchmark seeds=3 nll_limit=0 'variants={joint:["ndm.mode=joint"]}' out=runs/benchmark/joint
 
 CURVE_EVAL := nll_limit=0 'few_step.nfe=[]' 'tolerances=[1.0e-2]' jobs=2
-TEXTURES   := vae_export=runs/vae/textures/export train_root=runs/ndm-textures \
-	'train_overrides=["data=shards","data.root=data/textures-32"]'
+TEXTURES   := vae_export=runs/vae/textures/export train_root=runs/ndm-textures fid.stats=data/textures-32-fid \
+	fid.num=$(DEMO_FID_NUM) 'train_overrides=["data=shards","data.root=data/textures-32"]'
+# the held-out split's FID reference of a real-image set whose VAE was trained before `make real` wrote one
+FID_REF = @test -f data/$(1)-32-fid/fid_stats.json || $(PY) -m latent_ndm.fid_stats shards=data/$(1)-32 \
+	out=data/$(1)-32-fid splits=[val] force=true progress=false
 
 curves: $(STAMP)
 	$(PY) -m latent_ndm.benchmark seeds=5 budget=6000 curve=true $(CURVE_EVAL) out=runs/benchmark/curve6000
 	@test -f runs/vae/textures/export/metrics.yaml || $(MAKE) real-textures
+	$(call FID_REF,textures)
 	$(PY) -m latent_ndm.benchmark seeds=3 budget=2000 curve=true $(CURVE_EVAL) $(TEXTURES) out=runs/benchmark/curve-textures
 
 compare-real: $(STAMP)
 	@test -f runs/vae/digits/export/metrics.yaml || $(MAKE) real-digits
+	$(call FID_REF,digits)
 	$(PY) -m latent_ndm.benchmark seeds=3 vae_export=runs/vae/digits/export train_root=runs/ndm-digits nll_limit=0 \
+	    fid.stats=data/digits-32-fid fid.num=$(DEMO_FID_NUM) \
 	    'train_overrides=["data=shards","data.root=data/digits-32","data.flip=false"]' out=runs/benchmark/digits
 
 lint: $(STAMP)
