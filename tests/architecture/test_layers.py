@@ -58,6 +58,7 @@ class Layer:
 LAYERS: dict[str, Layer] = {
     "data_tools": Layer(("data_tools",)),
     "vae": Layer(("vae", COMMON), third_party=MATH_LIBS),
+    "vae.sd_vae": Layer(("vae", COMMON), third_party=(*MATH_LIBS, "diffusers")),  # the optional SD-VAE adapter
     COMMON: Layer((COMMON,), third_party=MATH_LIBS),
     "latent_ndm.diffusion": Layer(("latent_ndm.diffusion",), third_party=MATH_LIBS),
     "latent_ndm.networks": Layer(("latent_ndm.networks", "latent_ndm.diffusion", COMMON), third_party=MATH_LIBS),

@@ -1,0 +1,74 @@
+"""A pretrained diffusers AutoencoderKL (here a tiny randomly initialised one saved as a diffusers folder, no
+download) through `export_vae pretrained=<folder>`, NDM and LSGM priors on its latents, `sample` and `evaluate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from latent_ndm.errors import TrainingError
+from latent_ndm.evaluation.runner import evaluate
+from latent_ndm.export_vae import export
+from latent_ndm.export_vae import run as export_run
+from latent_ndm.runs.config import compose_config
+from latent_ndm.runs.export import load_vae
+from latent_ndm.sample import run as sample_run
+from latent_ndm.training.run import train
+from tests.support.tiny_runs import command, ndm_cfg
+
+diffusers = pytest.importorskip("diffusers")
+
+from tests.vae.test_sd_vae import tiny_config  # noqa: E402 - only with diffusers installed
+from vae.sd_vae import AutoencoderKLVAE  # noqa: E402
+
+
+def diffusers_folder(root: Path) -> Path:
+    """A tiny AutoencoderKL written as diffusers writes an SD-VAE: config.json + diffusion_pytorch_model.safetensors."""
+    torch.manual_seed(0)
+    config = {k: v for k, v in tiny_config().items() if not k.startswith("_")}
+    diffusers.AutoencoderKL(**config).save_pretrained(root, safe_serialization=True)
+    return root
+
+
+def export_cfg(folder: Path, out: Path, data: Path, *overrides: str):
+    return compose_config("export_vae", ["data=shards", f"data.root={data}", f"pretrained={folder}", f"out={out}",
+                                         "limit=8", "device=cpu", "data.num_workers=0", *overrides])
+
+
+def test_a_pretrained_autoencoder_trains_ndm_and_lsgm_priors(tmp_path: Path, tiny_data: Path, capsys) -> None:
+    folder, out = diffusers_folder(tmp_path / "sd-vae"), tmp_path / "export"
+    with pytest.warns(UserWarning, match="more than 20% apart"):  # random weights: nothing like 0.18215
+        record = export_run(export_cfg(folder, out, tiny_data))
+    printed = capsys.readouterr().out
+    assert "configured scaling_factor = 0.18215" in printed and f"{1 / record['latent_scale']:.5f}" in printed
+    assert record["count"] == 8 and record["configured_scaling_factor"] == pytest.approx(0.18215)
+    assert yaml.safe_load((out / "vae_config.yaml").read_text())["_target_"] == "vae.sd_vae.AutoencoderKLVAE"
+    vae = load_vae(out)
+    assert isinstance(vae, AutoencoderKLVAE) and vae.latent_scale.item() == pytest.approx(record["latent_scale"])
+    assert torch.isfinite(vae.log_scale).all() and (vae.log_scale != 0).all()  # fitted on training images
+    for name, transform in (("ndm", "neural"), ("lsgm", "identity")):
+        run = ndm_cfg(tmp_path / name, tiny_data, out, f"ndm/transform={transform}", "ndm.latent.channels=null",
+                      "ndm.latent.resolution=null", "trainer.max_steps=2", "trainer.val_check_interval=2")
+        assert train(run).module.model.vae.latent_shape(16) == (4, 8, 8)
+    assert command("sample", sample_run, [f"ckpt={tmp_path / 'ndm'}", "num=2", "sampler=euler", "sampler.steps=2",
+                                          "progress=false", f"out={tmp_path / 'samples'}"]) == 0
+    assert (tmp_path / "samples" / "grid.png").is_file()
+    result = evaluate(compose_config("evaluate", [f"ckpt={tmp_path / 'lsgm'}", "progress=false", "accelerator=cpu",
+                                                  "metrics=[nelbo]"]))
+    assert result.results["nelbo"]["count"] == 12 and result.results["nelbo"]["nelbo_bpd"] > 0
+
+
+def test_a_folder_is_read_as_data_only(tmp_path: Path, tiny_data: Path) -> None:
+    folder = diffusers_folder(tmp_path / "sd-vae")
+    (folder / "diffusion_pytorch_model.safetensors").rename(folder / "diffusion_pytorch_model.bin")
+    with pytest.raises(TrainingError, match="holds no .safetensors weights"):
+        export(export_cfg(folder, tmp_path / "out", tiny_data))
+    (folder / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
+    with pytest.raises(TrainingError, match="describes a UNet2DModel, not an AutoencoderKL"):
+        export(export_cfg(folder, tmp_path / "out", tiny_data))
+    with pytest.raises(TrainingError, match="is not a folder.*hub=true"):
+        export(export_cfg(tmp_path / "nowhere", tmp_path / "out", tiny_data))
