@@ -1,5 +1,7 @@
 """A pretrained diffusers AutoencoderKL (here a tiny randomly initialised one saved as a diffusers folder, no
-download) through `export_vae pretrained=<folder>`, NDM and LSGM priors on its latents, `sample` and `evaluate`."""
+download) through `export_vae pretrained=<folder>`, NDM and LSGM priors on its latents, `sample`, `evaluate` and the
+benchmark of the two (NELBO and FID/KID, the FID with the test's stand-in extractor: the Inception path has its own
+tests in tests/evaluation/test_inception.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,19 @@ import pytest
 import torch
 import yaml
 
+from latent_ndm.benchmark import run as benchmark_run
 from latent_ndm.errors import TrainingError
+from latent_ndm.evaluation import fid
+from latent_ndm.evaluation.heldout import heldout_images
 from latent_ndm.evaluation.runner import evaluate
 from latent_ndm.export_vae import export
 from latent_ndm.export_vae import run as export_run
 from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.export import load_vae
+from latent_ndm.runs.load import load_run
 from latent_ndm.sample import run as sample_run
 from latent_ndm.training.run import train
+from tests.support.fid_stand_in import STAND_IN, register
 from tests.support.tiny_runs import command, ndm_cfg
 
 diffusers = pytest.importorskip("diffusers")
@@ -60,6 +67,18 @@ def test_a_pretrained_autoencoder_trains_ndm_and_lsgm_priors(tmp_path: Path, tin
     result = evaluate(compose_config("evaluate", [f"ckpt={tmp_path / 'lsgm'}", "progress=false", "accelerator=cpu",
                                                   "metrics=[nelbo]"]))
     assert result.results["nelbo"]["count"] == 12 and result.results["nelbo"]["nelbo_bpd"] > 0
+    register()
+    reference = heldout_images(load_run(tmp_path / "ndm"), "val", None, 8)
+    stats = fid.compute_stats(reference, fid.load_feature_extractor(STAND_IN)).save(tmp_path / "ref")
+    report = benchmark_run(compose_config("benchmark", [
+        f"out={tmp_path / 'bench'}", f"ndm_run={tmp_path / 'ndm'}", f"lsgm_run={tmp_path / 'lsgm'}", "budget=2",
+        "nll_limit=0", "tolerances=[1e-2]", "sample_num=2", "sample_batch_size=2", "step.repeats=2",
+        "step.batch_size=2", "few_step.nfe=[]", "few_step.ode=false", f"fid.stats={stats}", f"fid.extractor={STAND_IN}",
+        "fid.register=[tests.support.fid_stand_in:register]", "fid.num=8", "fid.batch_size=8", "vae_export=/nowhere"]))
+    for name in ("NDM", "LSGM"):
+        evaluation = report["models"][name]["evaluation"]
+        assert evaluation["nelbo"]["nelbo_bpd"] > 0 and evaluation["fid"]["fid"] >= 0 and "kid" in evaluation["fid"]
+    assert (tmp_path / "bench" / "benchmark.md").is_file()
 
 
 def test_a_folder_is_read_as_data_only(tmp_path: Path, tiny_data: Path) -> None:
