@@ -5,9 +5,16 @@ same builders): `default` is exactly the configuration of `stage=ndm` with no ov
 ndm/transform=identity, and the others change F's kind or size (`ndm.F_size.width`, `ndm.F_size.depth`: F_phi's
 U-Net relative to the denoiser's). A step is the NDM objective on a batch of latents (the training t_eps), its
 backward and an Adam step over the denoiser and F; the timings alternate between the variants (step 1 of every
-variant, then step 2, ...) so that all see the same machine state. Memory is measured per variant in a fresh
-process: on CUDA the peak allocated over a few steps; on CPU the bytes autograd saves for backward in one step.
-The last line is one JSON object; its `time_ratio` map gives every variant's median step time over LSGM's.
+variant, then step 2, ...) so that all see the same machine state, and LSGM is built and timed twice in the same
+alternation: the ratio of its two medians (`repeat`) says whether the machine was steady enough (within 5%). Per
+variant: the median step time and its interquartile range (over --steps >= 20 timed steps after --warmup), the FLOPs
+of one step (`step_cost.step_flops`), the time ratio and the FLOP ratio over LSGM and (time ratio) / (FLOP ratio):
+1 when a variant's time follows its FLOPs. Where the time goes (`step_cost.profile_parts`, torch.profiler over
+--profile-steps more steps): the denoiser, F at x, F at x_hat (the forward process's first and later calls, with a
+learned noise scale's), the rest of the objective's arithmetic, backward and the optimizer. Memory is measured per
+variant in a fresh process: on CUDA the peak allocated over a few steps; on CPU the bytes autograd saves for backward
+in one step. The last line is one JSON object with all of it (`time_ratio`, `flop_ratio`, `time_over_flop_ratio`,
+`iqr_step_s`, `parts_s`, `repeat`, ...).
 
     python -m benchmarks.ndm_step_time                      # the default CPU run's prior: 4x16x16 latents, batch 16
     python -m benchmarks.ndm_step_time --variant wide=ndm.F_size.width=2 --variant d2=ndm.F_size.depth=2
@@ -29,12 +36,17 @@ from typing import Any
 import torch
 
 from latent_ndm.comparison.step_cost import (
+    CallRanges,
     TrainStep,
     cuda_peak_bytes,
+    interquartile,
     prior_step,
+    profile_parts,
     saved_activation_bytes,
+    step_flops,
     time_alternating,
 )
+from latent_ndm.model import NDMPrior
 from latent_ndm.runs.build import build_ndm_prior, transform_kind
 from latent_ndm.runs.config import compose_config
 from latent_ndm.runs.targets import instantiate_trusted
@@ -63,9 +75,20 @@ def latent_overrides(common: Sequence[str]) -> list[str]:
             if latent[key] is None]
 
 
+REPEAT = "lsgm (again)"  # the baseline built and timed a second time in the same alternation
+REPEAT_TOLERANCE = 0.05
+
+
 def build(overrides: Sequence[str], args: argparse.Namespace) -> tuple[TrainStep, dict[str, Any]]:
     """One variant's training step on fixed random latents, and what it is (F's kind, parameter counts, latents).
     `args.set` holds the common overrides, the latent shape included (`latent_overrides`)."""
+    step, info, _ = build_with_prior(overrides, args)
+    return step, info
+
+
+def build_with_prior(overrides: Sequence[str], args: argparse.Namespace
+                     ) -> tuple[TrainStep, dict[str, Any], NDMPrior]:
+    """`build`, and the prior the step trains."""
     cfg = compose_config("train", ["stage=ndm", *args.set, *overrides])
     torch.manual_seed(0)
     prior = build_ndm_prior(cfg.ndm, t_eps=float(cfg.ndm.t_eps))
@@ -77,7 +100,14 @@ def build(overrides: Sequence[str], args: argparse.Namespace) -> tuple[TrainStep
             "F_params": sum(p.numel() for p in prior.transform.parameters()),
             "denoiser_params": sum(p.numel() for p in prior.denoiser.parameters()),
             "latent_shape": list(prior.latent_shape), "batch": batch}
-    return step, info
+    return step, info, prior
+
+
+def part_ranges(prior: NDMPrior) -> list[CallRanges]:
+    """The named calls of a prior's step: the denoiser, and the forward process's first call (F at x) and later ones
+    (F at x_hat)."""
+    return [CallRanges([(prior.denoiser, "forward")], ["denoiser"]),
+            CallRanges([(prior.process, "marginals"), (prior.process, "marginal")], ["F at x", "F at x_hat"])]
 
 
 def precision_context(args: argparse.Namespace) -> contextlib.AbstractContextManager:
@@ -121,8 +151,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="OVERRIDE",
                    help="a train override for every variant, e.g. --set ndm/denoiser=celebahq256; repeatable")
     p.add_argument("--batch", type=int, default=None, help="latents per step (default: the config's data.batch_size)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per variant (the median is reported)")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=20,
+                   help="timed steps per variant after the warm-up (median and interquartile range; >= 20 for a "
+                   "stable median on a loaded machine)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--profile-steps", type=int, default=3,
+                   help="steps per variant profiled for the per-part split (0: no split)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", choices=("32", "bf16-mixed"), default="32")
@@ -140,10 +174,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     variants.update(dict(args.variant))
     args.set = [*args.set, *latent_overrides(args.set)]
     torch.set_num_threads(args.threads)
-    built = {name: build(overrides, args) for name, overrides in variants.items()}
-    times = time_alternating({n: with_precision(step, args) for n, (step, _) in built.items()}, args.steps,
-                             args.warmup, args.device)
+    built = {name: build_with_prior(overrides, args) for name, overrides in variants.items()}
+    flops = {n: step_flops(step) for n, (step, _, _) in built.items()}
+    again, _, _ = build_with_prior(variants["lsgm"], args)
+    timed = {**{n: step for n, (step, _, _) in built.items()}, REPEAT: again}
+    times = time_alternating({n: with_precision(step, args) for n, step in timed.items()}, args.steps, args.warmup,
+                             args.device)
+    repeat_times = times.pop(REPEAT)
     med = {k: statistics.median(v) for k, v in times.items()}
+    parts = {n: profile_parts(step, part_ranges(prior), args.profile_steps, args.device,
+                              lambda: precision_context(args))
+             for n, (step, _, prior) in built.items()} if args.profile_steps > 0 else {}
+    mem = memory(variants, args)
+    time_ratio = {k: med[k] / med["lsgm"] for k in variants}
+    flop_ratio = {k: flops[k] / flops["lsgm"] for k in variants}
+    repeat_ratio = statistics.median(repeat_times) / med["lsgm"]
+    return {"config": {k: v for k, v in vars(args).items() if k != "variant"},
+            "variants": {n: info for n, (_, info, _) in built.items()},
+            "median_step_s": med, "iqr_step_s": {k: list(interquartile(v)) for k, v in times.items()},
+            "step_s": times, "flops": flops, "time_ratio": time_ratio, "flop_ratio": flop_ratio,
+            "time_over_flop_ratio": {k: time_ratio[k] / flop_ratio[k] for k in variants}, "parts_s": parts,
+            "repeat": {"variant": "lsgm", "median_step_s": statistics.median(repeat_times), "step_s": repeat_times,
+                       "ratio": repeat_ratio, "within_5pct": abs(repeat_ratio - 1) <= REPEAT_TOLERANCE},
+            "memory_mib": mem,
+            "memory_ratio": {k: (None if mem[k] is None or not mem["lsgm"] else mem[k] / mem["lsgm"])
+                             for k in variants}}
+
+
+def memory(variants: dict[str, list[str]], args: argparse.Namespace) -> dict[str, float | None]:
+    """Every variant's step memory in MiB, each in a fresh process (None with --no-memory)."""
     mem: dict[str, float | None] = {}
     ctx = mp.get_context("spawn")
     for name, overrides in variants.items():
@@ -155,23 +214,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         proc.start()
         mem[name] = q.get()
         proc.join()
-    return {"config": {k: v for k, v in vars(args).items() if k != "variant"},
-            "variants": {n: info for n, (_, info) in built.items()},
-            "median_step_s": med, "step_s": times, "memory_mib": mem,
-            "time_ratio": {k: med[k] / med["lsgm"] for k in variants},
-            "memory_ratio": {k: (None if mem[k] is None or not mem["lsgm"] else mem[k] / mem["lsgm"])
-                             for k in variants}}
+    return mem
 
 
 def print_table(result: dict[str, Any], device: str) -> None:
     mem_name = "peak mem (MiB)" if device.startswith("cuda") else "saved act. (MiB)"
-    print(f"{'variant':16s} {'F':10s} {'F params':>9s} {'step (ms)':>10s} {'x LSGM':>7s} {mem_name:>17s} "
-          f"{'x LSGM':>7s}")
+    print(f"{'variant':16s} {'F':10s} {'F params':>9s} {'step ms (IQR)':>22s} {'x LSGM':>7s} {'GFLOP':>8s} "
+          f"{'x LSGM':>7s} {'time/FLOP':>9s} {mem_name:>17s} {'x LSGM':>7s}")
     for name, info in result["variants"].items():
         mem, mr = result["memory_mib"][name], result["memory_ratio"][name]
         mem_s = f"{mem:17.1f} {mr:7.2f}" if mem is not None else f"{'-':>17s} {'-':>7s}"
-        print(f"{name:16s} {info['transform']:10s} {info['F_params']:9d} "
-              f"{1e3 * result['median_step_s'][name]:10.1f} {result['time_ratio'][name]:7.2f} {mem_s}")
+        q1, q3 = result["iqr_step_s"][name]
+        step = f"{1e3 * result['median_step_s'][name]:.1f} ({1e3 * q1:.1f}-{1e3 * q3:.1f})"
+        print(f"{name:16s} {info['transform']:10s} {info['F_params']:9d} {step:>22s} "
+              f"{result['time_ratio'][name]:7.2f} {result['flops'][name] / 1e9:8.3f} {result['flop_ratio'][name]:7.2f} "
+              f"{result['time_over_flop_ratio'][name]:9.2f} {mem_s}")
+    r = result["repeat"]
+    print(f"LSGM timed twice in the same alternation: second median / first = {r['ratio']:.3f} "
+          f"({'within' if r['within_5pct'] else 'NOT within'} 5%: "
+          f"{'steady enough' if r['within_5pct'] else 'the machine was not steady, rerun'})")
+    if result["parts_s"]:
+        print_parts(result["parts_s"])
+
+
+def print_parts(parts: dict[str, dict[str, float]]) -> None:
+    """Where each variant's step goes (ms per step and share, torch.profiler ranges)."""
+    names = [k for k in next(iter(parts.values())) if k != "total"]
+    print("per part, ms per step (share of the profiled step; profiler overhead included):")
+    print(f"{'variant':16s} " + " ".join(f"{n:>16s}" for n in [*names, "total"]))
+    for variant, p in parts.items():
+        cells = [f"{1e3 * p[n]:7.1f} ({p[n] / p['total']:4.0%})" for n in names]
+        print(f"{variant:16s} " + " ".join(f"{c:>16s}" for c in cells) + f" {1e3 * p['total']:16.1f}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

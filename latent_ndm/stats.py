@@ -16,8 +16,11 @@ the time with 3 seeds when there is none). The verdict has three outcomes (docs/
   (-delta, +delta) (TOST: two one-sided tests at 5%).
 
 Several comparisons in one report (the variants of a benchmark) are decided together by Holm's step-down procedure
-(`holm`), which keeps the chance of any false "lower" at 5%. An estimate over G disjoint groups of samples (the
-energy distance) gets its interval from t with G - 1 degrees of freedom. One value: no error estimate, no verdict.
+(`holm`), which keeps the chance of any false "lower" at 5%. Statements about where along a learning curve a verdict
+holds come from a simultaneous band over the curve's grid (`simultaneous_band`: sign-flip max-|t| over the paired
+seeds' residuals, or Bonferroni over the grid where sign flips cannot reach 95%, i.e. with 5 seeds or fewer). An
+estimate over G disjoint groups of samples (the energy distance) gets its interval from t with G - 1 degrees of
+freedom. One value: no error estimate, no verdict.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 from scipy import stats as scipy_stats
 
 LEVEL = 0.95  # the confidence level of every interval and verdict
@@ -185,3 +189,95 @@ def short_verdict(paired: dict[str, Any]) -> str:
         return f"{number(paired['mean'], True)} (one seed: no verdict)"
     d = Estimate(paired["mean"], paired["se"], paired["n"], paired.get("dof"))
     return f"{d.interval_text(signed=True)}: {paired.get('outcome', INCONCLUSIVE)}"
+
+
+SIGN_FLIP = "sign-flip max-|t|"
+BONFERRONI = "Bonferroni"
+SIGN_FLIP_EXACT_MAX = 12  # up to this many seeds every one of the 2^n sign patterns is enumerated
+SIGN_FLIP_DRAWS = 4096  # beyond it: the observed pattern and 4095 seeded random ones (a Monte Carlo permutation test)
+
+
+def sign_flip_reachable(n: int, alpha: float = ALPHA) -> bool:
+    """Whether sign flips of n paired seeds can give a two-sided level `alpha` at all: a pattern and its negation give
+    the same |t|, so an exact sign-flip test's smallest p is 2 / 2^n (1/16 with 5 seeds, 1/32 with 6), and the flips
+    have only 2^(n-1) distinct values to take a quantile from."""
+    return n >= 2 and 2.0 / 2.0**n <= alpha
+
+
+def _sign_patterns(n: int) -> np.ndarray:
+    """(N, n) signs: all 2^n patterns for n <= SIGN_FLIP_EXACT_MAX, else the identity and seeded random ones."""
+    if n <= SIGN_FLIP_EXACT_MAX:
+        bits = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
+        return 1.0 - 2.0 * bits
+    random = np.random.default_rng(0).choice([-1.0, 1.0], size=(SIGN_FLIP_DRAWS - 1, n))
+    return np.vstack([np.ones((1, n)), random])
+
+
+def _max_abs_t(d: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """max over grid points of |t| of the sign-flipped values, per pattern: d (n, G), signs (N, n) -> (N,).
+    Flipping signs leaves sum d_i^2 unchanged, so the variance of each pattern follows from its mean."""
+    n = d.shape[0]
+    mean = signs @ d / n
+    var = np.maximum((np.sum(d**2, axis=0) - n * mean**2) / (n - 1), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.abs(mean) / np.sqrt(var / n)
+    return np.nan_to_num(t, nan=0.0, posinf=np.inf).max(axis=1)
+
+
+def simultaneous_critical(differences: Sequence[Sequence[float]], level: float = LEVEL,
+                          method: str = "auto") -> tuple[float, str]:
+    """(c, method): the critical |t| that makes mean -+ c SE at every grid point a band holding the true paired
+    difference at all points at once with probability >= `level`. `differences[g][i]`: seed i at grid point g.
+
+    - SIGN_FLIP: the `level` quantile of max over the grid of |t| under every sign pattern of the seeds' residuals
+      d_i - mean(d) at each point (all 2^n patterns up to SIGN_FLIP_EXACT_MAX seeds: a wild bootstrap with
+      Rademacher weights, enumerated). Residuals, not the raw differences, so that c does not depend on the true
+      difference and mean -+ c SE is a band, not only a test of "no difference anywhere"; it needs only that each
+      seed's deviations are symmetric, adapts to the grid points' correlation, and is approximate, not exact (the
+      simulated null of tests/test_stats.py checks its 5%). Infinite (no band) where `sign_flip_reachable` is false.
+    - BONFERRONI: Student's t at level 1 - alpha / G (the pointwise test at alpha / G at each of G points; valid for
+      any correlation under the pointwise t's own normality, conservative for a smooth curve).
+    - "auto": SIGN_FLIP where sign flips can reach `level`, i.e. with 6 seeds or more at 95%; BONFERRONI with fewer
+      (with 5 seeds an exact sign-flip test's smallest p is 1/16 > 0.05 and the flips take 16 distinct values, too
+      few for a 95% quantile)."""
+    g = len(differences)
+    n = len(differences[0]) if g else 0
+    if g < 1 or n < 2 or any(len(row) != n for row in differences):
+        raise ValueError(f"a band needs at least one grid point and the same >= 2 seeds at each, got {g} points with "
+                         f"{sorted({len(row) for row in differences})} seeds")
+    alpha = 1 - level
+    if method == "auto":
+        method = SIGN_FLIP if sign_flip_reachable(n, alpha) else BONFERRONI
+    if method == BONFERRONI:
+        return t_critical(n - 1, 1 - alpha / g), BONFERRONI
+    if method != SIGN_FLIP:
+        raise ValueError(f"method must be 'auto', {SIGN_FLIP!r} or {BONFERRONI!r}, got {method!r}")
+    if not sign_flip_reachable(n, alpha):
+        return math.inf, SIGN_FLIP
+    d = np.asarray(differences, dtype=float).T
+    maxima = np.sort(_max_abs_t(d - d.mean(axis=0), _sign_patterns(n)))[::-1]
+    k = math.floor(alpha * len(maxima) + 1e-9)  # at most k patterns may lie strictly above c
+    return float(maxima[k]), SIGN_FLIP
+
+
+def simultaneous_band(paired: Sequence[dict[str, Any]], level: float = LEVEL,
+                      method: str = "auto") -> dict[str, Any] | None:
+    """A simultaneous `level` band over a curve's grid from its pointwise `paired_difference` results (the same seeds
+    at every point): {"method", "level", "points", "seeds", "critical", "ci": [[lo, hi] per point], or None where no
+    band at `level` exists, "outcome": per point}. A point's outcome is "<name> lower" / "<baseline> lower" where the
+    band excludes 0 there, else "inconclusive", so that the chance of any false "lower" anywhere on the grid is at
+    most 1 - `level` (family-wise). None with one seed (no error estimate)."""
+    if not paired or paired[0]["se"] is None:
+        return None
+    critical, used = simultaneous_critical([p["differences"] for p in paired], level, method)
+    reachable = math.isfinite(critical)
+    ci, outcomes = [], []
+    for p in paired:
+        half = critical * p["se"] if reachable and p["se"] > 0 else 0.0
+        lo, hi = p["mean"] - half, p["mean"] + half
+        ci.append([lo, hi])
+        lower = reachable and (lo > 0 or hi < 0)
+        outcomes.append(INCONCLUSIVE if not lower else f"{p['name']} lower" if p["mean"] < 0 else
+                        f"{p['baseline']} lower")
+    return {"method": used, "level": level, "points": len(paired), "seeds": paired[0]["n"],
+            "critical": critical if reachable else None, "ci": ci if reachable else None, "outcome": outcomes}

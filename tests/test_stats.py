@@ -1,15 +1,30 @@
 """Seed statistics of the comparisons against hand-computed answers and scipy's own tests: the paired t with n - 1
 degrees of freedom, its 95% interval, the three verdicts (lower / inconclusive / equivalent within a margin, by TOST),
-Holm's correction across a family, and the t-interval of an estimate over G groups."""
+Holm's correction across a family, the t-interval of an estimate over G groups, and the simultaneous band over a
+learning curve's grid (its critical value against brute force, its family-wise error under a simulated null)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
+import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from latent_ndm.stats import estimate, grouped, holm, paired_difference, short_verdict, t_critical
+from latent_ndm.stats import (
+    BONFERRONI,
+    SIGN_FLIP,
+    estimate,
+    grouped,
+    holm,
+    paired_difference,
+    short_verdict,
+    sign_flip_reachable,
+    simultaneous_band,
+    simultaneous_critical,
+    t_critical,
+)
 
 
 def test_mean_and_standard_error_of_known_values() -> None:
@@ -109,3 +124,63 @@ def test_one_seed_gives_no_verdict_and_the_names_and_unit_are_said() -> None:
     assert "-1.85e-05 ± 1.50e-06" in tiny["verdict"]  # not "-0.0000 ± 0.0000"
     with pytest.raises(ValueError, match="same seeds"):
         paired_difference([1.0, 2.0], [1.0])
+
+
+def test_no_sign_flip_band_reaches_95_percent_with_5_seeds_so_bonferroni_is_used() -> None:
+    """A sign pattern and its negation give the same |t|: with 5 seeds 16 distinct values, smallest p 1/16 > 0.05."""
+    assert not sign_flip_reachable(5) and sign_flip_reachable(6) and not sign_flip_reachable(1)
+    d = [[0.1 * (g + 1) + e for e in (-0.03, 0.01, 0.02, 0.0, 0.04)] for g in range(20)]
+    assert simultaneous_critical(d, method=SIGN_FLIP) == (math.inf, SIGN_FLIP)
+    assert simultaneous_critical(d) == (pytest.approx(scipy_stats.t.ppf(1 - 0.05 / 40, 4), rel=1e-12), BONFERRONI)
+    rows = [paired_difference(x, [0.0] * 5) for x in d]
+    band = simultaneous_band(rows, method=SIGN_FLIP)
+    assert band["ci"] is None and set(band["outcome"]) == {"inconclusive"}  # every d > 0, and still no verdict
+    assert simultaneous_band(rows[:1] and [paired_difference([1.0], [0.0])]) is None  # one seed: no band
+    with pytest.raises(ValueError, match="same >= 2 seeds"):
+        simultaneous_critical([[1.0, 2.0], [1.0]])
+
+
+def test_the_sign_flip_critical_value_against_brute_force() -> None:
+    """6 seeds, 3 grid points: all 64 sign patterns of the residuals (d - mean at each point) by itertools and scipy's
+    one-sample t; the critical value is the 4th largest max-|t| (at most 3, 5% of 64, lie above it), and it does not
+    move when the differences are shifted (so that mean -+ c SE is a band)."""
+    d = [[0.3, -0.1, 0.5, 0.2, 0.9, 0.4], [0.1, 0.2, 0.25, -0.3, 0.6, 0.35], [1.0, 0.7, 0.2, 0.4, 0.1, 0.5]]
+    residuals = [[x - sum(row) / 6 for x in row] for row in d]
+    maxima = sorted((max(abs(scipy_stats.ttest_1samp([s * x for s, x in zip(signs, row, strict=True)], 0.0).statistic)
+                         for row in residuals) for signs in itertools.product((1, -1), repeat=6)), reverse=True)
+    c, method = simultaneous_critical(d)
+    assert method == SIGN_FLIP and c == pytest.approx(maxima[3], rel=1e-9)
+    assert simultaneous_critical([[x - 5.0 for x in row] for row in d])[0] == pytest.approx(c, rel=1e-9)
+
+
+def _null_rates(seeds: int, studies: int, effect: float = 0.0, points: int = 20) -> tuple[float, float]:
+    """(share of studies with a band verdict anywhere, share with a pointwise one) for paired differences that drift
+    smoothly along the grid (a seed's level and slope, plus noise), mean `effect` at every point."""
+    rng = np.random.default_rng(seeds)
+    x = np.linspace(0.0, 1.0, points)
+    crit_t = scipy_stats.t.ppf(0.975, seeds - 1)
+    band = pointwise = 0
+    for _ in range(studies):
+        d = effect + rng.normal(size=(seeds, 1)) + rng.normal(size=(seeds, 1)) * x
+        d = d + 0.3 * rng.normal(size=(seeds, points))
+        t = np.abs(d.mean(0)) / (d.std(0, ddof=1) / math.sqrt(seeds))
+        band += bool(t.max() > simultaneous_critical(d.T.tolist())[0])
+        pointwise += bool(t.max() > crit_t)
+    return band / studies, pointwise / studies
+
+
+@pytest.mark.parametrize("seeds", [5, 8])  # Bonferroni, sign flips
+def test_the_band_keeps_the_family_wise_error_at_5_percent_under_the_null(seeds: int) -> None:
+    studies = 300
+    band, pointwise = _null_rates(seeds, studies)
+    assert band <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / studies)  # 5% + 3 Monte Carlo SE
+    assert pointwise > 0.10  # the pointwise intervals claim a difference somewhere far more often
+    assert _null_rates(seeds, 50, effect=-8.0)[0] == 1.0  # a clear effect is found in every study
+
+
+def test_the_band_rejects_a_clear_effect_at_every_point_and_names_the_lower_model() -> None:
+    rng = np.random.default_rng(0)
+    rows = [paired_difference(list(-0.05 + 0.005 * rng.normal(size=6)), [0.0] * 6) for _ in range(10)]
+    band = simultaneous_band(rows)
+    assert band["method"] == SIGN_FLIP and band["outcome"] == ["NDM lower"] * 10 and band["seeds"] == 6
+    assert all(lo < r["ci"][0] and r["ci"][1] < hi < 0 for (lo, hi), r in zip(band["ci"], rows, strict=True))

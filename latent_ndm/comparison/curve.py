@@ -13,8 +13,12 @@ the continuous axes on an even grid from the largest first checkpoint to the sma
 of the comparison, so that no run is ever extrapolated. Each run's NELBO is interpolated linearly between its
 checkpoints onto the grid; at each grid point the paired difference `name - baseline` over seeds
 (`stats.paired_difference`: t with n - 1 dof, 95% interval, the verdict words of stats.py) and each model's mean ± SE
-with its 95% t-interval (`stats.estimate`). `verdict_changes` says where along an axis the verdict changes.
-The intervals are pointwise (each grid point at 95%), not simultaneous over the curve.
+with its 95% t-interval (`stats.estimate`): these intervals are pointwise (each grid point at 95%) and serve
+statements about one point. Statements about where along an axis a verdict holds ("NDM lower from X on") come from a
+simultaneous 95% band over the axis's grid (`stats.simultaneous_band`: sign-flip max-|t| over the paired seeds with 6
+seeds or more, Bonferroni over the grid with fewer, where no sign-flip test can reach 95%): each row's "band" holds its
+interval and verdict, `verdict_changes(rows, "band")` says where the band's verdict changes and the axis's summary is
+written from it; `verdict_changes(rows)` keeps the pointwise changes.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ AXIS_LABELS = {"steps": "optimizer steps", "seconds": "training seconds (validat
                "flops": "training FLOPs (validation not counted)"}
 AXIS_TITLES = {"steps": "equal steps", "seconds": "equal wall-clock", "flops": "equal FLOPs"}
 INTERPOLATED = "interpolated between checkpoints"
+BAND = "95% simultaneous band"
 ONE_SEED = "one seed: no verdict"
 
 
@@ -134,21 +139,36 @@ def axis_comparison(runs: Mapping[str, Sequence[Curve]], flops_per_step: Mapping
                      "models": {m: {**_band(nelbo[m]), "steps": math.fsum(steps[m]) / len(steps[m])} for m in models},
                      "paired": stats.paired_difference(nelbo[name], nelbo[baseline], name=name, baseline=baseline,
                                                        delta=margin)})
-    changes = verdict_changes(rows)
+    band = add_band(rows)
+    band_changes = verdict_changes(rows, "band") if band else []
     return {"axis": axis, "label": AXIS_LABELS[axis], "range": None if span is None else list(span), "grid": grid,
-            "interpolated": axis != "steps", "rows": rows, "changes": changes,
-            "summary": summary(axis, rows, changes)}
+            "interpolated": axis != "steps", "rows": rows, "changes": verdict_changes(rows), "band": band,
+            "band_changes": band_changes, "summary": summary(axis, rows, band_changes, "band")}
 
 
-def verdict_changes(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def add_band(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The simultaneous 95% band over the rows' paired differences (`stats.simultaneous_band`), each row's part of
+    it put in row["band"] = {"mean", "ci", "outcome"}; returned without the per-row lists ({"method", "level",
+    "points", "seeds", "critical"}). None (and no row["band"]) with one seed or no rows."""
+    band = stats.simultaneous_band([row["paired"] for row in rows])
+    if band is None:
+        return None
+    for i, row in enumerate(rows):
+        row["band"] = {"mean": row["paired"]["mean"], "ci": None if band["ci"] is None else band["ci"][i],
+                       "outcome": band["outcome"][i]}
+    return {k: v for k, v in band.items() if k not in ("ci", "outcome")}
+
+
+def verdict_changes(rows: Sequence[Mapping[str, Any]], key: str = "paired") -> list[dict[str, Any]]:
     """Every grid point whose verdict differs from the one before it: {"x", "previous_x", "from", "to", "mean",
-    "ci"} (the paired difference there)."""
+    "ci"} (the difference there); `key` "paired": the pointwise verdicts and intervals, "band": the simultaneous
+    band's."""
     out = []
     for before, row in zip(rows, rows[1:], strict=False):
-        old, new = before["paired"]["outcome"], row["paired"]["outcome"]
+        old, new = before[key]["outcome"], row[key]["outcome"]
         if new != old:
             out.append({"x": row["x"], "previous_x": before["x"], "from": old, "to": new,
-                        "mean": row["paired"]["mean"], "ci": row["paired"]["ci"]})
+                        "mean": row[key]["mean"], "ci": row[key]["ci"]})
     return out
 
 
@@ -161,29 +181,32 @@ def position(axis: str, x: float) -> str:
     return f"{x:.3g} FLOPs"
 
 
-def _ci_text(mean: float, ci: Sequence[float] | None) -> str:
+def _ci_text(mean: float, ci: Sequence[float] | None, kind: str = "95% CI") -> str:
     if ci is None:
         return stats.number(mean, True)
-    return f"{stats.number(mean, True)}, 95% CI [{stats.number(ci[0], True)}, {stats.number(ci[1], True)}]"
+    return f"{stats.number(mean, True)}, {kind} [{stats.number(ci[0], True)}, {stats.number(ci[1], True)}]"
 
 
-def summary(axis: str, rows: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]]) -> str:
+def summary(axis: str, rows: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]],
+            key: str = "paired") -> str:
     """One sentence: the verdict along the axis and where it changes (with the interval there), or that it does not
-    change within the budget."""
+    change within the budget. `key` "band": the simultaneous band's verdicts and intervals (`changes` from
+    `verdict_changes(rows, "band")`); "paired": the pointwise ones."""
     if not rows:
         return "no common range: the runs' checkpoints do not overlap on this axis"
     first, last = rows[0], rows[-1]
     span = f"from {position(axis, first['x'])} to {position(axis, last['x'])}"
     if first["paired"]["se"] is None:
         return f"{ONE_SEED} ({span})"
-    start = first["paired"]["outcome"]
+    kind = BAND if key == "band" else "95% CI"
+    start = first[key]["outcome"]
     if not changes:
-        return (f"{start} at every grid point {span} ({_ci_text(first['paired']['mean'], first['paired']['ci'])} "
-                f"at the start, {_ci_text(last['paired']['mean'], last['paired']['ci'])} at the end): the verdict "
+        return (f"{start} at every grid point {span} ({_ci_text(first[key]['mean'], first[key]['ci'], kind)} "
+                f"at the start, {_ci_text(last[key]['mean'], last[key]['ci'], kind)} at the end): the verdict "
                 "does not change within the budget")
-    parts = [f"{start} at {position(axis, first['x'])} ({_ci_text(first['paired']['mean'], first['paired']['ci'])})"]
+    parts = [f"{start} at {position(axis, first['x'])} ({_ci_text(first[key]['mean'], first[key]['ci'], kind)})"]
     parts += [f"{c['to']} from {position(axis, c['x'])} on (after {position(axis, c['previous_x'])}; "
-              f"{_ci_text(c['mean'], c['ci'])})" for c in changes]
+              f"{_ci_text(c['mean'], c['ci'], kind)})" for c in changes]
     return "; ".join(parts) + f"; up to {position(axis, last['x'])}"
 
 
@@ -217,17 +240,19 @@ def metric_label(metric: str) -> str:
 
 def shown_rows(rows: Sequence[Mapping[str, Any]], count: int = 5) -> list[int]:
     """The indices of the rows a table shows: `count` evenly spaced ones (first and last included) and every row at
-    which the verdict changes."""
+    which the verdict (pointwise or the simultaneous band's) changes."""
     if not rows:
         return []
     even = {round(i * (len(rows) - 1) / max(count - 1, 1)) for i in range(count)}
-    changed = {i for i in range(1, len(rows)) if rows[i]["paired"]["outcome"] != rows[i - 1]["paired"]["outcome"]}
+    changed = {i for i in range(1, len(rows)) for key in ("paired", "band")
+               if key in rows[i] and rows[i][key]["outcome"] != rows[i - 1][key]["outcome"]}
     return sorted(even | changed)
 
 
 def markdown(section: Mapping[str, Any], count: int = 5) -> list[str]:
-    """The report's curve section: how it was made, then a table per axis at a handful of grid points and the
-    sentence on where the verdict changes."""
+    """The report's curve section: how it was made, then a table per axis at a handful of grid points (the pointwise
+    interval and, where computed, the simultaneous band) and the sentence on where the verdict changes (from the band;
+    a section saved before bands existed has its pointwise sentence)."""
     name, baseline = section["name"], section["baseline"]
     flops = section["flops_per_step"]
     seeds = section["seeds"]
@@ -247,7 +272,9 @@ def markdown(section: Mapping[str, Any], count: int = 5) -> list[str]:
              "- wall-clock: the training steps' own seconds (forward, backward, optimizer step), without validation, "
              "sample grids or checkpoints (`step_seconds` in each run's curve.json)",
              ("- " + (f"intervals: paired t over seeds with n - 1 = {seeds - 1} dof at each grid point, 95%, pointwise "
-                      "(not simultaneous over the curve)") if seeds > 1 else f"- {ONE_SEED} along the curve"),
+                      "(not simultaneous over the curve): for statements about one grid point") if seeds > 1
+              else f"- {ONE_SEED} along the curve"),
+             *band_note(section),
              *[f"- note: {note}" for note in section.get("notes", [])]]
     for axis, r in section["axes"].items():
         lines += ["", f"### At {AXIS_TITLES[axis]} ({r['label']})", ""]
@@ -255,7 +282,8 @@ def markdown(section: Mapping[str, Any], count: int = 5) -> list[str]:
             lines.append(f"- {r['summary']}")
             continue
         head = [r["label"], *(["steps " + " / ".join((name, baseline))] if axis != "steps" else []),
-                f"{name} {bound} bpd", f"{baseline} {bound} bpd", f"{name} - {baseline}, paired by seed"]
+                f"{name} {bound} bpd", f"{baseline} {bound} bpd", f"{name} - {baseline}, paired by seed",
+                *([BAND] if r.get("band") else [])]
         lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---:"] * (len(head) - 1) + ["---"]) + "|"]
         for i in shown_rows(r["rows"], count):
             row = r["rows"][i]
@@ -264,8 +292,30 @@ def markdown(section: Mapping[str, Any], count: int = 5) -> list[str]:
                      *([f"{_steps(m[name]['steps'])} / {_steps(m[baseline]['steps'])}"] if axis != "steps" else []),
                      *[stats.Estimate(m[k]["mean"], m[k]["se"], m[k]["n"], m[k]["dof"]).text()
                        for k in (name, baseline)],
-                     stats.short_verdict(row["paired"])]
+                     stats.short_verdict(row["paired"]), *([_band_cell(row["band"])] if r.get("band") else [])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append(f"- along {AXIS_TITLES[axis]}" + (f" ({INTERPOLATED})" if r["interpolated"] else "")
                      + f": {r['summary']}")
     return lines
+
+
+def _band_cell(band: Mapping[str, Any]) -> str:
+    if band["ci"] is None:
+        return f"no band: {band['outcome']}"
+    return f"[{stats.number(band['ci'][0], True)}, {stats.number(band['ci'][1], True)}]: {band['outcome']}"
+
+
+def band_note(section: Mapping[str, Any]) -> list[str]:
+    """The report's line on the simultaneous bands (none for a single seed or a section saved before bands)."""
+    bands = {axis: r["band"] for axis, r in section["axes"].items() if r.get("band")}
+    if not bands:
+        return []
+    method = next(iter(bands.values()))["method"]
+    why = ("max over the grid of |t| under all 2^n sign flips of the paired seeds" if method == stats.SIGN_FLIP
+           else "Student's t at 1 - 0.05 / (grid points) at each point; with 5 seeds or fewer no sign-flip test can "
+           "reach 95% (its smallest p is 2 / 2^n)")
+    crit = ", ".join(f"{AXIS_TITLES[axis]} {b['critical']:.2f} over {b['points']} points" for axis, b in bands.items()
+                     if b["critical"] is not None)
+    return [f"- {BAND}s ({method}: {why}; critical |t|: {crit}) hold at every grid point at once: the sentences on "
+            "where a verdict holds (\"lower from ... on\") come from them; a pointwise interval that excludes 0 where "
+            "the band does not is no family-wise evidence"]

@@ -1,6 +1,7 @@
 """The learning-curve chart of the benchmark's curve mode (curve.png): per axis (steps, wall-clock, FLOPs), the
 validation bound of each model against it (mean over seeds with its 95% t band, every run's checkpoints as dots) and
-the paired difference with its pointwise 95% t-interval around a zero line (`latent_ndm.comparison.curve`)."""
+the paired difference with its pointwise 95% t-interval and its simultaneous 95% band over the grid around a zero line,
+the band's verdict changes marked (`latent_ndm.comparison.curve`)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,12 @@ def _paired_panel(ax: Any, section: dict[str, Any], axis: str) -> None:
         ax.fill_between(xs, [row["paired"]["ci"][0] for row in r["rows"]],
                         [row["paired"]["ci"][1] for row in r["rows"]], color="tab:blue", alpha=0.2,
                         label="95% t-interval (n - 1 dof), pointwise")
-    for change in r["changes"]:
+    band = r.get("band")
+    if band and band["critical"] is not None:
+        ax.plot(xs, [row["band"]["ci"][0] for row in r["rows"]], "--", color="tab:purple", linewidth=1,
+                label=f"95% simultaneous band ({band['method']})")
+        ax.plot(xs, [row["band"]["ci"][1] for row in r["rows"]], "--", color="tab:purple", linewidth=1)
+    for change in r["band_changes"] if band else r["changes"]:  # a section saved before bands: pointwise changes
         ax.axvline(change["x"], color="tab:red", linestyle=":", linewidth=1)
         ax.annotate(change["to"], (change["x"], 0), textcoords="offset points", xytext=(3, 5), fontsize=7,
                     color="tab:red", rotation=90)

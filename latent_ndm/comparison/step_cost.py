@@ -7,19 +7,23 @@ between the models (step 1 of every model, then step 2 of every model, ...) so t
 Peak memory: on CUDA the `max_memory_allocated` of the step, net of every other model's tensors (so models may
 share one process); on CPU, where no allocator statistics exist, the bytes of the distinct tensors autograd saves
 for backward in one step (the activation memory). FLOPs (`step_flops`): those of forward + backward on one batch, as
-`torch.utils.flop_counter` counts them (matrix products and convolutions, forward-mode tangents included).
+`torch.utils.flop_counter` counts them (matrix products and convolutions, forward-mode tangents included). Where the
+time goes (`profile_parts`): torch.profiler's record_function ranges around the loss, the backward pass, the optimizer
+and named calls inside the loss (the denoiser, F at x, F at x_hat), the calls wrapped only while the profile runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile, record_function, schedule
 from torch.utils.flop_counter import FlopCounterMode
 
 from latent_ndm.model import LatentModel, NDMPrior
@@ -180,3 +184,97 @@ def step_flops(step: TrainStep) -> int:
         step.forward_backward()
     step.optimizer.zero_grad(set_to_none=True)
     return int(counter.get_total_flops())
+
+
+def interquartile(values: Sequence[float]) -> tuple[float, float]:
+    """(first quartile, third quartile) of `values` (`statistics.quantiles`, inclusive method; one value: itself)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
+
+
+@dataclass
+class CallRanges:
+    """Named calls inside a step: while `wrapped()` is open, every call of `getattr(obj, attr)` for (obj, attr) in
+    `targets` runs in a record_function range; the k-th such call since `reset()` (k = 0, 1, ...) is named
+    labels[min(k, len(labels) - 1)] (e.g. ["F at x", "F at x_hat"]: the process's first call evaluates F at x, the
+    later ones at x_hat). On CUDA the range waits for the call's kernels, so that it holds their time."""
+
+    targets: Sequence[tuple[object, str]]
+    labels: Sequence[str]
+    calls: int = 0
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def _wrap(self, method: Callable[..., object], device: torch.device | str) -> Callable[..., object]:
+        def call(*args: object, **kwargs: object) -> object:
+            name = self.labels[min(self.calls, len(self.labels) - 1)]
+            self.calls += 1
+            with record_function(name):
+                out = method(*args, **kwargs)
+                sync(device)
+            return out
+        return call
+
+    @contextlib.contextmanager
+    def wrapped(self, device: torch.device | str = "cpu") -> Iterator[None]:
+        """The targets wrapped (as instance attributes, removed on exit: the objects are left as they were)."""
+        own = [(obj, attr, vars(obj).get(attr)) for obj, attr in self.targets]  # an instance attribute already there
+        for obj, attr in self.targets:
+            setattr(obj, attr, self._wrap(getattr(obj, attr), device))
+        try:
+            yield
+        finally:
+            for obj, attr, before in own:
+                if before is None:
+                    delattr(obj, attr)
+                else:
+                    setattr(obj, attr, before)
+
+
+STEP_RANGES = ("loss", "backward", "optimizer")
+
+
+def profile_parts(step: TrainStep, ranges: Sequence[CallRanges], repeats: int = 3, device: torch.device | str = "cpu",
+                  context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+                  ) -> dict[str, float]:
+    """Mean seconds per step of each part of `repeats` steps (after one more, profiled but not recorded: the
+    profiler's own start-up), from torch.profiler's record_function ranges (CPU wall time; on CUDA each range waits
+    for its kernels): every label of `ranges` (calls inside the loss), "loss
+    (rest)" (the loss's time outside them: the objective's own arithmetic), "backward", "optimizer" (zero_grad and
+    step) and "total" (their sum). `context`: entered around the loss (an autocast). Numbers the step computes are
+    unchanged; the profiler's own overhead is in every part."""
+    if repeats < 1:
+        raise ValueError(f"profile_parts needs repeats >= 1, got {repeats}")
+    with contextlib.ExitStack() as stack:
+        for r in ranges:
+            stack.enter_context(r.wrapped(device))
+        plan = schedule(wait=0, warmup=1, active=repeats, repeat=1)
+        with profile(activities=[ProfilerActivity.CPU], schedule=plan) as prof:
+            for _ in range(repeats + 1):
+                for r in ranges:
+                    r.reset()
+                with record_function("optimizer"):
+                    step.optimizer.zero_grad(set_to_none=True)
+                with record_function("loss"), context():
+                    loss = step.loss()
+                    sync(device)
+                with record_function("backward"):
+                    loss.backward()
+                    sync(device)
+                with record_function("optimizer"):
+                    step.optimizer.step()
+                    sync(device)
+                prof.step()
+    labels = list(dict.fromkeys(label for r in ranges for label in r.labels))
+    seconds = {name: 0.0 for name in [*labels, *STEP_RANGES]}
+    for event in prof.key_averages():
+        if event.key in seconds:
+            seconds[event.key] += event.cpu_time_total / 1e6 / repeats
+    parts = {label: seconds[label] for label in labels}
+    parts["loss (rest)"] = seconds["loss"] - sum(parts.values())
+    parts.update(backward=seconds["backward"], optimizer=seconds["optimizer"])
+    parts["total"] = seconds["loss"] + seconds["backward"] + seconds["optimizer"]
+    return parts

@@ -160,3 +160,32 @@ def test_the_chart_draws_one_seed_and_an_axis_without_a_common_range(tmp_path: P
     section = compare_curves(runs, {"NDM": 2.0, "LSGM": 1.0}, points=3)  # seconds: NDM 20-40 s, LSGM 5-10 s
     assert section["axes"]["seconds"]["rows"] == [] and section["axes"]["steps"]["rows"][0]["paired"]["ci"] is None
     assert write_curve_chart(tmp_path / "curve.png", section).stat().st_size > 0
+
+
+def test_where_a_verdict_holds_comes_from_the_simultaneous_band_not_the_pointwise_intervals(tmp_path: Path) -> None:
+    """5 seeds, 4 checkpoints: NDM is 0.01 lower at the last one with t = 3.5 (pointwise: 95% t 2.78, so "NDM
+    lower"; Bonferroni over 4 points: t_{1 - 0.05/8, 4} = 4.31, so inconclusive) and 0.05 lower with t = 141 at the
+    one before."""
+    shared = [0.0, 0.2, -0.1, 0.3, 0.1]
+    noise = [0.004, -0.004, 0.002, -0.002, 0.0]
+    lsgm = [[3.0 + s, 2.5 + s, 2.2 + s, 2.0 + s] for s in shared]
+    ndm = [[y[0] + 2 * e, y[1] + e, y[2] - 0.05 + e / 4, y[3] - 0.01 + 2 * e] for y, e in zip(lsgm, noise, strict=True)]
+    runs = {"NDM": [curve([10, 20, 30, 40], y) for y in ndm], "LSGM": [curve([10, 20, 30, 40], y) for y in lsgm]}
+    section = compare_curves(runs, {"NDM": 1.0, "LSGM": 1.0}, points=4)
+    r = section["axes"]["steps"]
+    assert [row["paired"]["outcome"] for row in r["rows"]] == ["inconclusive", "inconclusive", "NDM lower",
+                                                                 "NDM lower"]
+    assert [row["band"]["outcome"] for row in r["rows"]] == ["inconclusive", "inconclusive", "NDM lower",
+                                                               "inconclusive"]
+    assert r["band"]["method"] == "Bonferroni" and r["band"]["points"] == 4
+    assert r["band"]["critical"] == pytest.approx(scipy_stats.t.ppf(1 - 0.05 / 8, 4))
+    last = r["rows"][3]
+    assert last["band"]["ci"][0] < last["paired"]["ci"][0] < last["paired"]["ci"][1] < 0 < last["band"]["ci"][1]
+    assert [(c["x"], c["to"]) for c in r["changes"]] == [(30.0, "NDM lower")]  # pointwise: lower from 30 on
+    assert [(c["x"], c["to"]) for c in r["band_changes"]] == [(30.0, "NDM lower"), (40.0, "inconclusive")]
+    assert "NDM lower from 30 steps on" in r["summary"] and "inconclusive from 40 steps on" in r["summary"]
+    assert "95% simultaneous band [" in r["summary"]
+    text = "\n".join(markdown(section))
+    assert "| 95% simultaneous band |" in text and "Bonferroni" in text
+    assert "for statements about one grid point" in text
+    assert write_curve_chart(tmp_path / "curve.png", section).stat().st_size > 0
