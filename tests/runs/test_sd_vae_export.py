@@ -5,7 +5,10 @@ tests in tests/evaluation/test_inception.py)."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import shlex
+import warnings
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,7 @@ from latent_ndm.runs.export import load_vae
 from latent_ndm.runs.load import load_run
 from latent_ndm.sample import run as sample_run
 from latent_ndm.training.run import train
+from tests.support import REPO
 from tests.support.fid_stand_in import STAND_IN, register
 from tests.support.tiny_runs import command, ndm_cfg
 
@@ -91,3 +95,48 @@ def test_a_folder_is_read_as_data_only(tmp_path: Path, tiny_data: Path) -> None:
         export(export_cfg(folder, tmp_path / "out", tiny_data))
     with pytest.raises(TrainingError, match="is not a folder.*hub=true"):
         export(export_cfg(tmp_path / "nowhere", tmp_path / "out", tiny_data))
+
+
+# the recipe's commands of docs/BYO_VAE.md, shrunk: what each command gets besides its own arguments
+RECIPE_SHRINK = {
+    "export_vae": ["limit=8", "device=cpu", "data.num_workers=0"],
+    "train": ["ndm/denoiser=tiny", "ndm.denoiser.channel_mult=[1]", "trainer.max_steps=2",
+              "trainer.val_check_interval=2", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+              "trainer.num_sanity_val_steps=0", "logger=[csv]", "stage.images.num=2", "stage.images.steps=4",
+              "stage.collapsed_vae=warn", "data.batch_size=8", "data.shuffle_buffer=8", "data.num_workers=0"],
+    "evaluate": ["limit=4", "progress=false", "accelerator=cpu"],
+}
+
+
+def recipe_commands() -> list[str]:
+    """The `python -m` lines of docs/BYO_VAE.md's SD-VAE section, in order."""
+    text = (REPO / "docs" / "BYO_VAE.md").read_text().split("## A pretrained SD-VAE")[1].split("\n## ")[0]
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("python -m latent_ndm.")]
+
+
+def test_the_docs_sd_vae_recipe_runs_on_a_tiny_autoencoder(tmp_path: Path, tiny_data: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each command of the recipe, as written, with the hub name replaced by a local diffusers folder (a tiny random
+    AutoencoderKL), CelebA-HQ-256 by the tiny shards at 16 px, and the sizes shrunk; run in order in one folder."""
+    from latent_ndm.cli import run_or_exit
+    from latent_ndm.runs.validate import compose_command_line
+
+    folder = diffusers_folder(tmp_path / "sd-vae")
+    monkeypatch.chdir(tmp_path)
+    replace = {"pretrained=stabilityai/sd-vae-ft-mse": f"pretrained={folder}", "hub=true": "hub=false",
+               "data.root=data/celebahq-256": f"data.root={tiny_data}", "data.resolution=256": "data.resolution=16"}
+    commands = recipe_commands()
+    assert [c.split()[2] for c in commands] == ["latent_ndm.export_vae", "latent_ndm.train", "latent_ndm.train",
+                                                 "latent_ndm.evaluate", "latent_ndm.evaluate"]
+    for line in commands:
+        name = line.split()[2].removeprefix("latent_ndm.")
+        args = [replace.get(a, a) for a in shlex.split(line)[3:]]
+        cfg = compose_command_line(name, [*args, *RECIPE_SHRINK[name]])
+        if name == "train":
+            train(cfg)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # random weights: the 20% scale warning
+                run_or_exit(importlib.import_module(f"latent_ndm.{name}").run, cfg)
+    for run in ("sd-ndm", "sd-lsgm"):
+        assert json.loads((tmp_path / "runs" / "ndm" / run / "export" / "evaluation.json").read_text())
