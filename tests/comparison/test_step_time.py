@@ -19,8 +19,8 @@ from latent_ndm.runs.config import compose_config
 def test_default_is_exactly_the_prior_of_stage_ndm_and_the_json_has_a_ratio_per_variant(
         capsys: pytest.CaptureFixture[str]) -> None:
     result = ndm_step_time.main(["--steps", "1", "--warmup", "0", "--batch", "2", "--threads", "1",
-                                 "--profile-steps", "0", "--only", "separable_w0.5", "--variant", "jvp_tiny=ndm/transform=neural,"
-                                 "ndm.F_size.width=0.25"])
+                                 "--profile-steps", "0", "--only", "separable_w0.5", "--variant",
+                                 "jvp_tiny=ndm/transform=neural,ndm.F_size.width=0.25"])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(line["time_ratio"]) == {"lsgm", "default", "separable_w0.5", "jvp_tiny"}
     assert line["time_ratio"]["lsgm"] == 1.0
